@@ -1,0 +1,167 @@
+//! Records the kernel programs write to the ring buffer.
+//!
+//! Every record starts with an [`EventHeader`]; `kind` says which struct follows.
+//! Records with variable-length text are sent only up to the text they use, so
+//! the decoder must accept a record shorter than its struct and zero-fill the rest.
+
+pub const COMM_LEN: usize = 16;
+/// Bytes kept of a path as the process passed it.
+pub const PATH_CAP: usize = 1024;
+/// Bytes kept of the directory a relative path is resolved against.
+pub const BASE_CAP: usize = 1024;
+/// Bytes kept of the file name given to execve.
+pub const FILENAME_CAP: usize = 512;
+/// Bytes kept of the NUL-separated argument block of an exec.
+pub const ARGV_CAP: usize = 2048;
+/// Bytes kept of the `struct sockaddr` given to connect (a `sockaddr_un` is 110).
+pub const SOCKADDR_CAP: usize = 112;
+
+/// `EventHeader::kind` values. Kept as plain integers on the wire so that a
+/// corrupt record cannot produce an invalid Rust enum.
+pub mod kind {
+    pub const OPEN: u32 = 1;
+    pub const CONNECT: u32 = 2;
+    pub const EXEC: u32 = 3;
+    pub const FORK: u32 = 4;
+    pub const EXIT: u32 = 5;
+    /// One past the highest kind; sizes per-kind counters.
+    pub const COUNT: u32 = 6;
+}
+
+/// Which system call an [`OpenEvent`] came from.
+pub mod open_syscall {
+    pub const OPEN: u8 = 1;
+    pub const OPENAT: u8 = 2;
+    pub const OPENAT2: u8 = 3;
+    pub const CREAT: u8 = 4;
+}
+
+/// Bits of the `truncated` field of events carrying text.
+pub mod truncated {
+    pub const PATH: u8 = 1;
+    pub const BASE: u8 = 2;
+    pub const FILENAME: u8 = 4;
+    pub const ARGV: u8 = 8;
+}
+
+/// `AT_FDCWD` as the open syscalls receive it.
+pub const AT_FDCWD: i32 = -100;
+
+use core::cmp::min;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Thread-group id: what user space calls the pid.
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub session: u32,
+    pub uid: u32,
+    /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`).
+    pub boot_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenEvent {
+    pub header: EventHeader,
+    /// File descriptor, or `-errno`.
+    pub ret: i64,
+    /// Device of the opened file as the kernel encodes it (`MAJOR << 20 | MINOR`).
+    pub dev: u32,
+    pub flags: u32,
+    pub ino: u64,
+    pub dirfd: i32,
+    pub path_len: u16,
+    /// Length of the base directory, which ends at `base[BASE_CAP]`.
+    pub base_len: u16,
+    pub syscall: u8,
+    /// [`truncated`] bits.
+    pub truncated: u8,
+    pub _pad: [u8; 6],
+    pub path: [u8; PATH_CAP],
+    pub base: [u8; BASE_CAP],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    /// 0, or `-errno`.
+    pub ret: i64,
+    pub addr_len: u32,
+    pub _pad: u32,
+    /// The `struct sockaddr` as given; user space decodes the family.
+    pub addr: [u8; SOCKADDR_CAP],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// 0, or `-errno` of a failed execve (then `argv` is empty).
+    pub ret: i32,
+    pub filename_len: u16,
+    pub argv_len: u16,
+    pub truncated: u8,
+    pub _pad: [u8; 7],
+    pub filename: [u8; FILENAME_CAP],
+    /// NUL-separated arguments, `argv[0]` first.
+    pub argv: [u8; ARGV_CAP],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// `task_struct::exit_code`: `status << 8` for an exit, the signal number otherwise.
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+impl OpenEvent {
+    /// Bytes worth sending: a record with an absolute path stops after its path.
+    pub fn wire_len(&self) -> usize {
+        if self.base_len == 0 {
+            core::mem::offset_of!(OpenEvent, path) + min(self.path_len as usize, PATH_CAP)
+        } else {
+            core::mem::size_of::<OpenEvent>()
+        }
+    }
+}
+
+impl ExecEvent {
+    /// Bytes worth sending: the argument block is last, so stop where it ends.
+    pub fn wire_len(&self) -> usize {
+        core::mem::offset_of!(ExecEvent, argv) + min(self.argv_len as usize, ARGV_CAP)
+    }
+}
+
+impl ConnectEvent {
+    pub fn wire_len(&self) -> usize {
+        core::mem::size_of::<ConnectEvent>()
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain integers and byte arrays; every bit pattern is valid.
+    unsafe impl aya::Pod for EventHeader {}
+    unsafe impl aya::Pod for OpenEvent {}
+    unsafe impl aya::Pod for ConnectEvent {}
+    unsafe impl aya::Pod for ExecEvent {}
+    unsafe impl aya::Pod for ForkEvent {}
+    unsafe impl aya::Pod for ExitEvent {}
+}

@@ -1,0 +1,46 @@
+//! Filling record headers and sending records to user space.
+
+use agentwatch_common::{event::EventHeader, maps::counter};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    generated::bpf_ktime_get_boot_ns,
+};
+
+use crate::{
+    kernel::current_ppid,
+    maps::{EVENTS, count},
+};
+
+#[inline(always)]
+pub fn fill_header(header: &mut EventHeader, kind: u32, session: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    header.kind = kind;
+    header.pid = (pid_tgid >> 32) as u32;
+    header.tid = pid_tgid as u32;
+    header.ppid = current_ppid();
+    header.session = session;
+    header.uid = bpf_get_current_uid_gid() as u32;
+    header.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    header.comm = bpf_get_current_comm().unwrap_or_default();
+}
+
+/// Copies the first `len` bytes of `record` to the ring buffer, counting the
+/// record as lost when the buffer is full.
+#[inline(always)]
+pub fn send<T>(record: *const T, len: usize, kind: u32) {
+    let len = if len > core::mem::size_of::<T>() {
+        core::mem::size_of::<T>()
+    } else {
+        len
+    };
+    let bytes = unsafe { core::slice::from_raw_parts(record.cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count(counter::LOST_BASE + kind);
+    }
+}
+
+/// Sends a small record built on the stack.
+#[inline(always)]
+pub fn send_value<T>(record: &T, kind: u32) {
+    send(record as *const T, core::mem::size_of::<T>(), kind);
+}

@@ -1,0 +1,25 @@
+//! agentwatch's kernel programs. One module per sensor (process, file,
+//! network); every program returns at its first map lookup for a process
+//! outside any session.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod file;
+mod kernel;
+mod maps;
+mod net;
+mod path;
+mod process;
+mod syscall;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program; the verifier rejects any path here.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,160 @@
+//! `agentwatch check`: what this kernel and this process allow, probed for
+//! real (the programs are loaded and attached, then detached).
+
+use std::path::Path;
+
+use anyhow::Result;
+use nix::sys::utsname::uname;
+
+use crate::{
+    kernel::{
+        btf::{KernelBtf, VMLINUX_BTF},
+        mounts,
+        probes::{LoadOptions, PROGRAMS, load_and_attach},
+    },
+    privileges::missing_capabilities,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    /// Works, with a gap the user should know about.
+    Warn,
+    /// agentwatch cannot run.
+    Fail,
+}
+
+struct Report {
+    lines: Vec<(Status, String, String)>,
+}
+
+impl Report {
+    fn add(&mut self, status: Status, what: impl Into<String>, detail: impl Into<String>) {
+        self.lines.push((status, what.into(), detail.into()));
+    }
+
+    fn can_run(&self) -> bool {
+        self.lines
+            .iter()
+            .all(|(status, ..)| *status != Status::Fail)
+    }
+
+    fn print(&self) {
+        for (status, what, detail) in &self.lines {
+            let label = match status {
+                Status::Ok => "ok  ",
+                Status::Warn => "warn",
+                Status::Fail => "FAIL",
+            };
+            println!("{label}  {what:<34} {detail}");
+        }
+    }
+}
+
+/// Prints the report; returns whether agentwatch can run here.
+pub fn check() -> Result<bool> {
+    let mut report = Report { lines: Vec::new() };
+    let kernel = uname()
+        .map(|u| {
+            format!(
+                "{} {} {}",
+                u.sysname().to_string_lossy(),
+                u.release().to_string_lossy(),
+                u.machine().to_string_lossy()
+            )
+        })
+        .unwrap_or_else(|error| error.to_string());
+    report.add(Status::Ok, "kernel", kernel);
+
+    let missing = missing_capabilities()?;
+    let privileged = missing.is_empty();
+    if privileged {
+        report.add(
+            Status::Ok,
+            "privileges",
+            "CAP_SYS_ADMIN CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
+        );
+    } else {
+        report.add(
+            Status::Fail,
+            "privileges",
+            format!("missing {}: run as root", missing.join(", ")),
+        );
+    }
+
+    match KernelBtf::load(Path::new(VMLINUX_BTF)).and_then(|btf| btf.kernel_offsets()) {
+        Ok(_) => report.add(
+            Status::Ok,
+            "BTF",
+            format!("{VMLINUX_BTF}: struct offsets resolved"),
+        ),
+        Err(error) => report.add(Status::Fail, "BTF", format!("{error:#}")),
+    }
+
+    let mounted = |found: Result<Option<std::path::PathBuf>>, fallback: &str| match found {
+        Ok(Some(path)) => (Status::Ok, path.display().to_string()),
+        Ok(None) if privileged => (
+            Status::Ok,
+            format!("not mounted; agentwatch mounts it at {fallback}"),
+        ),
+        Ok(None) => (
+            Status::Fail,
+            "not mounted, and mounting needs root".to_string(),
+        ),
+        Err(error) => (Status::Fail, format!("{error:#}")),
+    };
+    let (status, detail) = mounted(mounts::find_cgroup2(), mounts::PRIVATE_CGROUP2);
+    report.add(status, "cgroup v2", detail);
+    let (status, detail) = mounted(mounts::find_tracefs(), mounts::TRACEFS);
+    report.add(status, "tracefs", detail);
+
+    if privileged {
+        probe_programs(&mut report);
+    } else {
+        report.add(Status::Fail, "kernel programs", "not probed: needs root");
+    }
+    report.add(
+        Status::Warn,
+        "OS keyring",
+        "tokens kept in the Secret Service keyring (gh, supabase, planetscale) are not file reads and are not seen",
+    );
+    report.print();
+    let can_run = report.can_run();
+    println!(
+        "{}",
+        if can_run {
+            "agentwatch can run here."
+        } else {
+            "agentwatch cannot run here: see FAIL above."
+        }
+    );
+    Ok(can_run)
+}
+
+fn probe_programs(report: &mut Report) {
+    let options = LoadOptions::default();
+    match load_and_attach(&options) {
+        Ok((_ebpf, failures)) => {
+            report.add(
+                Status::Ok,
+                "ring buffer",
+                format!("{} MiB", options.ring_buffer_bytes >> 20),
+            );
+            for spec in PROGRAMS {
+                let what = format!("{:?} {}", spec.hook, spec.name);
+                match failures.iter().find(|failure| failure.program == spec.name) {
+                    None => report.add(Status::Ok, what, "attached"),
+                    Some(failure) if failure.required => {
+                        report.add(Status::Fail, what, failure.error.clone())
+                    }
+                    Some(failure) => report.add(
+                        Status::Warn,
+                        what,
+                        format!("optional, not attached: {}", failure.error),
+                    ),
+                }
+            }
+        }
+        Err(error) => report.add(Status::Fail, "kernel programs", format!("{error:#}")),
+    }
+}

@@ -1,0 +1,8 @@
+//! Everything that touches the kernel: BTF offsets, mounts, loading and
+//! attaching the programs, and the maps and ring buffer they share.
+
+pub mod btf;
+pub mod maps;
+pub mod mounts;
+pub mod probes;
+pub mod ringbuf;

@@ -1,0 +1,193 @@
+//! Loading the kernel programs and attaching them to their hooks.
+
+use std::{fs::File, path::Path};
+
+use agentwatch_common::offsets::KernelOffsets;
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint},
+};
+
+use super::{
+    btf::{KernelBtf, VMLINUX_BTF},
+    mounts,
+};
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentwatch"));
+
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// `syscalls:<program name>` tracepoint (needs tracefs).
+    Syscall,
+    /// `tp_btf/<program name>` (a scheduler tracepoint, no tracefs needed).
+    Sched,
+    /// A cgroup program attached to the cgroup v2 root.
+    CgroupRoot,
+}
+
+pub struct ProgramSpec {
+    pub name: &'static str,
+    pub hook: Hook,
+    /// Without a required program agentwatch refuses to run; an optional one
+    /// (a syscall some architectures or kernels lack) is reported and skipped.
+    pub required: bool,
+}
+
+const fn spec(name: &'static str, hook: Hook, required: bool) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        hook,
+        required,
+    }
+}
+
+pub const PROGRAMS: &[ProgramSpec] = &[
+    spec("sched_process_fork", Hook::Sched, true),
+    spec("sched_process_exec", Hook::Sched, true),
+    spec("sched_process_exit", Hook::Sched, true),
+    spec("sys_enter_openat", Hook::Syscall, true),
+    spec("sys_exit_openat", Hook::Syscall, true),
+    spec("sys_enter_openat2", Hook::Syscall, false),
+    spec("sys_exit_openat2", Hook::Syscall, false),
+    spec("sys_enter_open", Hook::Syscall, false),
+    spec("sys_exit_open", Hook::Syscall, false),
+    spec("sys_enter_creat", Hook::Syscall, false),
+    spec("sys_exit_creat", Hook::Syscall, false),
+    spec("sys_enter_connect", Hook::Syscall, true),
+    spec("sys_exit_connect", Hook::Syscall, true),
+    spec("sys_enter_execve", Hook::Syscall, true),
+    spec("sys_exit_execve", Hook::Syscall, true),
+    spec("sys_enter_execveat", Hook::Syscall, false),
+    spec("sys_exit_execveat", Hook::Syscall, false),
+    spec("connect4", Hook::CgroupRoot, true),
+    spec("connect6", Hook::CgroupRoot, true),
+];
+
+/// A program that could not be attached.
+#[derive(Debug, Clone)]
+pub struct AttachFailure {
+    pub program: &'static str,
+    pub required: bool,
+    pub error: String,
+}
+
+/// The loaded object with its programs attached; dropping it detaches them.
+pub struct Probes {
+    pub ebpf: Ebpf,
+    /// Optional programs that could not be attached.
+    pub attach_failures: Vec<AttachFailure>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub max_processes: u32,
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_processes: 32768,
+            ring_buffer_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Struct offsets of the running kernel, for the programs.
+pub fn kernel_offsets() -> Result<KernelOffsets> {
+    KernelBtf::load(Path::new(VMLINUX_BTF))?.kernel_offsets()
+}
+
+/// Loads the object and tries every program, returning the ones that failed.
+pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Vec<AttachFailure>)> {
+    let offsets = kernel_offsets()?;
+    mounts::ensure_tracefs()?;
+    let cgroup_root = mounts::ensure_cgroup2()?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", &offsets, true)
+        .map_max_entries("PROCS", options.max_processes)
+        .map_max_entries("EVENTS", options.ring_buffer_bytes)
+        .load(EBPF_OBJECT)
+        .context("loading the kernel programs")?;
+    let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    let cgroup = File::open(&cgroup_root)
+        .with_context(|| format!("opening the cgroup v2 root {}", cgroup_root.display()))?;
+    let failures = PROGRAMS
+        .iter()
+        .filter_map(|spec| {
+            attach(&mut ebpf, spec, &btf, &cgroup)
+                .err()
+                .map(|error| AttachFailure {
+                    program: spec.name,
+                    required: spec.required,
+                    error: format!("{error:#}"),
+                })
+        })
+        .collect();
+    Ok((ebpf, failures))
+}
+
+impl Probes {
+    pub fn load(options: &LoadOptions) -> Result<Self> {
+        let (ebpf, failures) = load_and_attach(options)?;
+        if let Some(failure) = failures.iter().find(|failure| failure.required) {
+            bail!(
+                "cannot attach {}: {} (`agentwatch check` lists what this kernel supports)",
+                failure.program,
+                failure.error
+            );
+        }
+        Ok(Self {
+            ebpf,
+            attach_failures: failures,
+        })
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, cgroup: &File) -> Result<()> {
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or_else(|| anyhow!("program {} missing from the object", spec.name))?;
+    let result = match spec.hook {
+        Hook::Syscall => {
+            let program: &mut TracePoint = program.try_into()?;
+            program
+                .load()
+                .and_then(|()| program.attach("syscalls", spec.name).map(drop))
+        }
+        Hook::Sched => {
+            let program: &mut BtfTracePoint = program.try_into()?;
+            program
+                .load(spec.name, btf)
+                .and_then(|()| program.attach().map(drop))
+        }
+        Hook::CgroupRoot => {
+            let program: &mut CgroupSockAddr = program.try_into()?;
+            // A BPF link on a cgroup always coexists with other programs
+            // (another agentwatch, systemd's); `Single` only means no flags.
+            program
+                .load()
+                .and_then(|()| program.attach(cgroup, CgroupAttachMode::Single).map(drop))
+        }
+    };
+    result.map_err(describe)
+}
+
+/// Verifier logs run to thousands of lines; the verdict is at the end.
+fn describe(error: ProgramError) -> anyhow::Error {
+    const KEPT_LINES: usize = 12;
+    match error {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(KEPT_LINES)..].join("\n");
+            anyhow!("the verifier rejected it ({io_error}); end of its log:\n{tail}")
+        }
+        other => other.into(),
+    }
+}
