@@ -83,7 +83,7 @@ fn save_open(path: u64, dirfd: i32, syscall: u8, flags: impl FnOnce() -> u32) ->
         syscall,
         _pad: [0; 3],
     };
-    if PENDING_OPENS.insert(&pid_tgid, &args, 0).is_err() {
+    if PENDING_OPENS.insert(pid_tgid, args, 0).is_err() {
         count(counter::PENDING_FULL);
     }
     0
@@ -112,10 +112,10 @@ pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn report_open(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { PENDING_OPENS.get(&pid_tgid) }).copied() else {
+    let Some(args) = (unsafe { PENDING_OPENS.get(pid_tgid) }).copied() else {
         return 0;
     };
-    let _ = PENDING_OPENS.remove(&pid_tgid);
+    let _ = PENDING_OPENS.remove(pid_tgid);
     let Some(scratch) = OPEN_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };

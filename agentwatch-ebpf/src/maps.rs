@@ -61,5 +61,5 @@ pub fn count(index: u32) {
 /// Session of a tracked process.
 #[inline(always)]
 pub fn session_of(tgid: u32) -> Option<u32> {
-    unsafe { PROCS.get(&tgid) }.map(|info| info.session)
+    unsafe { PROCS.get(tgid) }.map(|info| info.session)
 }

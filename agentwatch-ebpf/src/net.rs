@@ -32,7 +32,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
         session,
         addr_len: arg(&ctx, 2) as u32,
     };
-    if PENDING_CONNECTS.insert(&pid_tgid, &args, 0).is_err() {
+    if PENDING_CONNECTS.insert(pid_tgid, args, 0).is_err() {
         count(counter::PENDING_FULL);
     }
     0
@@ -41,10 +41,10 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { PENDING_CONNECTS.get(&pid_tgid) }).copied() else {
+    let Some(args) = (unsafe { PENDING_CONNECTS.get(pid_tgid) }).copied() else {
         return 0;
     };
-    let _ = PENDING_CONNECTS.remove(&pid_tgid);
+    let _ = PENDING_CONNECTS.remove(pid_tgid);
     let Some(event) = CONNECT_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };

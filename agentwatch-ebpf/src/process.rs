@@ -30,7 +30,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let (session, parent_in_session) = match session_of(parent_tgid) {
         Some(session) => (session, true),
-        None => match unsafe { SPAWNERS.get(&parent_tgid) } {
+        None => match unsafe { SPAWNERS.get(parent_tgid) } {
             Some(session) => (*session, false),
             None => return 0,
         },
@@ -41,7 +41,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         return 0; // a new thread, already covered by its process
     }
     let info = ProcInfo { session, _pad: 0 };
-    if PROCS.insert(&child_tgid, &info, 0).is_err() {
+    if PROCS.insert(child_tgid, info, 0).is_err() {
         count(counter::PROCS_FULL);
     }
     if parent_in_session {
@@ -59,7 +59,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let Some(session) = session_of((pid_tgid >> 32) as u32) else {
         return 0;
     };
-    let _ = PENDING_EXECS.remove(&pid_tgid);
+    let _ = PENDING_EXECS.remove(pid_tgid);
     let Some(event) = EXEC_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -116,9 +116,9 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     // A thread killed in the middle of a syscall leaves its saved arguments.
-    let _ = PENDING_OPENS.remove(&pid_tgid);
-    let _ = PENDING_CONNECTS.remove(&pid_tgid);
-    let _ = PENDING_EXECS.remove(&pid_tgid);
+    let _ = PENDING_OPENS.remove(pid_tgid);
+    let _ = PENDING_CONNECTS.remove(pid_tgid);
+    let _ = PENDING_EXECS.remove(pid_tgid);
     let task = current_task();
     let signal = read_ptr(task, off!(task_signal));
     // `live` drops to zero when the last thread of the group is exiting.
@@ -129,7 +129,7 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     fill_header(&mut event.header, kind::EXIT, session);
     event.exit_code = read::<u32>(task, off!(task_exit_code));
     send_value(&event, kind::EXIT);
-    let _ = PROCS.remove(&tgid);
+    let _ = PROCS.remove(tgid);
     0
 }
 
@@ -154,7 +154,7 @@ fn save_exec(_ctx: &TracePointContext, filename: u64) -> u32 {
         session,
         _pad: 0,
     };
-    if PENDING_EXECS.insert(&pid_tgid, &args, 0).is_err() {
+    if PENDING_EXECS.insert(pid_tgid, args, 0).is_err() {
         count(counter::PENDING_FULL);
     }
     0
@@ -175,10 +175,10 @@ pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn report_failed_exec(ctx: &TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { PENDING_EXECS.get(&pid_tgid) }).copied() else {
+    let Some(args) = (unsafe { PENDING_EXECS.get(pid_tgid) }).copied() else {
         return 0;
     };
-    let _ = PENDING_EXECS.remove(&pid_tgid);
+    let _ = PENDING_EXECS.remove(pid_tgid);
     let result = ret(ctx);
     if result >= 0 {
         return 0;

@@ -32,13 +32,17 @@ const SESSION: u32 = 1;
 
 pub struct RunOptions {
     pub events: Option<PathBuf>,
+    pub ring_buffer_size: u32,
     pub command: Vec<OsString>,
 }
 
 /// Runs the command and returns the exit status agentwatch should exit with.
 pub async fn run(options: RunOptions) -> Result<i32> {
     require_privileges("agentwatch run")?;
-    let mut probes = Probes::load(&LoadOptions::default())?;
+    let mut probes = Probes::load(&LoadOptions {
+        ring_buffer_bytes: options.ring_buffer_size,
+        ..LoadOptions::default()
+    })?;
     for failure in &probes.attach_failures {
         eprintln!(
             "agentwatch: running without {}: {}",

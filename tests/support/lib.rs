@@ -1,1 +1,207 @@
+//! Helpers for agentwatch's integration tests: running commands under
+//! `agentwatch run`, reading the events it wrote, and network namespaces the
+//! tests create and remove themselves.
 
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long any agentwatch invocation in a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The agentwatch binary under test: `AGENTWATCH_BIN` (set by `cargo xtask
+/// test`), else the workspace's debug build.
+pub fn agentwatch() -> PathBuf {
+    let path = std::env::var_os("AGENTWATCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("agentwatch"));
+    assert!(
+        path.is_file(),
+        "{} does not exist: build it with `cargo xtask build`",
+        path.display()
+    );
+    path
+}
+
+/// The directory holding this package's binaries (next to `deps/`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("target dir").to_path_buf()
+}
+
+/// `aw-probe`, the helper that makes single system calls.
+pub fn probe() -> PathBuf {
+    target_dir().join("aw-probe")
+}
+
+/// Tests load eBPF programs: without root they must fail, never skip.
+pub fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "agentwatch's integration tests load eBPF programs and must run as root"
+    );
+}
+
+/// Waits for `cmd` with [`TIMEOUT`], killing it (by its pid) if it overruns.
+pub fn output_with_timeout(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("starting {cmd:?}: {error}"));
+    let pid = child.id();
+    let waiter = thread::spawn(move || child.wait_with_output());
+    let deadline = Instant::now() + TIMEOUT;
+    while !waiter.is_finished() {
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) on the pid of the child we started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{cmd:?} did not finish within {TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    waiter.join().expect("waiter").expect("wait")
+}
+
+/// What one `agentwatch run` produced.
+#[derive(Debug)]
+pub struct Watched {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub events: Vec<Value>,
+}
+
+impl Watched {
+    pub fn code(&self) -> i32 {
+        self.status.code().expect("agentwatch exited by a signal")
+    }
+
+    pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["kind"] == kind).collect()
+    }
+
+    /// Successful opens whose resolved path is `resolved`.
+    pub fn opens_of(&self, resolved: &str) -> Vec<&Value> {
+        self.of_kind("open")
+            .into_iter()
+            .filter(|e| e["resolved"] == resolved && e["ret"].as_i64() >= Some(0))
+            .collect()
+    }
+
+    pub fn sessions(&self) -> std::collections::BTreeSet<u64> {
+        self.events
+            .iter()
+            .filter_map(|e| e["session"].as_u64())
+            .collect()
+    }
+}
+
+/// Parses a JSON-lines file, failing the test on any malformed line.
+pub fn read_events(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("bad line {line:?}: {error}"))
+        })
+        .collect()
+}
+
+/// Runs `command` under `agentwatch run` with extra `options`, optionally
+/// wrapped by `prefix` (e.g. `ip netns exec NS`).
+pub fn watch_with(prefix: &[&str], options: &[&str], command: &[&str]) -> Watched {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let agentwatch = agentwatch();
+    let mut cmd = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(&agentwatch);
+            cmd
+        }
+        None => Command::new(&agentwatch),
+    };
+    cmd.arg("run")
+        .arg("--events")
+        .arg(&events)
+        .args(options)
+        .arg("--")
+        .args(command);
+    let output = output_with_timeout(&mut cmd);
+    Watched {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        events: read_events(&events),
+    }
+}
+
+pub fn watch(command: &[&str]) -> Watched {
+    watch_with(&[], &[], command)
+}
+
+/// A network namespace with loopback up, deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "aw-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let netns = Self { name };
+        run_ok(Command::new("ip").args(["-n", &netns.name, "link", "set", "lo", "up"]));
+        netns
+    }
+
+    /// `ip netns exec NAME` as a command prefix.
+    pub fn prefix(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.name]
+    }
+}
+
+impl Default for NetNs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs a set-up command, failing the test if it fails.
+pub fn run_ok(cmd: &mut Command) {
+    let output = output_with_timeout(cmd);
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `st_dev` and `st_ino` of a file, as events report them.
+pub fn identity(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.dev(), meta.ino())
+}

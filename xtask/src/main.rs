@@ -1,1 +1,176 @@
-fn main() {}
+//! agentwatch's automation. `cargo xtask setup` makes a fresh machine able to
+//! build and test agentwatch; every other task runs it first (it is quick
+//! when there is nothing to do).
+
+mod setup;
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent).
+    Setup,
+    /// Set up, then build the workspace (kernel programs included).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build, and run agentwatch with ARGS (as root).
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, check formatting and lints, and run every test against the real kernel.
+    Test {
+        /// Extra arguments for `cargo test` (a test name filter, say).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Check formatting and lints only.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Setup => setup::setup(setup::Packages::Test),
+        Task::Build { release } => {
+            setup::setup(setup::Packages::Test)?;
+            build(&root, release)
+        }
+        Task::Run { release, args } => {
+            setup::setup(setup::Packages::Test)?;
+            build(&root, release)?;
+            let binary = binary(&root, release);
+            let mut cmd = as_root(&binary);
+            cmd.args(args);
+            let status = cmd
+                .status()
+                .with_context(|| format!("running {}", binary.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { args } => {
+            setup::setup(setup::Packages::Test)?;
+            lint(&root)?;
+            build(&root, false)?;
+            test(&root, &args)
+        }
+        Task::Lint => lint(&root),
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn binary(root: &Path, release: bool) -> PathBuf {
+    root.join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("agentwatch")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command that runs as root: directly when we are root, else through sudo.
+pub fn as_root(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut cmd = Command::new("sudo");
+        cmd.arg("--preserve-env").arg(program);
+        cmd
+    }
+}
+
+/// Runs `cmd`, failing with its description when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+fn build(root: &Path, release: bool) -> Result<()> {
+    let mut cmd = cargo(root);
+    cmd.args(["build", "--workspace", "--exclude", "agentwatch-ebpf"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)
+}
+
+fn lint(root: &Path) -> Result<()> {
+    run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo(root).args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "agentwatch-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The kernel programs only build for the BPF target, with the nightly.
+    run(Command::new("rustup")
+        .current_dir(root.join("agentwatch-ebpf"))
+        .env("PATH", setup::path_with_toolchain())
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+}
+
+fn test(root: &Path, args: &[OsString]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the tests load eBPF programs into the kernel and must run as root: \
+             sudo -E cargo xtask test"
+        );
+    }
+    let mut cmd = cargo(root);
+    cmd.args(["test", "--workspace", "--exclude", "agentwatch-ebpf"])
+        .env("AGENTWATCH_BIN", binary(root, false))
+        .args(args);
+    run(&mut cmd)
+}

@@ -1,0 +1,301 @@
+//! The foundation: a watched command and all its descendants are traced —
+//! opens, connects, execs, forks and exits — and nothing else is.
+
+use std::{
+    net::TcpListener, os::unix::fs::symlink, path::Path, process::Command, thread, time::Duration,
+};
+
+use agentwatch_tests::{
+    NetNs, agentwatch, identity, output_with_timeout, probe, require_root, watch, watch_with,
+};
+use serde_json::Value;
+
+fn str_of<'a>(event: &'a Value, key: &str) -> &'a str {
+    event[key].as_str().unwrap_or_default()
+}
+
+#[test]
+fn the_issue_example_exits_3_with_all_event_kinds_in_one_session() {
+    let watched = watch(&[
+        "sh",
+        "-c",
+        "cat /etc/hostname; cd /etc && cat ./hostname; \
+         python3 -c 'import socket; socket.socket().connect_ex((\"127.0.0.1\", 9))'; exit 3",
+    ]);
+    assert_eq!(watched.code(), 3, "stderr: {}", watched.stderr);
+    let opens = watched.opens_of("/etc/hostname");
+    let given: Vec<&str> = opens.iter().map(|e| str_of(e, "path")).collect();
+    assert!(given.contains(&"/etc/hostname"), "{given:?}");
+    assert!(given.contains(&"./hostname"), "{given:?}");
+    let (dev, ino) = identity(Path::new("/etc/hostname"));
+    for open in &opens {
+        assert_eq!(
+            (open["dev"].as_u64(), open["ino"].as_u64()),
+            (Some(dev), Some(ino))
+        );
+    }
+    let connects = watched.of_kind("connect");
+    assert!(
+        connects
+            .iter()
+            .any(|e| e["port"] == 9 && e["addr"] == "127.0.0.1" && e["ret"] == -111),
+        "{connects:?}"
+    );
+    assert!(!watched.of_kind("exec").is_empty());
+    assert!(!watched.of_kind("fork").is_empty());
+    assert_eq!(watched.sessions().len(), 1, "one session id");
+    let exits = watched.of_kind("exit");
+    assert!(exits.iter().any(|e| e["comm"] == "sh" && e["code"] == 3));
+}
+
+#[test]
+fn openat2_and_openat_with_a_directory_fd_are_resolved() {
+    let probe = probe();
+    let probe = probe.to_str().unwrap();
+    let watched = watch(&[
+        "sh",
+        "-c",
+        &format!("{probe} openat2 /etc/hostname && {probe} openat-in /etc ./hostname"),
+    ]);
+    assert_eq!(watched.code(), 0, "stderr: {}", watched.stderr);
+    let opens = watched.opens_of("/etc/hostname");
+    let syscalls: Vec<(&str, &str)> = opens
+        .iter()
+        .map(|e| (str_of(e, "syscall"), str_of(e, "path")))
+        .collect();
+    assert!(
+        syscalls.contains(&("openat2", "/etc/hostname")),
+        "{syscalls:?}"
+    );
+    assert!(syscalls.contains(&("openat", "./hostname")), "{syscalls:?}");
+}
+
+#[test]
+fn a_symlink_reports_the_path_given_and_the_target_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.txt");
+    std::fs::write(&target, "x").unwrap();
+    let link = dir.path().join("link.txt");
+    symlink(&target, &link).unwrap();
+    let watched = watch(&["cat", link.to_str().unwrap()]);
+    assert_eq!(watched.code(), 0);
+    let opens = watched.opens_of(link.to_str().unwrap());
+    assert_eq!(opens.len(), 1, "{:?}", watched.of_kind("open"));
+    let (dev, ino) = identity(&target);
+    assert_eq!(
+        opens[0]["ino"].as_u64(),
+        Some(ino),
+        "identity of the target"
+    );
+    assert_eq!(opens[0]["dev"].as_u64(), Some(dev));
+}
+
+#[test]
+fn a_grandchild_is_in_the_session_with_its_ancestry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deep.txt");
+    std::fs::write(&file, "x").unwrap();
+    let watched = watch(&[
+        "sh",
+        "-c",
+        &format!(
+            "sh -c 'cd {} && cat ./deep.txt && exit 4'; true",
+            dir.path().display()
+        ),
+    ]);
+    assert_eq!(watched.code(), 0);
+    let opens = watched.opens_of(file.to_str().unwrap());
+    assert_eq!(opens.len(), 1);
+    let cat = opens[0];
+    assert_eq!(cat["path"], "./deep.txt");
+    // cat's parent is the inner sh, whose parent is the outer sh.
+    let inner_sh = cat["ppid"].as_u64().unwrap();
+    let forks = watched.of_kind("fork");
+    assert!(forks.iter().any(|f| f["child"] == inner_sh), "{forks:?}");
+    assert!(
+        forks
+            .iter()
+            .any(|f| f["pid"] == inner_sh && f["child"] == cat["pid"])
+    );
+    assert!(
+        watched
+            .of_kind("exit")
+            .iter()
+            .any(|e| e["pid"] == inner_sh && e["code"] == 4)
+    );
+    assert_eq!(watched.sessions().len(), 1);
+}
+
+#[test]
+fn connects_to_a_listener_and_to_a_closed_port() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let open_port = listener.local_addr().unwrap().port();
+    // A port nothing listens on: bind, note it, release it.
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let accepter = thread::spawn(move || listener.accept().map(|_| ()));
+    let probe = probe();
+    let probe = probe.to_str().unwrap();
+    let watched = watch(&[
+        "sh",
+        "-c",
+        &format!(
+            "{probe} connect 127.0.0.1:{open_port}; {probe} connect 127.0.0.1:{closed_port}; true"
+        ),
+    ]);
+    assert_eq!(watched.code(), 0);
+    accepter
+        .join()
+        .unwrap()
+        .expect("the listener saw the connection");
+    let connects = watched.of_kind("connect");
+    let seen: Vec<(u64, i64)> = connects
+        .iter()
+        .map(|e| (e["port"].as_u64().unwrap(), e["ret"].as_i64().unwrap()))
+        .collect();
+    assert!(seen.contains(&(u64::from(open_port), 0)), "{seen:?}");
+    assert!(seen.contains(&(u64::from(closed_port), -111)), "{seen:?}");
+    assert!(connects.iter().all(|e| e["family"] == "inet"));
+}
+
+#[test]
+fn exit_statuses_pass_through() {
+    assert_eq!(watch(&["sh", "-c", "exit 42"]).code(), 42);
+    assert_eq!(watch(&["true"]).code(), 0);
+    let killed = watch(&["sh", "-c", "kill -9 $$"]);
+    assert_eq!(killed.code(), 137);
+    assert!(
+        killed
+            .of_kind("exit")
+            .iter()
+            .any(|e| e["signal"] == 9 && e["code"] == 137)
+    );
+}
+
+#[test]
+fn a_missing_command_exits_127_with_a_message() {
+    let watched = watch(&["/nonexistent/agentwatch-test-command"]);
+    assert_eq!(watched.code(), 127);
+    assert!(
+        watched.stderr.contains("agentwatch-test-command"),
+        "{}",
+        watched.stderr
+    );
+    assert!(!watched.stderr.contains("panicked"));
+}
+
+#[test]
+fn processes_outside_the_session_produce_no_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside.txt");
+    let inside = dir.path().join("inside.txt");
+    std::fs::write(&outside, "x").unwrap();
+    std::fs::write(&inside, "x").unwrap();
+    let outside_for_thread = outside.clone();
+    // While the session runs, an untracked process (and this test process)
+    // keeps opening a file of its own.
+    let stranger = thread::spawn(move || {
+        for _ in 0..20 {
+            let _ = Command::new("cat").arg(&outside_for_thread).output();
+            let _ = std::fs::read(&outside_for_thread);
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let watched = watch(&["sh", "-c", &format!("sleep 1; cat {}", inside.display())]);
+    stranger.join().unwrap();
+    assert_eq!(watched.code(), 0);
+    assert_eq!(watched.opens_of(inside.to_str().unwrap()).len(), 1);
+    let outsiders: Vec<&Value> = watched
+        .events
+        .iter()
+        .filter(|e| e.to_string().contains("outside.txt"))
+        .collect();
+    assert!(outsiders.is_empty(), "{outsiders:?}");
+}
+
+#[test]
+fn works_when_started_inside_ip_netns_exec() {
+    let netns = NetNs::new();
+    let watched = watch_with(
+        &netns.prefix(),
+        &[],
+        &["sh", "-c", "cd /etc && cat ./hostname"],
+    );
+    assert_eq!(watched.code(), 0, "stderr: {}", watched.stderr);
+    assert_eq!(watched.opens_of("/etc/hostname").len(), 1);
+}
+
+#[test]
+fn long_paths_and_argv_are_truncated_and_marked() {
+    let long_name = "d".repeat(200);
+    let long_path = format!(
+        "/tmp/{}/{}/{}/{}/{}/{}",
+        long_name, long_name, long_name, long_name, long_name, long_name
+    );
+    let long_arg = "a".repeat(5000);
+    let watched = watch(&[
+        "sh",
+        "-c",
+        &format!("cat {long_path} 2>/dev/null; true {long_arg}"),
+    ]);
+    assert_eq!(watched.code(), 0);
+    let truncated_open = watched
+        .of_kind("open")
+        .into_iter()
+        .find(|e| str_of(e, "path").starts_with("/tmp/ddd"))
+        .expect("the long open");
+    assert_eq!(truncated_open["truncated"], true);
+    assert!(str_of(truncated_open, "path").len() < long_path.len());
+    let exec = watched
+        .of_kind("exec")
+        .into_iter()
+        .find(|e| e["comm"] == "sh" && e["ret"] == 0)
+        .expect("the exec of sh");
+    assert_eq!(exec["truncated"], true);
+}
+
+#[test]
+fn a_full_ring_buffer_is_counted_and_reported() {
+    let probe = probe();
+    let watched = watch_with(
+        &[],
+        &["--ring-buffer-size", "4096"],
+        &[
+            probe.to_str().unwrap(),
+            "open-many",
+            "/etc/hostname",
+            "20000",
+        ],
+    );
+    assert_eq!(watched.code(), 0);
+    assert!(
+        watched
+            .stderr
+            .contains("events were lost because the ring buffer was full"),
+        "stderr: {}",
+        watched.stderr
+    );
+    assert!(watched.events.len() < 20000);
+}
+
+#[test]
+fn without_root_it_refuses_with_a_clear_message() {
+    require_root();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(agentwatch())
+    .args(["run", "--", "true"]);
+    let output = output_with_timeout(&mut cmd);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
