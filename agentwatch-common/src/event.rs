@@ -24,8 +24,13 @@ pub mod kind {
     pub const EXEC: u32 = 3;
     pub const FORK: u32 = 4;
     pub const EXIT: u32 = 5;
+    /// A connection to an infrastructure host by a session holding a
+    /// credential that counts against it (sent by the cgroup hook).
+    pub const ALERT: u32 = 6;
+    /// A DNS response seen on the host (no process context).
+    pub const DNS: u32 = 7;
     /// One past the highest kind; sizes per-kind counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 8;
 }
 
 /// Which system call an [`OpenEvent`] came from.
@@ -70,10 +75,13 @@ pub struct OpenEvent {
     pub header: EventHeader,
     /// File descriptor, or `-errno`.
     pub ret: i64,
+    pub ino: u64,
+    /// Credential classes this open gave the session (a catalog credential
+    /// file, or another process's `/proc/PID/environ` holding credentials).
+    pub cred_classes: u64,
     /// Device of the opened file as the kernel encodes it (`MAJOR << 20 | MINOR`).
     pub dev: u32,
     pub flags: u32,
-    pub ino: u64,
     pub dirfd: i32,
     pub path_len: u16,
     /// Length of the base directory, which ends at `base[BASE_CAP]`.
@@ -102,12 +110,16 @@ pub struct ConnectEvent {
 #[derive(Clone, Copy)]
 pub struct ExecEvent {
     pub header: EventHeader,
+    /// Credential classes found in the new image's environment.
+    pub env_classes: u64,
     /// 0, or `-errno` of a failed execve (then `argv` is empty).
     pub ret: i32,
     pub filename_len: u16,
     pub argv_len: u16,
     pub truncated: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// Agent matcher that opened a session at this exec (see `agent`), 0 if none.
+    pub agent: u32,
     pub filename: [u8; FILENAME_CAP],
     /// NUL-separated arguments, `argv[0]` first.
     pub argv: [u8; ARGV_CAP],
@@ -128,6 +140,44 @@ pub struct ExitEvent {
     /// `task_struct::exit_code`: `status << 8` for an exit, the signal number otherwise.
     pub exit_code: u32,
     pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlertEvent {
+    pub header: EventHeader,
+    /// Credential classes the session holds that count against the host.
+    pub held: u64,
+    /// The classes the session took last, and when (`CLOCK_BOOTTIME` ns).
+    pub last_classes: u64,
+    pub last_ns: u64,
+    /// [`crate::maps::action`] taken.
+    pub action: u32,
+    /// Index of the matched infrastructure domain in user space's table.
+    pub domain: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Destination port, host order.
+    pub port: u16,
+    /// Destination address (4 bytes used for IPv4), network order.
+    pub addr: [u8; 16],
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsEvent {
+    pub header: EventHeader,
+    pub len: u32,
+    /// `domain + 1` of the infrastructure domain the question matched, or 0.
+    pub domain: u32,
+    pub payload: [u8; crate::dns::DNS_CAP],
+}
+
+impl DnsEvent {
+    pub fn wire_len(&self) -> usize {
+        core::mem::offset_of!(DnsEvent, payload) + min(self.len as usize, crate::dns::DNS_CAP)
+    }
 }
 
 impl OpenEvent {
@@ -164,4 +214,14 @@ mod pod {
     unsafe impl aya::Pod for ExecEvent {}
     unsafe impl aya::Pod for ForkEvent {}
     unsafe impl aya::Pod for ExitEvent {}
+    unsafe impl aya::Pod for AlertEvent {}
+    unsafe impl aya::Pod for DnsEvent {}
+}
+
+/// How the exec program marks what discovery did (`ExecEvent::agent`).
+pub mod agent {
+    /// Set in an agent id: the process is an interpreter an agent may run
+    /// as (`node`, `python3`); it was stopped at exec, before its first
+    /// instruction, for user space to match its argv and resume it.
+    pub const HELD: u32 = 1 << 31;
 }

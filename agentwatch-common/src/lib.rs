@@ -3,6 +3,9 @@
 //! compiled into the eBPF object and into the daemon that decodes its output.
 #![cfg_attr(not(test), no_std)]
 
+pub mod dns;
+pub mod env;
 pub mod event;
+pub mod hash;
 pub mod maps;
 pub mod offsets;

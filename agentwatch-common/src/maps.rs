@@ -8,6 +8,100 @@ pub struct ProcInfo {
     pub _pad: u32,
 }
 
+/// What a session does when it connects to an infrastructure host holding a
+/// credential that counts against it (`SessionState::action`).
+pub mod action {
+    /// Record the connection only.
+    pub const OBSERVE: u32 = 0;
+    /// Allow it and raise an alert.
+    pub const ALERT: u32 = 1;
+    /// Refuse it (EPERM) and raise an alert.
+    pub const BLOCK: u32 = 2;
+    /// Refuse it, kill every process of the session, raise an alert.
+    pub const KILL: u32 = 3;
+    /// Refuse it, stop the session and ask a human.
+    pub const ASK: u32 = 4;
+}
+
+/// Bits of `SessionState::flags`.
+pub mod session_flags {
+    /// Every process of the session is killed at its next traced syscall.
+    pub const KILLED: u32 = 1;
+    /// Waiting for a human: every process of the session is stopped
+    /// (SIGSTOP) at its next traced syscall until user space resumes it.
+    pub const STOPPED: u32 = 2;
+}
+
+/// Key of `ALLOW_ONCE`: an approved retry of one session to one address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllowKey {
+    pub session: u32,
+    pub _pad: u32,
+    /// IPv4 in the first four bytes, or IPv6.
+    pub addr: [u8; 16],
+}
+
+/// Value of `SESSIONS`, keyed by session id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Credential classes the session holds (bit = class index).
+    pub creds: u64,
+    /// The classes the session took last, and when (`CLOCK_BOOTTIME` ns).
+    pub last_classes: u64,
+    pub last_ns: u64,
+    pub action: u32,
+    pub flags: u32,
+}
+
+/// Key of `CREDS`: a credential file's identity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CredKey {
+    /// Kernel `dev_t` of the file's superblock.
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// How an infrastructure name or address counts: value of `DOMAINS` (by
+/// suffix hash) and of `INFRA4`/`INFRA6` (by address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostClass {
+    /// Credential classes that count against this host (0: not infrastructure,
+    /// e.g. an excluded sub-domain).
+    pub classes: u64,
+    /// Classes an allow rule lets the session use with this host.
+    pub allowed: u64,
+    /// Index of the domain in user space's table.
+    pub domain: u32,
+    pub _pad: u32,
+}
+
+/// Value of `ENV_NAMES`, keyed by the FNV-1a hash of a variable name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnvName {
+    /// Credential classes a non-empty value of this variable gives.
+    pub classes: u64,
+}
+
+/// Settings user space changes at run time (the `CONFIG` array's one entry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Scan the environment of every exec, not only those of sessions, so a
+    /// later read of `/proc/PID/environ` can be judged.
+    pub scan_all_env: u32,
+    /// Open sessions in the kernel for processes the agent tables match.
+    pub discover: u32,
+    /// The action of sessions opened that way.
+    pub default_action: u32,
+    pub _pad: u32,
+}
+
 /// Arguments of an open call in flight, saved at syscall entry for the exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -50,6 +144,12 @@ pub mod counter {
     pub const PENDING_FULL: u32 = 9;
     /// A kernel struct read failed (a path or argv came back empty).
     pub const READ_FAILED: u32 = 10;
+    /// An infrastructure address learned from DNS did not fit its map.
+    pub const INFRA_FULL: u32 = 11;
+    /// A DNS response could not be parsed.
+    pub const DNS_MALFORMED: u32 = 12;
+    /// An environment too large to scan completely.
+    pub const ENV_TRUNCATED: u32 = 13;
     pub const COUNT: u32 = 16;
 }
 
@@ -57,4 +157,10 @@ pub mod counter {
 mod pod {
     // SAFETY: plain integers; every bit pattern is valid.
     unsafe impl aya::Pod for super::ProcInfo {}
+    unsafe impl aya::Pod for super::SessionState {}
+    unsafe impl aya::Pod for super::CredKey {}
+    unsafe impl aya::Pod for super::HostClass {}
+    unsafe impl aya::Pod for super::EnvName {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::AllowKey {}
 }

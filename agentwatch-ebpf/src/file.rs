@@ -4,7 +4,7 @@
 
 use agentwatch_common::{
     event::{AT_FDCWD, PATH_CAP, kind, open_syscall, truncated},
-    maps::{OpenArgs, counter},
+    maps::{CredKey, OpenArgs, counter},
 };
 use aya_ebpf::{
     helpers::{
@@ -17,10 +17,11 @@ use aya_ebpf::{
 
 use crate::{
     emit::{fill_header, send},
-    kernel::{fd_file, file_identity, off},
-    maps::{OPEN_SCRATCH, OpenScratch, PENDING_OPENS, count, session_of},
+    kernel::{fd_file, file_identity, off, read, read_ptr},
+    maps::{CREDS, ENV_CLASSES, OPEN_SCRATCH, OpenScratch, PENDING_OPENS, count},
     path::{KPath, cwd_and_root, write_dir_path},
     process::string_len,
+    session::member,
     syscall::{arg, ret},
 };
 
@@ -72,12 +73,12 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn save_open(path: u64, dirfd: i32, syscall: u8, flags: impl FnOnce() -> u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(session) = session_of((pid_tgid >> 32) as u32) else {
+    let Some(member) = member((pid_tgid >> 32) as u32) else {
         return 0;
     };
     let args = OpenArgs {
         path,
-        session,
+        session: member.session,
         dirfd,
         flags: flags(),
         syscall,
@@ -136,11 +137,20 @@ fn report_open(ctx: &TracePointContext) -> u32 {
         )
     };
     event.path_len = string_len(len, PATH_CAP, &mut event.truncated, truncated::PATH);
-    (event.dev, event.ino) = if result >= 0 {
-        file_identity(fd_file(result as u64))
+    let file = if result >= 0 {
+        fd_file(result as u64)
     } else {
-        (0, 0)
+        0
     };
+    (event.dev, event.ino) = file_identity(file);
+    // Decided here, before open returns: the session holds the credential
+    // from the moment it could read it.
+    event.cred_classes = credential_classes(file, event.dev, event.ino, pid_tgid);
+    if event.cred_classes != 0
+        && let Some(member) = member((pid_tgid >> 32) as u32)
+    {
+        member.taint(event.cred_classes);
+    }
     event.base_len = 0;
     if event.path_len > 0 && event.path[0] != b'/' {
         let (cwd, root) = cwd_and_root();
@@ -160,5 +170,55 @@ fn report_open(ctx: &TracePointContext) -> u32 {
         scratch.event.wire_len(),
         kind::OPEN,
     );
+    0
+}
+
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+/// "environ\0" as a little-endian u64.
+const ENVIRON: u64 = u64::from_le_bytes(*b"environ\0");
+
+/// Credential classes an opened file gives: a catalog credential file by
+/// identity, or another process's `/proc/PID/environ` holding credentials.
+#[inline(always)]
+fn credential_classes(file: u64, dev: u32, ino: u64, pid_tgid: u64) -> u64 {
+    if file == 0 {
+        return 0;
+    }
+    let key = CredKey { dev, _pad: 0, ino };
+    if let Some(class) = unsafe { CREDS.get(key) } {
+        return 1u64 << (*class & 63);
+    }
+    let target = environ_owner(file);
+    if target == 0 || target == (pid_tgid >> 32) as u32 {
+        return 0;
+    }
+    unsafe { ENV_CLASSES.get(target) }.copied().unwrap_or(0)
+}
+
+/// The pid whose `environ` procfs file this is, or 0.
+#[inline(always)]
+fn environ_owner(file: u64) -> u32 {
+    let inode = read_ptr(file, off!(file_f_inode));
+    let sb = read_ptr(inode, off!(inode_i_sb));
+    if sb == 0 || read::<u64>(sb, off!(super_block_s_magic)) != PROC_SUPER_MAGIC {
+        return 0;
+    }
+    let dentry = read_ptr(file, off!(file_f_path) + off!(path_dentry));
+    let name = read_ptr(dentry, off!(dentry_d_name) + off!(qstr_name));
+    if name == 0 || read::<u64>(name, 0) != ENVIRON {
+        return 0;
+    }
+    // The parent directory is /proc/<pid> (or /proc/<pid>/task/<tid>).
+    let parent = read_ptr(dentry, off!(dentry_d_parent));
+    let parent_name = read_ptr(parent, off!(dentry_d_name) + off!(qstr_name));
+    let digits = read::<[u8; 16]>(parent_name, 0);
+    let mut pid: u32 = 0;
+    for digit in digits.iter().take(10) {
+        match digit {
+            b'0'..=b'9' => pid = pid * 10 + u32::from(digit - b'0'),
+            0 => return pid,
+            _ => return 0,
+        }
+    }
     0
 }

@@ -1,16 +1,22 @@
 //! agentwatch's kernel programs. One module per sensor (process, file,
-//! network); every program returns at its first map lookup for a process
-//! outside any session.
+//! network, DNS); every per-process program returns at its first map lookup
+//! for a process outside any session.
 #![no_std]
 #![no_main]
+// Atomic fetch-or on map values: bpfel has no `core::sync::atomic` RMW types.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod dns;
 mod emit;
+mod env;
 mod file;
 mod kernel;
 mod maps;
 mod net;
 mod path;
 mod process;
+mod session;
 mod syscall;
 
 #[cfg(not(test))]

@@ -2,12 +2,16 @@
 //! them before load.
 
 use agentwatch_common::{
-    event::{ConnectEvent, ExecEvent, OpenEvent},
-    maps::{ConnectArgs, ExecArgs, OpenArgs, ProcInfo, counter},
+    dns::DnsParser,
+    event::{ConnectEvent, DnsEvent, ExecEvent, OpenEvent},
+    maps::{
+        AllowKey, Config, ConnectArgs, CredKey, EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo,
+        SessionState, counter,
+    },
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Thread-group id → session, for every process of every session.
@@ -18,6 +22,55 @@ pub static PROCS: HashMap<u32, ProcInfo> = HashMap::with_max_entries(32768, 0);
 /// (`agentwatch run` itself) without being part of it.
 #[map]
 pub static SPAWNERS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+
+/// Session id → what the session holds and what it does about it.
+#[map]
+pub static SESSIONS: HashMap<u32, SessionState> = HashMap::with_max_entries(4096, 0);
+
+/// Session id → credential classes user space found (file contents read by
+/// the session). Kept apart from `SESSIONS` so user space never rewrites a
+/// value the kernel updates atomically.
+#[map]
+pub static USER_TAINT: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
+/// Credential files by identity → credential class.
+#[map]
+pub static CREDS: HashMap<CredKey, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Suffix hash of an infrastructure DNS name → how it counts.
+#[map]
+pub static DOMAINS: HashMap<u64, HostClass> = HashMap::with_max_entries(4096, 0);
+
+/// Infrastructure addresses (from DNS answers and user space's resolution).
+#[map]
+pub static INFRA4: LruHashMap<u32, HostClass> = LruHashMap::with_max_entries(16384, 0);
+#[map]
+pub static INFRA6: LruHashMap<[u8; 16], HostClass> = LruHashMap::with_max_entries(16384, 0);
+
+/// Hash of a credential environment variable's name → classes it gives.
+#[map]
+pub static ENV_NAMES: HashMap<u64, EnvName> = HashMap::with_max_entries(1024, 0);
+
+/// Hash of an executable's name as `comm` holds it (15 bytes at most) →
+/// agent id, with `agent::HELD` for interpreters an agent may run as.
+#[map]
+pub static AGENT_COMMS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Hash of an environment marker (`NAME` present, or `NAME=value`) → agent id.
+#[map]
+pub static AGENT_MARKERS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Approved retries: (session, address) → 1, consumed by the connect it allows.
+#[map]
+pub static ALLOW_ONCE: HashMap<AllowKey, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Thread-group id → credential classes in that process's environment, so a
+/// read of its `/proc/PID/environ` counts as reading them.
+#[map]
+pub static ENV_CLASSES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// Syscall arguments saved at entry, keyed by pid_tgid, removed at exit.
 #[map]
@@ -49,6 +102,21 @@ pub static OPEN_SCRATCH: PerCpuArray<OpenScratch> = PerCpuArray::with_max_entrie
 pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static CONNECT_SCRATCH: PerCpuArray<ConnectEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ENV_SCRATCH: PerCpuArray<crate::env::EnvScan> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct DnsScratch {
+    pub event: DnsEvent,
+    pub parser: DnsParser,
+    /// How the question name counts, once known.
+    pub host: HostClass,
+    pub matched: u32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {
@@ -58,8 +126,7 @@ pub fn count(index: u32) {
     }
 }
 
-/// Session of a tracked process.
 #[inline(always)]
-pub fn session_of(tgid: u32) -> Option<u32> {
-    unsafe { PROCS.get(tgid) }.map(|info| info.session)
+pub fn config() -> Config {
+    CONFIG.get(0).copied().unwrap_or_default()
 }

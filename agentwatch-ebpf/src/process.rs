@@ -3,13 +3,17 @@
 //! reports fork, exec and exit.
 
 use agentwatch_common::{
-    event::{ARGV_CAP, ExecEvent, ExitEvent, FILENAME_CAP, ForkEvent, kind, truncated},
+    event::{ARGV_CAP, ExecEvent, ExitEvent, FILENAME_CAP, ForkEvent, agent, kind, truncated},
+    hash::comm_hash,
     maps::{ExecArgs, ProcInfo, counter},
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{
+            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
+            bpf_send_signal,
+        },
     },
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
@@ -17,19 +21,23 @@ use aya_ebpf::{
 
 use crate::{
     emit::{fill_header, send, send_value},
+    env::scan_environment,
     kernel::{current_task, off, read, read_ptr},
     maps::{
-        EXEC_SCRATCH, PENDING_CONNECTS, PENDING_EXECS, PENDING_OPENS, PROCS, SPAWNERS, count,
-        session_of,
+        AGENT_COMMS, ENV_CLASSES, EXEC_SCRATCH, PENDING_CONNECTS, PENDING_EXECS, PENDING_OPENS,
+        PROCS, SPAWNERS, config, count,
     },
+    session::{member, open_session},
     syscall::{arg, ret},
 };
+
+const SIGSTOP: u32 = 19;
 
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let (session, parent_in_session) = match session_of(parent_tgid) {
-        Some(session) => (session, true),
+    let (session, parent_in_session) = match member(parent_tgid) {
+        Some(member) => (member.session, true),
         None => match unsafe { SPAWNERS.get(parent_tgid) } {
             Some(session) => (*session, false),
             None => return 0,
@@ -56,8 +64,34 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(session) = session_of((pid_tgid >> 32) as u32) else {
+    let tgid = (pid_tgid >> 32) as u32;
+    // Membership is looked up again after the scan: an Option<Member> kept
+    // across the bpf_loop call makes LLVM spill an uninitialised register.
+    let tracked = unsafe { PROCS.get(tgid) }.is_some();
+    let config = config();
+    let discover = !tracked && config.discover != 0;
+    if !tracked && config.scan_all_env == 0 && !discover {
         return 0;
+    }
+    // Before the new program runs: a session started with RAILWAY_TOKEN in
+    // its environment holds the credential from this moment.
+    let environment = scan_environment(discover);
+    if environment.classes != 0 {
+        let _ = ENV_CLASSES.insert(tgid, environment.classes, 0);
+    }
+    let agent = if discover {
+        discover_agent(tgid, environment.agent, config.default_action)
+    } else {
+        0
+    };
+    let session = match member(tgid) {
+        Some(member) => {
+            member.taint(environment.classes);
+            member.session
+        }
+        // Held for user space to decide: reported outside any session.
+        None if agent & agent::HELD != 0 => 0,
+        None => return 0,
     };
     let _ = PENDING_EXECS.remove(pid_tgid);
     let Some(event) = EXEC_SCRATCH.get_ptr_mut(0) else {
@@ -65,6 +99,8 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     };
     let event = unsafe { &mut *event };
     fill_header(&mut event.header, kind::EXEC, session);
+    event.env_classes = environment.classes;
+    event.agent = agent;
     event.ret = 0;
     event.truncated = 0;
     let bprm: u64 = ctx.arg(2);
@@ -80,6 +116,32 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     read_argv(event);
     send(event as *const ExecEvent, event.wire_len(), kind::EXEC);
     0
+}
+
+/// Agent discovery at exec, before the new image's first instruction: a
+/// process whose executable name or environment marks it as an agent gets
+/// a session of its own; an interpreter an agent may run as is stopped for
+/// user space to match its argv. Returns the agent id (with `HELD`), or 0.
+#[inline(always)]
+fn discover_agent(tgid: u32, env_agent: u32, action: u32) -> u32 {
+    // At this tracepoint `comm` already holds the new executable's name.
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    let by_name = unsafe { AGENT_COMMS.get(comm_hash(&comm)) }
+        .copied()
+        .unwrap_or(0);
+    let agent = if by_name != 0 && by_name & agent::HELD == 0 {
+        by_name
+    } else if env_agent != 0 {
+        env_agent
+    } else {
+        by_name
+    };
+    if agent & agent::HELD != 0 {
+        unsafe { bpf_send_signal(SIGSTOP) };
+    } else if agent != 0 {
+        open_session(tgid, action);
+    }
+    agent
 }
 
 /// Copies the new image's argument block (`mm->arg_start..arg_end`), which the
@@ -112,9 +174,11 @@ fn read_argv(event: &mut ExecEvent) {
 pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let Some(session) = session_of(tgid) else {
+    let session = unsafe { PROCS.get(tgid) }.map(|info| info.session);
+    let env_known = unsafe { ENV_CLASSES.get(tgid) }.is_some();
+    if session.is_none() && !env_known {
         return 0;
-    };
+    }
     // A thread killed in the middle of a syscall leaves its saved arguments.
     let _ = PENDING_OPENS.remove(pid_tgid);
     let _ = PENDING_CONNECTS.remove(pid_tgid);
@@ -125,6 +189,10 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     if signal == 0 || read::<i32>(signal, off!(signal_live)) != 0 {
         return 0;
     }
+    let _ = ENV_CLASSES.remove(tgid);
+    let Some(session) = session else {
+        return 0;
+    };
     let mut event = ExitEvent::default();
     fill_header(&mut event.header, kind::EXIT, session);
     event.exit_code = read::<u32>(task, off!(task_exit_code));
@@ -146,12 +214,12 @@ pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn save_exec(_ctx: &TracePointContext, filename: u64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(session) = session_of((pid_tgid >> 32) as u32) else {
+    let Some(member) = member((pid_tgid >> 32) as u32) else {
         return 0;
     };
     let args = ExecArgs {
         filename,
-        session,
+        session: member.session,
         _pad: 0,
     };
     if PENDING_EXECS.insert(pid_tgid, args, 0).is_err() {
@@ -188,6 +256,7 @@ fn report_failed_exec(ctx: &TracePointContext) -> u32 {
     };
     let event = unsafe { &mut *event };
     fill_header(&mut event.header, kind::EXEC, args.session);
+    event.env_classes = 0;
     event.ret = result as i32;
     event.truncated = 0;
     let len = unsafe {
