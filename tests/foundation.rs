@@ -6,7 +6,8 @@ use std::{
 };
 
 use agentwatch_tests::{
-    NetNs, agentwatch, identity, output_with_timeout, probe, require_root, watch, watch_with,
+    NetNs, agentwatch, identity, output_with_timeout, probe, require_root, watch, watch_options,
+    watch_with,
 };
 use serde_json::Value;
 
@@ -260,8 +261,7 @@ fn long_paths_and_argv_are_truncated_and_marked() {
 #[test]
 fn a_full_ring_buffer_is_counted_and_reported() {
     let probe = probe();
-    let watched = watch_with(
-        &[],
+    let watched = watch_options(
         &["--ring-buffer-size", "4096"],
         &[
             probe.to_str().unwrap(),

@@ -1,11 +1,12 @@
-//! `agentwatch run -- CMD`: start CMD as a new watched session and report
-//! what it and all its descendants do.
+//! `agentwatch run -- CMD`: start CMD as a new watched session, report what
+//! it and all its descendants do, and enforce the policy on it.
 
 use std::{
     ffi::OsString, io, os::unix::process::ExitStatusExt as _, path::PathBuf, process::ExitStatus,
 };
 
-use anyhow::{Context as _, Result};
+use agentwatch_common::maps::action;
+use anyhow::{Context as _, Result, bail};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::{Pid, setgid, setgroups, setuid},
@@ -17,12 +18,11 @@ use tokio::{
 use tracing::warn;
 
 use crate::{
-    event::decode::{Clock, decode},
-    kernel::{
-        maps::KernelMaps,
-        probes::{LoadOptions, Probes},
-        ringbuf::RecordStream,
-    },
+    engine::{Engine, EngineOptions},
+    event::{Body, Event},
+    guard::{alert_line, state::Process, tables::Tables},
+    kernel::probes::LoadOptions,
+    policy::{Action, Policy},
     privileges::{Account, require_privileges},
     sink::JsonLines,
 };
@@ -33,44 +33,62 @@ const SESSION: u32 = 1;
 pub struct RunOptions {
     pub events: Option<PathBuf>,
     pub ring_buffer_size: u32,
+    pub policy: Option<PathBuf>,
+    pub mode: Option<Action>,
     pub command: Vec<OsString>,
+}
+
+pub fn action_code(action: Action) -> u32 {
+    match action {
+        Action::Observe => action::OBSERVE,
+        Action::Alert => action::ALERT,
+        Action::Block => action::BLOCK,
+        Action::Kill => action::KILL,
+        Action::Ask => action::ASK,
+    }
 }
 
 /// Runs the command and returns the exit status agentwatch should exit with.
 pub async fn run(options: RunOptions) -> Result<i32> {
     require_privileges("agentwatch run")?;
-    let mut probes = Probes::load(&LoadOptions {
-        ring_buffer_bytes: options.ring_buffer_size,
-        ..LoadOptions::default()
-    })?;
-    for failure in &probes.attach_failures {
-        eprintln!(
-            "agentwatch: running without {}: {}",
-            failure.program, failure.error
-        );
-    }
-    let mut maps = KernelMaps::take(&mut probes.ebpf)?;
-    let mut records = RecordStream::take(&mut probes.ebpf)?;
-    let mut sink = JsonLines::open(options.events.as_deref())?;
-    let clock = Clock::now();
-    let mut decode_errors = 0u64;
-    let mut handle = |record: &[u8]| match decode(&clock, record) {
-        Ok(event) => {
-            if let Err(error) = sink.write(&event) {
-                warn!("cannot write event: {error:#}");
-            }
-        }
-        Err(error) => {
-            decode_errors += 1;
-            warn!("undecodable record: {error}");
-        }
+    let policy = match &options.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
     };
+    let action = options.mode.unwrap_or(policy.action);
+    if action == Action::Ask {
+        bail!("--mode ask needs the daemon (`agentwatch daemon`): there is no one to ask here");
+    }
+    let account = Account::invoking_user().context("finding the sudo user")?;
+    let home = match &account {
+        Some(account) => account.home.clone(),
+        None => std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from),
+    };
+    let mut sink = JsonLines::open(options.events.as_deref())?;
+    let mut engine = Engine::start(EngineOptions {
+        ring_buffer_bytes: options.ring_buffer_size,
+        max_processes: LoadOptions::default().max_processes,
+        policy,
+        homes: vec![home],
+    })
+    .await?;
+    let core = engine.core();
+    core.add_workspace(&std::env::current_dir().context("the working directory")?)?;
+    core.add_session(SESSION, action_code(action))?;
+    // Under kill, each process of the session must die at its next system
+    // call once the kernel has denied a connect, not when user space gets
+    // round to it: the switch costs every syscall a tracepoint hit, so it
+    // is armed only for kill sessions.
+    if action == Action::Kill {
+        engine.probes.arm_kill_switch()?;
+    }
 
     // Every process this one forks while registered joins the session from
     // its first instruction, so nothing the command does runs unwatched.
     let me = std::process::id();
+    let maps = &mut engine.core().maps;
     maps.add_spawner(me, SESSION)?;
-    let spawned = spawn(&options.command);
+    let spawned = spawn(&options.command, account.as_ref());
     maps.remove_spawner(me)?;
     let mut child = match spawned {
         Ok(child) => child,
@@ -84,26 +102,52 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         }
     };
     let child_pid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    if let Some(pid) = child.id() {
+        engine.core().guard.procs.insert(
+            pid,
+            Process {
+                ppid: me,
+                session: SESSION,
+                comm: options.command[0].to_string_lossy().into_owned(),
+                argv: options
+                    .command
+                    .iter()
+                    .map(|arg| arg.to_string_lossy().into_owned())
+                    .collect(),
+            },
+        );
+    }
 
     // Ctrl-C reaches the command through the terminal; agentwatch stays to
     // report what happens. SIGTERM and SIGHUP are passed on.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    let mut events = Vec::new();
+    let mut killing = false;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
-            received = records.recv(&mut handle) => received?,
+            stepped = engine.step(&mut events) => stepped?,
             _ = interrupt.recv() => {}
             _ = terminate.recv() => forward(child_pid, Signal::SIGTERM),
             _ = hangup.recv() => forward(child_pid, Signal::SIGHUP),
         }
+        killing |= publish(&mut sink, &mut events, &engine.core().guard.tables);
+        if killing {
+            killing = !engine.sweep(SESSION).await;
+        }
     };
     // The kernel wrote the command's last records before the wait returned.
-    records.drain(&mut handle);
+    engine.drain(&mut events);
+    if publish(&mut sink, &mut events, &engine.core().guard.tables) {
+        engine.sweep(SESSION).await;
+    }
     sink.flush()?;
-    report_losses(&maps, decode_errors)?;
-    let remaining = maps.session_pids(SESSION);
+    for line in engine.losses()?.describe() {
+        eprintln!("agentwatch: {line}");
+    }
+    let remaining = engine.core().maps.session_pids(SESSION);
     if !remaining.is_empty() {
         eprintln!(
             "agentwatch: the command exited but {} of its processes still run and are no longer watched: {remaining:?}",
@@ -111,6 +155,26 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         );
     }
     Ok(exit_code(status))
+}
+
+/// Writes the events out, alerts also as a line on stderr; returns whether
+/// one of them killed the session.
+fn publish(sink: &mut JsonLines, events: &mut Vec<Event>, tables: &Tables) -> bool {
+    let mut killed = false;
+    for event in events.drain(..) {
+        if let Body::Alert(alert) = &event.body {
+            killed |= alert.action == "kill";
+            if let Some(line) = alert_line(&event, tables)
+                && alert.action != "observe"
+            {
+                eprintln!("{line}");
+            }
+        }
+        if let Err(error) = sink.write(&event) {
+            warn!("cannot write event: {error:#}");
+        }
+    }
+    killed
 }
 
 fn forward(pid: Option<Pid>, sig: Signal) {
@@ -126,36 +190,11 @@ fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-fn report_losses(maps: &KernelMaps, decode_errors: u64) -> Result<()> {
-    let counters = maps.counters()?;
-    let lost = counters.lost_total();
-    if lost > 0 {
-        eprintln!(
-            "agentwatch: {lost} events were lost because the ring buffer was full (by kind: {:?})",
-            &counters.lost[1..]
-        );
-    }
-    if counters.procs_full > 0 {
-        eprintln!(
-            "agentwatch: {} processes could not be tracked: the process map was full",
-            counters.procs_full
-        );
-    }
-    if counters.pending_full > 0 || counters.read_failed > 0 || decode_errors > 0 {
-        eprintln!(
-            "agentwatch: incomplete events: {} syscalls not followed to their exit, {} kernel reads failed, {} records undecodable",
-            counters.pending_full, counters.read_failed, decode_errors
-        );
-    }
-    Ok(())
-}
-
 /// Starts the command, as the sudo user when agentwatch was started by sudo.
-fn spawn(command: &[OsString]) -> io::Result<Child> {
+fn spawn(command: &[OsString], account: Option<&Account>) -> io::Result<Child> {
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]);
-    let account = Account::invoking_user().map_err(io::Error::other)?;
-    if let Some(account) = account {
+    if let Some(account) = account.cloned() {
         cmd.env("HOME", &account.home)
             .env("USER", &account.name)
             .env("LOGNAME", &account.name);

@@ -118,7 +118,11 @@ pub fn read_events(path: &Path) -> Vec<Value> {
 
 /// Runs `command` under `agentwatch run` with extra `options`, optionally
 /// wrapped by `prefix` (e.g. `ip netns exec NS`).
-pub fn watch_with(prefix: &[&str], options: &[&str], command: &[&str]) -> Watched {
+pub fn watch_with<S: AsRef<std::ffi::OsStr>>(
+    prefix: &[S],
+    options: &[&str],
+    command: &[&str],
+) -> Watched {
     require_root();
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events.jsonl");
@@ -147,7 +151,12 @@ pub fn watch_with(prefix: &[&str], options: &[&str], command: &[&str]) -> Watche
 }
 
 pub fn watch(command: &[&str]) -> Watched {
-    watch_with(&[], &[], command)
+    watch_options(&[], command)
+}
+
+/// `agentwatch run OPTIONS -- COMMAND`.
+pub fn watch_options(options: &[&str], command: &[&str]) -> Watched {
+    watch_with::<&str>(&[], options, command)
 }
 
 /// A network namespace with loopback up, deleted on drop.
@@ -204,4 +213,151 @@ pub fn identity(path: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (meta.dev(), meta.ino())
+}
+
+/// A network namespace with its own DNS: dnsmasq on 127.0.0.1:53 inside it
+/// answering only the names given (NXDOMAIN for everything else), and
+/// `/etc/netns/NAME/resolv.conf` pointing at it, which `ip netns exec`
+/// mounts over /etc/resolv.conf. Everything is removed on drop.
+pub struct DnsLab {
+    pub netns: NetNs,
+    dnsmasq: std::process::Child,
+    resolv_dir: PathBuf,
+}
+
+impl DnsLab {
+    /// `args` are dnsmasq options such as `--address=/host/127.0.0.2`,
+    /// `--host-record=...` or `--cname=...`.
+    pub fn new(args: &[String]) -> Self {
+        let netns = NetNs::new();
+        let resolv_dir = Path::new("/etc/netns").join(&netns.name);
+        std::fs::create_dir_all(&resolv_dir).expect("creating /etc/netns/NAME");
+        std::fs::write(
+            resolv_dir.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n",
+        )
+        .expect("writing resolv.conf");
+        let dnsmasq = Command::new("ip")
+            .args(["netns", "exec", &netns.name, "dnsmasq"])
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                "--pid-file=",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--address=/#/",
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting dnsmasq (is it installed? cargo xtask setup)");
+        let lab = Self {
+            netns,
+            dnsmasq,
+            resolv_dir,
+        };
+        lab.wait_for_dns();
+        lab
+    }
+
+    fn wait_for_dns(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let answered = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.netns.name,
+                    "getent",
+                    "hosts",
+                    "localhost",
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success());
+            let port_open = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.netns.name,
+                    "ss",
+                    "-lun",
+                    "sport = :53",
+                ])
+                .output()
+                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(":53"));
+            if answered && port_open {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("dnsmasq did not start in {}", self.netns.name);
+    }
+
+    /// A TCP listener on `addr` inside the namespace.
+    pub fn listen(&self, addr: &str) -> Listener {
+        let addr: std::net::SocketAddr = addr.parse().expect("ADDR:PORT");
+        let netns_path = Path::new("/run/netns").join(&self.netns.name);
+        // setns(CLONE_NEWNET) changes only the calling thread: bind there.
+        let listener = thread::spawn(move || {
+            let file = std::fs::File::open(&netns_path).expect("open netns");
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: a valid namespace fd; affects this thread only.
+            let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(ret, 0, "setns: {}", std::io::Error::last_os_error());
+            std::net::TcpListener::bind(addr).expect("bind in netns")
+        })
+        .join()
+        .expect("listener thread");
+        listener.set_nonblocking(true).expect("nonblocking");
+        Listener {
+            listener,
+            accepted: std::cell::Cell::new(0),
+        }
+    }
+
+    /// `ip netns exec NAME env --chdir=HOME HOME=HOME ...` as a command
+    /// prefix: agentwatch then takes `home` as both the user's home and the
+    /// workspace, and `vars` (`NAME=value`) are in the session's environment.
+    pub fn prefix_with_home(&self, home: &Path, vars: &[&str]) -> Vec<String> {
+        let mut prefix = vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.netns.name.clone(),
+            "env".into(),
+            format!("--chdir={}", home.display()),
+            format!("HOME={}", home.display()),
+        ];
+        prefix.extend(vars.iter().map(|var| var.to_string()));
+        prefix
+    }
+}
+
+impl Drop for DnsLab {
+    fn drop(&mut self) {
+        let _ = self.dnsmasq.kill();
+        let _ = self.dnsmasq.wait();
+        let _ = std::fs::remove_dir_all(&self.resolv_dir);
+    }
+}
+
+/// A listening socket; connections are counted by draining its queue, which
+/// the kernel fills as soon as a handshake completes.
+pub struct Listener {
+    listener: std::net::TcpListener,
+    accepted: std::cell::Cell<usize>,
+}
+
+impl Listener {
+    /// Connections that reached the listener so far.
+    pub fn connections(&self) -> usize {
+        while self.listener.accept().is_ok() {
+            self.accepted.set(self.accepted.get() + 1);
+        }
+        self.accepted.get()
+    }
 }

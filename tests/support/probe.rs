@@ -2,7 +2,7 @@
 
 use std::{
     ffi::CString,
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpStream, ToSocketAddrs},
     process::ExitCode,
 };
 
@@ -66,7 +66,33 @@ fn open_many(path: &str, count: u64) -> i64 {
 
 fn connect(addr: &str) -> i64 {
     let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
-    match TcpStream::connect(addr) {
+    result(TcpStream::connect(addr))
+}
+
+/// Resolves HOST through the system resolver (getaddrinfo), then connects
+/// to its first IPv4 address.
+fn connect_host(target: &str) -> i64 {
+    let addrs = match target.to_socket_addrs() {
+        Ok(addrs) => addrs,
+        Err(_) => return -i64::from(libc::EHOSTUNREACH),
+    };
+    match addrs.into_iter().find(SocketAddr::is_ipv4) {
+        Some(addr) => result(TcpStream::connect(addr)),
+        None => -i64::from(libc::EHOSTUNREACH),
+    }
+}
+
+/// Reads a file, then connects at once: the race agentwatch must not lose.
+fn read_then_connect(path: &str, addr: &str) -> i64 {
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    if std::fs::read(path).is_err() {
+        return -i64::from(libc::ENOENT);
+    }
+    result(TcpStream::connect(addr))
+}
+
+fn result(connected: std::io::Result<TcpStream>) -> i64 {
+    match connected {
         Ok(_) => 0,
         Err(error) => -i64::from(error.raw_os_error().unwrap_or(1)),
     }
@@ -80,6 +106,8 @@ fn main() -> ExitCode {
         ["openat-in", dir, name] => openat_in(dir, name),
         ["open-many", path, count] => open_many(path, count.parse().expect("count")),
         ["connect", addr] => connect(addr),
+        ["connect-host", target] => connect_host(target),
+        ["read-connect", path, addr] => read_then_connect(path, addr),
         _ => {
             eprintln!(
                 "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-many PATH N | connect ADDR:PORT"

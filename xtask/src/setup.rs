@@ -16,7 +16,14 @@ use crate::{as_root, run};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the integration tests drive.
-const TEST_PACKAGES: &[&str] = &["iproute2", "dnsmasq-base", "procps", "python3"];
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "dnsmasq-base",
+    "procps",
+    "python3",
+    "prometheus",
+    "tmux",
+];
 /// Extra packages for `cargo xtask bench` (the peers it compares against).
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "auditd"];
 

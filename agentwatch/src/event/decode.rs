@@ -2,20 +2,53 @@
 //! here is tested without loading any program.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, SystemTime},
 };
 
 use agentwatch_common::{
+    dns::{DNS_CAP, DnsParser, MAX_STEPS, Step},
     event::{
-        BASE_CAP, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, OpenEvent, kind,
-        open_syscall, truncated,
+        AlertEvent, BASE_CAP, ConnectEvent, DnsEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
+        OpenEvent, kind, open_syscall, truncated,
     },
+    maps::action,
     offsets::user_dev,
 };
 use aya::Pod;
 
-use super::{Body, Connect, Event, Exec, Exit, Open, path};
+use super::{Alert, Body, Connect, Event, Exec, Exit, Open, path};
+
+/// A decoded ring buffer record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Event(Event),
+    /// Facts of an alert before enrichment with names and history.
+    Alert(Event, RawAlert),
+    Dns(DnsAnswer),
+}
+
+/// What the kernel knew when it raised an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawAlert {
+    /// Credential classes the session held that counted against the host.
+    pub held: u64,
+    /// The classes the session took last, and when.
+    pub last_classes: u64,
+    pub last_at: SystemTime,
+    /// Index into the domain table.
+    pub domain: u32,
+    pub ip: IpAddr,
+}
+
+/// A DNS response: the question name and the addresses answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsAnswer {
+    pub name: String,
+    pub addrs: Vec<IpAddr>,
+    /// The infrastructure domain the kernel matched the name to.
+    pub domain: Option<u32>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -72,7 +105,7 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-pub fn decode(clock: &Clock, record: &[u8]) -> Result<Event, DecodeError> {
+pub fn decode(clock: &Clock, record: &[u8]) -> Result<Record, DecodeError> {
     if record.len() < size_of::<EventHeader>() {
         return Err(DecodeError::TooShort(record.len()));
     }
@@ -85,9 +118,22 @@ pub fn decode(clock: &Clock, record: &[u8]) -> Result<Event, DecodeError> {
             child: read_record::<ForkEvent>(record).child,
         },
         kind::EXIT => Body::Exit(exit(read_record::<ExitEvent>(record).exit_code)),
+        kind::ALERT => {
+            let raw: AlertEvent = read_record(record);
+            let (alert, facts) = alert(clock, &raw);
+            return Ok(Record::Alert(
+                with_header(clock, &header, Body::Alert(alert)),
+                facts,
+            ));
+        }
+        kind::DNS => return Ok(Record::Dns(dns(&read_record::<DnsEvent>(record)))),
         other => return Err(DecodeError::UnknownKind(other)),
     };
-    Ok(Event {
+    Ok(Record::Event(with_header(clock, &header, body)))
+}
+
+fn with_header(clock: &Clock, header: &EventHeader, body: Body) -> Event {
+    Event {
         ts: clock.wall(header.boot_ns),
         session: header.session,
         pid: header.pid,
@@ -96,7 +142,103 @@ pub fn decode(clock: &Clock, record: &[u8]) -> Result<Event, DecodeError> {
         uid: header.uid,
         comm: text(&header.comm),
         body,
-    })
+    }
+}
+
+pub fn action_name(code: u32) -> &'static str {
+    match code {
+        action::OBSERVE => "observe",
+        action::ALERT => "alert",
+        action::BLOCK => "block",
+        action::KILL => "kill",
+        _ => "ask",
+    }
+}
+
+fn alert(clock: &Clock, raw: &AlertEvent) -> (Alert, RawAlert) {
+    let ip = if i32::from(raw.family) == libc::AF_INET {
+        IpAddr::V4(Ipv4Addr::new(
+            raw.addr[0],
+            raw.addr[1],
+            raw.addr[2],
+            raw.addr[3],
+        ))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(raw.addr))
+    };
+    let alert = Alert {
+        action: action_name(raw.action),
+        host: None,
+        addr: ip.to_string(),
+        port: raw.port,
+        provider: None,
+        credential: None,
+        credentials: Vec::new(),
+        ancestry: Vec::new(),
+    };
+    let facts = RawAlert {
+        held: raw.held,
+        last_classes: raw.last_classes,
+        last_at: clock.wall(raw.last_ns),
+        domain: raw.domain,
+        ip,
+    };
+    (alert, facts)
+}
+
+fn dns(record: &DnsEvent) -> DnsAnswer {
+    let (name, addrs) = parse_dns(&record.payload, record.len);
+    DnsAnswer {
+        name: name.unwrap_or_default(),
+        addrs,
+        domain: record.domain.checked_sub(1),
+    }
+}
+
+/// The question name and the A/AAAA answers of a DNS response, with the
+/// same step parser the kernel runs.
+pub fn parse_dns(payload: &[u8; DNS_CAP], len: u32) -> (Option<String>, Vec<IpAddr>) {
+    let mut addrs = Vec::new();
+    let Some(mut parser) = DnsParser::start(payload, len) else {
+        return (None, addrs);
+    };
+    let name = question_name(payload, parser.len);
+    for _ in 0..MAX_STEPS {
+        match parser.step(payload) {
+            Step::Continue | Step::Question => {}
+            Step::Address { offset, len } => {
+                let bytes = &payload[offset as usize..(offset + len) as usize];
+                addrs.push(match <[u8; 4]>::try_from(bytes) {
+                    Ok(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
+                    Err(_) => IpAddr::V6(Ipv6Addr::from(
+                        <[u8; 16]>::try_from(bytes).unwrap_or_default(),
+                    )),
+                });
+            }
+            Step::Done | Step::Malformed => break,
+        }
+    }
+    (name, addrs)
+}
+
+/// The question name, lower-case and without the trailing dot.
+fn question_name(payload: &[u8; DNS_CAP], len: u32) -> Option<String> {
+    let message = payload.get(..len as usize)?;
+    let mut labels = Vec::new();
+    let mut at = 12;
+    loop {
+        let label_len = usize::from(*message.get(at)?);
+        if label_len == 0 {
+            break;
+        }
+        if label_len > 63 {
+            return None;
+        }
+        let label = message.get(at + 1..at + 1 + label_len)?;
+        labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
+        at += 1 + label_len;
+    }
+    Some(labels.join("."))
 }
 
 fn open(record: &OpenEvent) -> Open {
@@ -125,6 +267,8 @@ fn open(record: &OpenEvent) -> Open {
             _ => "openat",
         },
         truncated: record.truncated & (truncated::PATH | truncated::BASE) != 0,
+        cred_classes: record.cred_classes,
+        credentials: Vec::new(),
     }
 }
 
@@ -136,6 +280,7 @@ fn connect(record: &ConnectEvent) -> Connect {
         addr,
         port,
         ret: record.ret,
+        host: None,
     }
 }
 
@@ -193,6 +338,10 @@ fn exec(record: &ExecEvent) -> Exec {
         argv,
         ret: record.ret,
         truncated: record.truncated & (truncated::FILENAME | truncated::ARGV) != 0,
+        env_classes: record.env_classes,
+        credentials: Vec::new(),
+        agent_id: record.agent,
+        agent: None,
     }
 }
 
@@ -261,10 +410,17 @@ mod tests {
         record
     }
 
+    fn event(record: &[u8]) -> Event {
+        match decode(&clock(), record).unwrap() {
+            Record::Event(event) => event,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
     #[test]
     fn open_with_relative_path_resolves_against_base() {
         let record = open_record("./hostname", "/etc", 3);
-        let event = decode(&clock(), &bytes_of(&record)).unwrap();
+        let event = event(&bytes_of(&record));
         assert_eq!(event.ts, UNIX_EPOCH + Duration::from_secs(5));
         assert_eq!(event.comm, "cat");
         let Body::Open(open) = event.body else {
@@ -280,7 +436,7 @@ mod tests {
         let record = open_record("/etc/hostname", "", -2);
         let wire = &bytes_of(&record)[..record.wire_len()];
         assert_eq!(wire.len(), offset_of!(OpenEvent, path) + 13);
-        let Body::Open(open) = decode(&clock(), wire).unwrap().body else {
+        let Body::Open(open) = event(wire).body else {
             panic!("not an open")
         };
         assert_eq!(open.resolved, "/etc/hostname");
@@ -293,7 +449,7 @@ mod tests {
         let long = "a".repeat(PATH_CAP - 1);
         let mut record = open_record(&long, "/tmp", 3);
         record.truncated = truncated::PATH;
-        let Body::Open(open) = decode(&clock(), &bytes_of(&record)).unwrap().body else {
+        let Body::Open(open) = event(&bytes_of(&record)).body else {
             panic!("not an open")
         };
         assert!(open.truncated);
@@ -338,7 +494,7 @@ mod tests {
         record.filename[..7].copy_from_slice(b"/bin/sh");
         record.filename_len = 7;
         let wire = &bytes_of(&record)[..record.wire_len()];
-        let Body::Exec(exec) = decode(&clock(), wire).unwrap().body else {
+        let Body::Exec(exec) = event(wire).body else {
             panic!("not an exec")
         };
         assert_eq!(exec.argv, ["sh", "-c", "echo hi"]);
@@ -348,7 +504,7 @@ mod tests {
         record.argv = [b'x'; ARGV_CAP];
         record.argv_len = ARGV_CAP as u16;
         record.truncated = truncated::ARGV;
-        let Body::Exec(exec) = decode(&clock(), &bytes_of(&record)).unwrap().body else {
+        let Body::Exec(exec) = event(&bytes_of(&record)).body else {
             panic!("not an exec")
         };
         assert!(exec.truncated);
@@ -396,8 +552,7 @@ mod tests {
     #[test]
     fn json_schema() {
         let record = open_record("./hostname", "/etc", 3);
-        let event = decode(&clock(), &bytes_of(&record)).unwrap();
-        let json: serde_json::Value = serde_json::to_value(&event).unwrap();
+        let json: serde_json::Value = serde_json::to_value(event(&bytes_of(&record))).unwrap();
         assert_eq!(json["kind"], "open");
         assert_eq!(json["ts"], "1970-01-01T00:00:05.000000Z");
         for key in [

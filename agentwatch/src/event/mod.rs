@@ -28,8 +28,51 @@ pub enum Body {
     Open(Open),
     Connect(Connect),
     Exec(Exec),
-    Fork { child: u32 },
+    Fork {
+        child: u32,
+    },
     Exit(Exit),
+    Alert(Alert),
+    Found(Found),
+    Session(SessionChange),
+    /// An ask-mode request was opened (`verdict` absent) or answered.
+    Request(RequestChange),
+}
+
+/// A session opened (an agent found) or ended (its last process exited).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionChange {
+    /// `start` or `end`.
+    pub state: &'static str,
+    pub agent: String,
+    /// How it was found: `exec`, `argv`, `running` (at daemon start).
+    pub found_by: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestChange {
+    pub id: u64,
+    pub host: String,
+    pub port: u16,
+    /// `approve`, `deny`, `timeout`, or absent while pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<&'static str>,
+}
+
+/// A credential found by content in a file a session read: the session
+/// holds it from now on, and the file counts as a credential file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Found {
+    pub path: String,
+    pub line: usize,
+    /// The pattern that matched, e.g. `github-pat`, `generic-assignment`.
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Never the secret itself: a few characters of it.
+    pub redacted: String,
+    /// The class the session now holds.
+    pub credential: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,6 +91,12 @@ pub struct Open {
     pub syscall: &'static str,
     #[serde(skip_serializing_if = "is_false")]
     pub truncated: bool,
+    /// Credential classes this open gave the session (bit = class index).
+    #[serde(skip)]
+    pub cred_classes: u64,
+    /// Ids of those classes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,6 +109,9 @@ pub struct Connect {
     pub port: Option<u16>,
     /// 0, or `-errno`.
     pub ret: i64,
+    /// The name DNS (or the system resolver) gave for `addr`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,6 +122,18 @@ pub struct Exec {
     pub ret: i32,
     #[serde(skip_serializing_if = "is_false")]
     pub truncated: bool,
+    /// Credential classes the new image's environment holds.
+    #[serde(skip)]
+    pub env_classes: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
+    /// Discovery's verdict in the kernel (`agent::HELD` bit for a held
+    /// interpreter); named in `agent` once user space has decided.
+    #[serde(skip)]
+    pub agent_id: u32,
+    /// The agent this exec was recognised as, opening a session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,6 +142,48 @@ pub struct Exit {
     pub code: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+}
+
+/// A session holding a credential connected to an infrastructure host that
+/// credential counts against.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// What was done: `observe`, `alert`, `block`, `kill` or `ask`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub addr: String,
+    pub port: u16,
+    /// Provider whose infrastructure the host is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The credential that counted (the latest taken), and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialUse>,
+    /// Ids of every credential class the session held that counted.
+    pub credentials: Vec<String>,
+    /// The connecting process and its ancestors, nearest first.
+    pub ancestry: Vec<Ancestor>,
+}
+
+/// How a session came to hold a credential.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CredentialUse {
+    /// Class id (a provider, or a `[credentials.X]` entry).
+    pub class: String,
+    /// The path read, `env:NAME`, `/proc/PID/environ`, or `content:RULE in PATH`.
+    pub source: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub comm: String,
+    pub argv: Vec<String>,
 }
 
 fn is_false(value: &bool) -> bool {

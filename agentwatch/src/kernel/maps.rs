@@ -1,13 +1,15 @@
 //! User-space handles on the maps the programs share with the daemon.
 
+use std::net::IpAddr;
+
 use agentwatch_common::{
     event::kind,
-    maps::{ProcInfo, counter},
+    maps::{AllowKey, Config, CredKey, EnvName, HostClass, ProcInfo, SessionState, counter},
 };
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
 };
 
 /// Sums of the kernel's per-CPU drop counters.
@@ -18,6 +20,9 @@ pub struct KernelCounters {
     pub procs_full: u64,
     pub pending_full: u64,
     pub read_failed: u64,
+    pub infra_full: u64,
+    pub dns_malformed: u64,
+    pub env_truncated: u64,
 }
 
 impl KernelCounters {
@@ -29,39 +34,129 @@ impl KernelCounters {
 pub struct KernelMaps {
     procs: HashMap<MapData, u32, ProcInfo>,
     spawners: HashMap<MapData, u32, u32>,
+    sessions: HashMap<MapData, u32, SessionState>,
+    user_taint: HashMap<MapData, u32, u64>,
+    creds: HashMap<MapData, CredKey, u32>,
+    domains: HashMap<MapData, u64, HostClass>,
+    infra4: HashMap<MapData, u32, HostClass>,
+    infra6: HashMap<MapData, [u8; 16], HostClass>,
+    env_names: HashMap<MapData, u64, EnvName>,
+    env_classes: HashMap<MapData, u32, u64>,
+    agent_comms: HashMap<MapData, u64, u32>,
+    agent_markers: HashMap<MapData, u64, u32>,
+    allow_once: HashMap<MapData, AllowKey, u8>,
+    config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, u64>,
+    capacities: std::collections::HashMap<&'static str, u32>,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<T> {
+/// Maps whose fill is reported: (label, map name).
+const FILLED: &[(&str, &str)] = &[
+    ("procs", "PROCS"),
+    ("sessions", "SESSIONS"),
+    ("credentials", "CREDS"),
+    ("infrastructure_ipv4", "INFRA4"),
+    ("infrastructure_ipv6", "INFRA6"),
+    ("environment_classes", "ENV_CLASSES"),
+];
+
+/// How full a kernel map is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapFill {
+    pub map: &'static str,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
     let map = ebpf
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
+/// A map update that failed because the map is full says so.
+fn update(result: Result<(), MapError>, what: &str) -> Result<()> {
+    result.with_context(|| format!("updating {what} (is the map full?)"))
+}
+
+/// `max_entries` of a hash map, as the kernel created it.
+fn capacity(ebpf: &Ebpf, name: &str) -> u32 {
+    match ebpf.map(name) {
+        Some(aya::maps::Map::HashMap(data) | aya::maps::Map::LruHashMap(data)) => {
+            data.info().map_or(0, |info| info.max_entries())
+        }
+        _ => 0,
+    }
+}
+
 impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let capacities = FILLED
+            .iter()
+            .map(|(label, name)| (*label, capacity(ebpf, name)))
+            .collect();
         Ok(Self {
+            capacities,
             procs: take(ebpf, "PROCS")?,
             spawners: take(ebpf, "SPAWNERS")?,
+            sessions: take(ebpf, "SESSIONS")?,
+            user_taint: take(ebpf, "USER_TAINT")?,
+            creds: take(ebpf, "CREDS")?,
+            domains: take(ebpf, "DOMAINS")?,
+            infra4: take(ebpf, "INFRA4")?,
+            infra6: take(ebpf, "INFRA6")?,
+            env_names: take(ebpf, "ENV_NAMES")?,
+            env_classes: take(ebpf, "ENV_CLASSES")?,
+            agent_comms: take(ebpf, "AGENT_COMMS")?,
+            agent_markers: take(ebpf, "AGENT_MARKERS")?,
+            allow_once: take(ebpf, "ALLOW_ONCE")?,
+            config: take(ebpf, "CONFIG")?,
             counters: take(ebpf, "COUNTERS")?,
         })
     }
 
     /// Children `tgid` forks from now on start in `session`.
     pub fn add_spawner(&mut self, tgid: u32, session: u32) -> Result<()> {
-        self.spawners
-            .insert(tgid, session, 0)
-            .context("registering the session's spawner")
+        update(self.spawners.insert(tgid, session, 0), "the spawner map")
     }
 
     pub fn remove_spawner(&mut self, tgid: u32) -> Result<()> {
         self.spawners
             .remove(&tgid)
             .context("unregistering the session's spawner")
+    }
+
+    /// Creates a session with what it already holds and what it does.
+    pub fn add_session(&mut self, session: u32, state: SessionState) -> Result<()> {
+        update(self.sessions.insert(session, state, 0), "the session map")
+    }
+
+    pub fn session(&self, session: u32) -> Option<SessionState> {
+        self.sessions.get(&session, 0).ok()
+    }
+
+    /// Gives a session credential classes found by user space.
+    pub fn add_user_taint(&mut self, session: u32, classes: u64) -> Result<()> {
+        let held = self.user_taint.get(&session, 0).unwrap_or(0);
+        update(
+            self.user_taint.insert(session, held | classes, 0),
+            "the user taint map",
+        )
+    }
+
+    /// Every tracked process with its session.
+    pub fn processes(&self) -> Vec<(u32, u32)> {
+        self.procs
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(pid, info)| (pid, info.session))
+            .collect()
+    }
+
+    /// Credential classes user space found for `session` (content scans).
+    pub fn user_taint(&self, session: u32) -> u64 {
+        self.user_taint.get(&session, 0).unwrap_or(0)
     }
 
     /// Processes the kernel currently counts as members of `session`.
@@ -74,6 +169,139 @@ impl KernelMaps {
             .collect()
     }
 
+    pub fn add_credential(&mut self, key: CredKey, class: u32) -> Result<()> {
+        update(self.creds.insert(key, class, 0), "the credential map")
+    }
+
+    pub fn add_domain(&mut self, suffix_hash: u64, host: HostClass) -> Result<()> {
+        update(self.domains.insert(suffix_hash, host, 0), "the domain map")
+    }
+
+    pub fn add_infra_address(&mut self, addr: IpAddr, host: HostClass) -> Result<()> {
+        match addr {
+            IpAddr::V4(v4) => update(
+                self.infra4.insert(u32::from_ne_bytes(v4.octets()), host, 0),
+                "the IPv4 infrastructure map",
+            ),
+            IpAddr::V6(v6) => update(
+                self.infra6.insert(v6.octets(), host, 0),
+                "the IPv6 infrastructure map",
+            ),
+        }
+    }
+
+    pub fn add_env_name(&mut self, name_hash: u64, classes: u64) -> Result<()> {
+        let held = self
+            .env_names
+            .get(&name_hash, 0)
+            .map(|name| name.classes)
+            .unwrap_or(0);
+        update(
+            self.env_names.insert(
+                name_hash,
+                EnvName {
+                    classes: held | classes,
+                },
+                0,
+            ),
+            "the environment-name map",
+        )
+    }
+
+    /// Records the credential classes in a running process's environment.
+    pub fn add_env_classes(&mut self, pid: u32, classes: u64) -> Result<()> {
+        update(
+            self.env_classes.insert(pid, classes, 0),
+            "the environment-class map",
+        )
+    }
+
+    /// An executable name (as `comm` hashes it) or environment marker that
+    /// opens a session for `agent` at exec.
+    pub fn add_agent_comm(&mut self, hash: u64, agent: u32) -> Result<()> {
+        update(
+            self.agent_comms.insert(hash, agent, 0),
+            "the agent-name map",
+        )
+    }
+
+    pub fn add_agent_marker(&mut self, hash: u64, agent: u32) -> Result<()> {
+        update(
+            self.agent_markers.insert(hash, agent, 0),
+            "the agent-marker map",
+        )
+    }
+
+    /// Puts a running process into a session (found by a /proc scan or
+    /// matched by argv while held at exec); its children follow in the kernel.
+    pub fn add_process(&mut self, pid: u32, session: u32) -> Result<()> {
+        update(
+            self.procs.insert(pid, ProcInfo { session, _pad: 0 }, 0),
+            "the process map",
+        )
+    }
+
+    /// Forgets a session whose processes have all exited.
+    pub fn remove_session(&mut self, session: u32) {
+        let _ = self.sessions.remove(&session);
+        let _ = self.user_taint.remove(&session);
+    }
+
+    /// Replaces a session's flags (the session is stopped or dead, so the
+    /// kernel is not updating its state meanwhile).
+    pub fn set_session_flags(&mut self, session: u32, flags: u32) -> Result<()> {
+        let state = self
+            .sessions
+            .get(&session, 0)
+            .with_context(|| format!("session {session} is gone"))?;
+        update(
+            self.sessions
+                .insert(session, SessionState { flags, ..state }, 0),
+            "the session map",
+        )
+    }
+
+    /// Lets the session's next connect to `addr` through, once.
+    pub fn allow_once(&mut self, session: u32, addr: IpAddr) -> Result<()> {
+        let mut key = AllowKey {
+            session,
+            ..AllowKey::default()
+        };
+        match addr {
+            IpAddr::V4(v4) => key.addr[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => key.addr = v6.octets(),
+        }
+        update(self.allow_once.insert(key, 1, 0), "the approval map")
+    }
+
+    /// Entries in the maps that can fill up, against their capacity.
+    pub fn fill(&self) -> Vec<MapFill> {
+        fn entries<K: aya::Pod, V: aya::Pod>(handle: &HashMap<MapData, K, V>) -> usize {
+            handle.keys().filter_map(Result::ok).count()
+        }
+        let counts = [
+            entries(&self.procs),
+            entries(&self.sessions),
+            entries(&self.creds),
+            entries(&self.infra4),
+            entries(&self.infra6),
+            entries(&self.env_classes),
+        ];
+        FILLED
+            .iter()
+            .zip(counts)
+            .map(|((map, _), entries)| MapFill {
+                map,
+                entries,
+                capacity: self.capacities.get(map).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    pub fn set_config(&mut self, config: Config) -> Result<()> {
+        update(self.config.set(0, config, 0), "the config map")
+    }
+
     pub fn counters(&self) -> Result<KernelCounters> {
         let sum = |index: u32| -> Result<u64> { Ok(self.counters.get(&index, 0)?.iter().sum()) };
         let mut counters = KernelCounters::default();
@@ -83,6 +311,9 @@ impl KernelMaps {
         counters.procs_full = sum(counter::PROCS_FULL)?;
         counters.pending_full = sum(counter::PENDING_FULL)?;
         counters.read_failed = sum(counter::READ_FAILED)?;
+        counters.infra_full = sum(counter::INFRA_FULL)?;
+        counters.dns_malformed = sum(counter::DNS_MALFORMED)?;
+        counters.env_truncated = sum(counter::ENV_TRUNCATED)?;
         Ok(counters)
     }
 }

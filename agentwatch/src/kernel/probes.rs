@@ -6,7 +6,10 @@ use agentwatch_common::offsets::KernelOffsets;
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+        ProgramError, TracePoint, trace_point::TracePointLinkId,
+    },
 };
 
 use super::{
@@ -23,8 +26,10 @@ pub enum Hook {
     Syscall,
     /// `tp_btf/<program name>` (a scheduler tracepoint, no tracefs needed).
     Sched,
-    /// A cgroup program attached to the cgroup v2 root.
-    CgroupRoot,
+    /// A cgroup sock_addr program attached to the cgroup v2 root.
+    CgroupSockAddr,
+    /// A cgroup skb ingress program attached to the cgroup v2 root.
+    CgroupSkbIngress,
 }
 
 pub struct ProgramSpec {
@@ -61,9 +66,16 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("sys_exit_execve", Hook::Syscall, true),
     spec("sys_enter_execveat", Hook::Syscall, false),
     spec("sys_exit_execveat", Hook::Syscall, false),
-    spec("connect4", Hook::CgroupRoot, true),
-    spec("connect6", Hook::CgroupRoot, true),
+    spec("connect4", Hook::CgroupSockAddr, true),
+    spec("connect6", Hook::CgroupSockAddr, true),
+    spec("sendmsg4", Hook::CgroupSockAddr, true),
+    spec("sendmsg6", Hook::CgroupSockAddr, true),
+    spec("dns_ingress", Hook::CgroupSkbIngress, true),
 ];
+
+/// Loaded with the others but attached only while a session is being
+/// killed (`raw_syscalls:sys_enter` would otherwise cost every syscall).
+const KILL_SWITCH: &str = "kill_switch";
 
 /// A program that could not be attached.
 #[derive(Debug, Clone)]
@@ -78,6 +90,7 @@ pub struct Probes {
     pub ebpf: Ebpf,
     /// Optional programs that could not be attached.
     pub attach_failures: Vec<AttachFailure>,
+    kill_switch: Option<TracePointLinkId>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +127,11 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Vec<AttachFailure
     let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
     let cgroup = File::open(&cgroup_root)
         .with_context(|| format!("opening the cgroup v2 root {}", cgroup_root.display()))?;
+    let kill_switch: &mut TracePoint = ebpf
+        .program_mut(KILL_SWITCH)
+        .ok_or_else(|| anyhow!("program {KILL_SWITCH} missing from the object"))?
+        .try_into()?;
+    kill_switch.load().map_err(describe)?;
     let failures = PROGRAMS
         .iter()
         .filter_map(|spec| {
@@ -142,7 +160,35 @@ impl Probes {
         Ok(Self {
             ebpf,
             attach_failures: failures,
+            kill_switch: None,
         })
+    }
+
+    fn kill_switch_program(&mut self) -> Result<&mut TracePoint> {
+        Ok(self
+            .ebpf
+            .program_mut(KILL_SWITCH)
+            .ok_or_else(|| anyhow!("program {KILL_SWITCH} missing"))?
+            .try_into()?)
+    }
+
+    /// Makes every process of a killed session die at its next syscall.
+    pub fn arm_kill_switch(&mut self) -> Result<()> {
+        if self.kill_switch.is_none() {
+            let link = self
+                .kill_switch_program()?
+                .attach("raw_syscalls", "sys_enter")
+                .context("attaching the kill switch")?;
+            self.kill_switch = Some(link);
+        }
+        Ok(())
+    }
+
+    pub fn disarm_kill_switch(&mut self) -> Result<()> {
+        if let Some(link) = self.kill_switch.take() {
+            self.kill_switch_program()?.detach(link)?;
+        }
+        Ok(())
     }
 }
 
@@ -163,13 +209,25 @@ fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, cgroup: &File) -> Resu
                 .load(spec.name, btf)
                 .and_then(|()| program.attach().map(drop))
         }
-        Hook::CgroupRoot => {
+        // A BPF link on a cgroup always coexists with other programs (another
+        // agentwatch, systemd's); `Single` only means no flags.
+        Hook::CgroupSockAddr => {
             let program: &mut CgroupSockAddr = program.try_into()?;
-            // A BPF link on a cgroup always coexists with other programs
-            // (another agentwatch, systemd's); `Single` only means no flags.
             program
                 .load()
                 .and_then(|()| program.attach(cgroup, CgroupAttachMode::Single).map(drop))
+        }
+        Hook::CgroupSkbIngress => {
+            let program: &mut CgroupSkb = program.try_into()?;
+            program.load().and_then(|()| {
+                program
+                    .attach(
+                        cgroup,
+                        CgroupSkbAttachType::Ingress,
+                        CgroupAttachMode::Single,
+                    )
+                    .map(drop)
+            })
         }
     };
     result.map_err(describe)

@@ -1,0 +1,434 @@
+//! The pipeline `run` and the daemon share: kernel probes → decoder →
+//! guard state → events, plus everything that keeps the kernel's tables
+//! current (credential files, infrastructure addresses, content scans).
+//! Decisions are the kernel's; nothing here is on the path of a syscall.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use agentwatch_common::maps::{Config, SessionState};
+use anyhow::{Context as _, Result};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tokio::time::{Instant, Interval, interval_at};
+use tracing::{info, warn};
+
+use crate::{
+    event::{
+        Body, CredentialUse, Event, Found,
+        decode::{Clock, Record, decode},
+    },
+    guard::{
+        Guard,
+        content::{ContentScans, ScanJob, ScanResult, ScanStats, worth_scanning},
+        credentials::{expand, expand_workspace, watch_dirs},
+        environ,
+        hosts::{self, REFRESH_INTERVAL, is_localhost},
+        tables::Tables,
+        watch::DirWatcher,
+    },
+    kernel::{
+        maps::{KernelCounters, KernelMaps},
+        probes::{LoadOptions, Probes},
+        ringbuf::RecordStream,
+    },
+    policy::Policy,
+    scan::Scanner,
+};
+
+/// Class a content finding of no known provider is given.
+const FOUND_CLASS: &str = "found";
+
+pub struct EngineOptions {
+    pub ring_buffer_bytes: u32,
+    pub max_processes: u32,
+    pub policy: Policy,
+    /// Home directories whose `~/` credential files count.
+    pub homes: Vec<PathBuf>,
+}
+
+/// What the kernel's and user space's counters say went missing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Losses {
+    pub kernel: KernelCounters,
+    pub decode_errors: u64,
+    pub scans: ScanStats,
+}
+
+pub struct Engine {
+    pub probes: Probes,
+    records: RecordStream,
+    core: Core,
+    watcher: DirWatcher,
+    refresh: Interval,
+    scans: ContentScans,
+}
+
+/// The state a record is handled against (apart from the streams feeding it).
+pub struct Core {
+    pub maps: KernelMaps,
+    pub guard: Guard,
+    pub policy: Policy,
+    clock: Clock,
+    homes: Vec<PathBuf>,
+    workspaces: BTreeSet<PathBuf>,
+    decode_errors: u64,
+    /// Files read by sessions, waiting to be handed to the scanner.
+    to_scan: Vec<ScanJob>,
+}
+
+impl Engine {
+    /// Loads and attaches the programs and fills the kernel's tables; hosts
+    /// are resolved before this returns, so no session starts without them.
+    pub async fn start(options: EngineOptions) -> Result<Self> {
+        let mut probes = Probes::load(&LoadOptions {
+            ring_buffer_bytes: options.ring_buffer_bytes,
+            max_processes: options.max_processes,
+        })?;
+        for failure in &probes.attach_failures {
+            eprintln!(
+                "agentwatch: running without {}: {}",
+                failure.program, failure.error
+            );
+        }
+        let mut maps = KernelMaps::take(&mut probes.ebpf)?;
+        let records = RecordStream::take(&mut probes.ebpf)?;
+        let tables = Tables::compile(&options.policy);
+        tables.load_into(&mut maps)?;
+        for rule in &options.policy.allow {
+            info!(
+                "allow rule: {:?} for {} ({})",
+                rule.host,
+                rule.credential.as_deref().unwrap_or("any credential"),
+                rule.comment.as_deref().unwrap_or("no comment")
+            );
+        }
+        // Every exec's environment is scanned, so that a later read of a
+        // process's /proc/PID/environ can be judged.
+        maps.set_config(Config {
+            scan_all_env: 1,
+            ..Config::default()
+        })?;
+        for (pid, classes) in environ::running_processes(&tables.env_names) {
+            maps.add_env_classes(pid, classes)?;
+        }
+        let scanner = Scanner::new(&credential_env(&options.policy));
+        let mut core = Core {
+            maps,
+            guard: Guard::new(tables),
+            policy: options.policy,
+            clock: Clock::now(),
+            homes: options.homes,
+            workspaces: BTreeSet::new(),
+            decode_errors: 0,
+            to_scan: Vec::new(),
+        };
+        core.load_credentials()?;
+        let mut watcher = DirWatcher::new()?;
+        watcher.watch(&core.credential_dirs());
+        core.resolve_hosts().await?;
+        Ok(Self {
+            probes,
+            records,
+            core,
+            watcher,
+            refresh: interval_at(Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL),
+            scans: ContentScans::start(scanner),
+        })
+    }
+
+    pub fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    /// Waits for the next piece of work and appends the events it produced.
+    pub async fn step(&mut self, out: &mut Vec<Event>) -> Result<()> {
+        tokio::select! {
+            received = self.records.recv(|record| self.core.handle(record, out)) => received?,
+            _ = self.watcher.changed() => {
+                self.core.load_credentials()?;
+                self.watcher.watch(&self.core.credential_dirs());
+            }
+            _ = self.refresh.tick() => self.core.resolve_hosts().await?,
+            result = self.scans.next() => self.core.found(result, out)?,
+        }
+        self.submit_scans();
+        Ok(())
+    }
+
+    /// Handles every record already in the ring buffer, without waiting.
+    pub fn drain(&mut self, out: &mut Vec<Event>) {
+        self.records.drain(|record| self.core.handle(record, out));
+        self.submit_scans();
+    }
+
+    fn submit_scans(&mut self) {
+        for job in self.core.to_scan.drain(..) {
+            self.scans.submit(job);
+        }
+    }
+
+    pub fn losses(&self) -> Result<Losses> {
+        Ok(Losses {
+            kernel: self.core.maps.counters()?,
+            decode_errors: self.core.decode_errors,
+            scans: self.scans.stats(),
+        })
+    }
+
+    /// Kills every process of `session` until none is left (bounded); the
+    /// kernel already refuses the session everything.
+    pub async fn sweep(&mut self, session: u32) -> bool {
+        self.probes.arm_kill_switch().ok();
+        for _ in 0..200 {
+            let pids = self.core.maps.session_pids(session);
+            if pids.is_empty() {
+                return true;
+            }
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.core.maps.session_pids(session).is_empty()
+    }
+}
+
+impl Core {
+    fn handle(&mut self, record: &[u8], out: &mut Vec<Event>) {
+        match decode(&self.clock, record) {
+            Ok(Record::Event(event)) => {
+                let event = self.guard.event(event);
+                if let Some(job) = scan_job(&event) {
+                    self.to_scan.push(job);
+                }
+                out.push(event);
+            }
+            Ok(Record::Alert(event, raw)) => out.push(self.guard.alert(event, raw)),
+            Ok(Record::Dns(answer)) => self.guard.dns(&answer),
+            Err(error) => {
+                self.decode_errors += 1;
+                warn!("undecodable record: {error}");
+            }
+        }
+    }
+
+    /// Puts a new policy in force: its tables are added to the kernel's
+    /// (entries the old policy had and the new one drops stay until restart)
+    /// and credential files are expanded again.
+    pub fn replace_policy(&mut self, policy: Policy) -> Result<()> {
+        let tables = Tables::compile(&policy);
+        tables.load_into(&mut self.maps)?;
+        self.guard.tables = tables;
+        self.policy = policy;
+        self.workspaces.clear();
+        self.load_credentials()
+    }
+
+    /// Starts a session in the kernel's tables.
+    pub fn add_session(&mut self, session: u32, action: u32) -> Result<()> {
+        self.maps.add_session(
+            session,
+            SessionState {
+                action,
+                ..SessionState::default()
+            },
+        )
+    }
+
+    /// A session's working directory is searched for workspace credentials.
+    pub fn add_workspace(&mut self, dir: &Path) -> Result<()> {
+        if self.workspaces.insert(dir.to_path_buf()) {
+            self.add_files(expand_workspace(&self.policy.classes, dir))?;
+        }
+        Ok(())
+    }
+
+    /// Puts the identities of credential files (catalog paths under each
+    /// home, catalog names in the workspaces) in the kernel's map.
+    fn load_credentials(&mut self) -> Result<()> {
+        let classes = &self.policy.classes;
+        let mut files: Vec<_> = self
+            .homes
+            .iter()
+            .flat_map(|home| expand(classes, home))
+            .collect();
+        for workspace in &self.workspaces {
+            files.extend(expand_workspace(classes, workspace));
+        }
+        self.add_files(files)
+    }
+
+    fn add_files(&mut self, files: Vec<crate::guard::credentials::CredentialFile>) -> Result<()> {
+        for file in files {
+            self.maps.add_credential(file.key, file.class as u32)?;
+            self.guard.files.insert(file.key, file.path);
+        }
+        Ok(())
+    }
+
+    fn credential_dirs(&self) -> BTreeSet<PathBuf> {
+        self.homes
+            .iter()
+            .flat_map(|home| watch_dirs(&self.policy.classes, home))
+            .collect()
+    }
+
+    /// Resolves the exact infrastructure hostnames through the system
+    /// resolver (which covers /etc/hosts) and records their addresses.
+    async fn resolve_hosts(&mut self) -> Result<()> {
+        for (name, addrs) in hosts::resolve_all(&self.guard.tables.exact_hosts).await {
+            self.guard.hosts.learn(&name, &addrs);
+            let Some(domain) = self.guard.tables.lookup(&name) else {
+                continue;
+            };
+            let host = domain.host;
+            for addr in addrs.into_iter().filter(|addr| !is_localhost(*addr)) {
+                self.maps.add_infra_address(addr, host)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A scan finished: a hit taints the session (in the kernel, where
+    /// connects are judged) and makes the file a credential file for all.
+    fn found(&mut self, result: ScanResult, out: &mut Vec<Event>) -> Result<()> {
+        let ScanResult { job, findings } = result;
+        let Some(first) = findings.first() else {
+            return Ok(());
+        };
+        let class = first
+            .provider
+            .as_deref()
+            .and_then(|provider| self.policy.class_of_provider(provider))
+            .or_else(|| self.policy.class_index(FOUND_CLASS))
+            .context("the policy has no `found` credential class")?;
+        let mask = 1u64 << class;
+        self.maps.add_user_taint(job.session, mask)?;
+        self.maps.add_credential(job.key, class as u32)?;
+        self.guard.files.insert(job.key, PathBuf::from(&job.path));
+        let credential = self.policy.classes[class].id.clone();
+        self.guard.credentials.record(
+            job.session,
+            mask,
+            CredentialUse {
+                class: credential.clone(),
+                source: job.path.clone(),
+                at: job.at,
+                pid: job.pid,
+                comm: job.comm.clone(),
+            },
+        );
+        out.push(Event {
+            ts: SystemTime::now(),
+            session: job.session,
+            pid: job.pid,
+            tid: job.pid,
+            ppid: self
+                .guard
+                .procs
+                .get(job.pid)
+                .map_or(0, |process| process.ppid),
+            uid: job.uid,
+            comm: job.comm,
+            body: Body::Found(Found {
+                path: job.path,
+                line: first.line,
+                rule: first.rule.clone(),
+                provider: first.provider.clone(),
+                redacted: first.redacted.clone(),
+                credential,
+            }),
+        });
+        Ok(())
+    }
+}
+
+/// A successful read-only open of an ordinary file that is not a known
+/// credential is worth a look at its content.
+fn scan_job(event: &Event) -> Option<ScanJob> {
+    let Body::Open(open) = &event.body else {
+        return None;
+    };
+    let write = open.flags & (libc::O_WRONLY | libc::O_RDWR) as u32 != 0;
+    if open.ret < 0 || write || open.cred_classes != 0 || !worth_scanning(&open.resolved) {
+        return None;
+    }
+    Some(ScanJob {
+        session: event.session,
+        path: open.resolved.clone(),
+        key: agentwatch_common::maps::CredKey {
+            dev: agentwatch_common::offsets::kernel_dev(open.dev),
+            _pad: 0,
+            ino: open.ino,
+        },
+        pid: event.pid,
+        uid: event.uid,
+        comm: event.comm.clone(),
+        at: event.ts,
+    })
+}
+
+/// The policy's credential variables with the provider each belongs to,
+/// for the content scanner's `NAME=value` rule.
+pub fn credential_env(policy: &Policy) -> Vec<(String, String)> {
+    policy
+        .classes
+        .iter()
+        .flat_map(|class| {
+            let provider = match &class.providers {
+                Some(providers) if providers.len() == 1 => providers[0].clone(),
+                _ => class.id.clone(),
+            };
+            class
+                .env
+                .iter()
+                .map(move |name| (name.clone(), provider.clone()))
+        })
+        .collect()
+}
+
+impl Losses {
+    /// One line per kind of loss, for the end of a run and for logs.
+    pub fn describe(&self) -> Vec<String> {
+        let kernel = &self.kernel;
+        let mut lines = Vec::new();
+        let lost = kernel.lost_total();
+        if lost > 0 {
+            lines.push(format!(
+                "{lost} events were lost because the ring buffer was full (by kind: {:?})",
+                &kernel.lost[1..]
+            ));
+        }
+        if kernel.procs_full > 0 {
+            lines.push(format!(
+                "{} processes could not be tracked: the process map was full",
+                kernel.procs_full
+            ));
+        }
+        if kernel.pending_full + kernel.read_failed + self.decode_errors > 0 {
+            lines.push(format!(
+                "incomplete events: {} syscalls not followed to their exit, {} kernel reads failed, {} records undecodable",
+                kernel.pending_full, kernel.read_failed, self.decode_errors
+            ));
+        }
+        if kernel.infra_full + kernel.env_truncated + kernel.dns_malformed > 0 {
+            lines.push(format!(
+                "{} infrastructure addresses did not fit their map, {} environments were too large to scan fully, {} DNS responses were malformed",
+                kernel.infra_full, kernel.env_truncated, kernel.dns_malformed
+            ));
+        }
+        if self.scans.dropped + self.scans.failed > 0 {
+            lines.push(format!(
+                "{} files read were not scanned for credentials (scan queue full), {} could not be read",
+                self.scans.dropped, self.scans.failed
+            ));
+        }
+        lines
+    }
+}
