@@ -6,9 +6,7 @@
 //! catalog's names with loopback addresses, listeners on those addresses
 //! that count connections, and a temporary home holding fake credentials.
 
-use std::path::{Path, PathBuf};
-
-use agentwatch_tests::{DnsLab, Listener, Watched, probe, watch_with};
+use agentwatch_tests::{Lab, Listener, Watched, probe, write};
 use serde_json::Value;
 
 const RAILWAY: &str = "127.0.0.2:443";
@@ -16,60 +14,6 @@ const EC2: &str = "127.0.0.3:443";
 const S3_BUCKET: &str = "127.0.0.5:443";
 const EXAMPLE: &str = "127.0.0.9:443";
 const EPERM: i64 = -1;
-
-struct Lab {
-    dns: DnsLab,
-    home: tempfile::TempDir,
-}
-
-impl Lab {
-    fn new() -> Self {
-        let dns = DnsLab::new(&[
-            "--host-record=backboard.railway.app,127.0.0.2".into(),
-            "--host-record=api.example.org,127.0.0.9".into(),
-            "--host-record=ec2.us-east-1.amazonaws.com,127.0.0.3".into(),
-            // A CNAME out of the infrastructure suffix: what the name
-            // resolves to counts, whatever the chain's last name is.
-            "--cname=s3.eu-west-1.amazonaws.com,bucket-lb.storage.test".into(),
-            "--host-record=bucket-lb.storage.test,127.0.0.5".into(),
-        ]);
-        let home = tempfile::tempdir().expect("home");
-        write(
-            &home.path().join(".railway/config.json"),
-            r#"{"user":{"token":"fake"}}"#,
-        );
-        write(
-            &home.path().join(".aws/credentials"),
-            "[default]\naws_access_key_id = fake\naws_secret_access_key = fake\n",
-        );
-        Self { dns, home }
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.home.path().join(relative)
-    }
-
-    fn railway_config(&self) -> String {
-        self.path(".railway/config.json").display().to_string()
-    }
-
-    fn listen(&self, addr: &str) -> Listener {
-        self.dns.listen(addr)
-    }
-
-    /// `agentwatch run OPTIONS -- sh -c SCRIPT` in the lab, with `vars` in
-    /// the session's environment. `$PROBE` is aw-probe.
-    fn run(&self, options: &[&str], vars: &[&str], script: &str) -> Watched {
-        let prefix = self.dns.prefix_with_home(self.home.path(), vars);
-        let script = format!("PROBE={}\n{script}", probe().display());
-        watch_with(&prefix, options, &["sh", "-c", &script])
-    }
-}
-
-fn write(path: &Path, contents: &str) {
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, contents).expect("write");
-}
 
 /// The results aw-probe printed, one per line.
 fn results(watched: &Watched) -> Vec<i64> {

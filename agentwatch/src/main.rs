@@ -1,11 +1,18 @@
 //! agentwatch: a runtime guard for AI coding agents.
 
 mod check;
+mod control;
+mod daemon;
+mod engine;
 mod event;
+mod guard;
 mod kernel;
+mod policy;
 mod privileges;
 mod run;
+mod scan;
 mod sink;
+mod top;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
@@ -33,12 +40,102 @@ enum Command {
         /// Bytes of the kernel-to-user ring buffer (a power of two, at least a page).
         #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = parse_ring_buffer_size)]
         ring_buffer_size: u32,
+        /// Policy file extending the built-in catalog.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// What to do when the session calls an infrastructure host after
+        /// reading a credential: observe, alert, block or kill (default: the policy's).
+        #[arg(long, value_name = "MODE")]
+        mode: Option<policy::Action>,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
     /// Probe what this kernel supports; exit non-zero if agentwatch cannot run.
     Check,
+    /// Watch every agent on this machine (run as root, e.g. by systemd).
+    Daemon {
+        /// Policy file extending the built-in catalog (reloaded on SIGHUP).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// observe, alert, block, kill or ask (default: the policy's).
+        #[arg(long, value_name = "MODE")]
+        mode: Option<policy::Action>,
+        /// Where Prometheus scrapes /metrics.
+        #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_METRICS)]
+        metrics: std::net::SocketAddr,
+        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Group whose members may approve and deny, besides root.
+        #[arg(long, value_name = "GROUP")]
+        admin_group: Option<String>,
+        /// Home directory whose `~/` credentials count, besides those of
+        /// root and login users in /etc/passwd (repeatable).
+        #[arg(long = "home", value_name = "DIR")]
+        homes: Vec<PathBuf>,
+        #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = parse_ring_buffer_size)]
+        ring_buffer_size: u32,
+        /// Processes the kernel can track in sessions at once.
+        #[arg(long, value_name = "N", default_value_t = 65536)]
+        max_processes: u32,
+    },
+    /// List the daemon's requests waiting for approval (ask mode).
+    Pending {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Resume a stopped session, letting its retry of the blocked call through once.
+    Approve {
+        id: u64,
+        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Kill a session waiting for approval.
+    Deny {
+        id: u64,
+        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Stream the daemon's events as JSON lines.
+    Events {
+        /// Keep streaming live events after the recent ones.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_name = "ID")]
+        session: Option<u32>,
+        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Live terminal view of sessions, credential reads, connections, alerts and requests.
+    Top {
+        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Report the credentials an agent could find in DIR by content
+    /// (file, line, kind, redacted value); exit 1 when there are any.
+    Scan {
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Policy file whose credential variables are also recognised.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
+    /// Validate policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check FILE against the built-in catalog; report every error with its line and column.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,18 +160,86 @@ fn execute(command: Command) -> anyhow::Result<u8> {
         Command::Run {
             events,
             ring_buffer_size,
+            policy,
+            mode,
             command,
         } => {
             let runtime = tokio::runtime::Runtime::new()?;
             let code = runtime.block_on(run::run(run::RunOptions {
                 events,
                 ring_buffer_size,
+                policy,
+                mode,
                 command,
             }))?;
             Ok(code.clamp(0, 255) as u8)
         }
         Command::Check => Ok(if check::check()? { 0 } else { 1 }),
+        Command::Daemon {
+            config,
+            mode,
+            metrics,
+            socket,
+            admin_group,
+            homes,
+            ring_buffer_size,
+            max_processes,
+        } => block_on(daemon::daemon(daemon::DaemonOptions {
+            config,
+            mode,
+            metrics,
+            socket,
+            admin_group,
+            homes,
+            ring_buffer_size,
+            max_processes,
+        })),
+        Command::Pending { json, socket } => block_on(control::client::pending_command(
+            &socket,
+            json,
+            &mut std::io::stdout(),
+        )),
+        Command::Approve { id, socket } => block_on(control::client::decide_command(
+            &socket,
+            id,
+            true,
+            &mut std::io::stdout(),
+        )),
+        Command::Deny { id, socket } => block_on(control::client::decide_command(
+            &socket,
+            id,
+            false,
+            &mut std::io::stdout(),
+        )),
+        Command::Events {
+            follow,
+            session,
+            socket,
+        } => block_on(control::client::events_command(
+            &socket,
+            follow,
+            session,
+            &mut std::io::stdout(),
+        )),
+        Command::Top { socket } => block_on(top::top_command(&socket)),
+        Command::Scan { dir, policy } => {
+            let policy = match policy {
+                Some(path) => policy::Policy::load(&path)?,
+                None => policy::Policy::builtin(),
+            };
+            let scanner = scan::Scanner::new(&engine::credential_env(&policy));
+            let found = scan::scan_command(&dir, &scanner, &mut std::io::stdout().lock())?;
+            Ok(if found { 1 } else { 0 })
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => Ok(if policy::check_command(&file)? { 0 } else { 1 }),
     }
+}
+
+fn block_on(task: impl std::future::Future<Output = anyhow::Result<i32>>) -> anyhow::Result<u8> {
+    let code = tokio::runtime::Runtime::new()?.block_on(task)?;
+    Ok(code.clamp(0, 255) as u8)
 }
 
 fn parse_ring_buffer_size(text: &str) -> Result<u32, String> {

@@ -361,3 +361,193 @@ impl Listener {
         self.accepted.get()
     }
 }
+
+/// `agentwatch daemon` running inside a lab's network namespace, with its
+/// control socket in a temporary directory; stopped (SIGTERM) on drop.
+pub struct Daemon {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon with `home`'s credentials counting and extra
+    /// `args`, and waits until it watches.
+    pub fn start(lab: &DnsLab, home: &Path, args: &[&str]) -> Self {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("agentwatch.sock");
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.netns.name])
+            .arg(agentwatch())
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting agentwatch daemon");
+        let daemon = Self { child, dir, socket };
+        daemon.wait_for("daemon watching agents");
+        daemon
+    }
+
+    /// Waits until the daemon's stderr contains `text`.
+    pub fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.stderr().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon never said {text:?}; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `agentwatch ARGS --socket SOCKET`, a client of this daemon.
+    pub fn client(&self, args: &[&str]) -> Output {
+        output_with_timeout(
+            Command::new(agentwatch())
+                .args(args)
+                .arg("--socket")
+                .arg(&self.socket),
+        )
+    }
+
+    /// The events the daemon has published so far.
+    pub fn events(&self) -> Vec<Value> {
+        let output = self.client(&["events"]);
+        assert!(output.status.success(), "agentwatch events: {output:?}");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("event JSON"))
+            .collect()
+    }
+
+    /// Polls the daemon's events until one satisfies `wanted`.
+    pub fn wait_for_event(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(event) = self.events().into_iter().find(&wanted) {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} event; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the daemon as systemd would and returns its exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        // SAFETY: kill(2) on the pid of the child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("wait");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// The world enforcement tests run in: a [`DnsLab`] answering the catalog's
+/// names with loopback addresses, and a home holding fake credentials.
+pub struct Lab {
+    pub dns: DnsLab,
+    pub home: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        let dns = DnsLab::new(&[
+            "--host-record=backboard.railway.app,127.0.0.2".into(),
+            "--host-record=api.example.org,127.0.0.9".into(),
+            "--host-record=ec2.us-east-1.amazonaws.com,127.0.0.3".into(),
+            // A CNAME out of the infrastructure suffix: what the name
+            // resolves to counts, whatever the chain's last name is.
+            "--cname=s3.eu-west-1.amazonaws.com,bucket-lb.storage.test".into(),
+            "--host-record=bucket-lb.storage.test,127.0.0.5".into(),
+        ]);
+        let home = tempfile::tempdir().expect("home");
+        write(
+            &home.path().join(".railway/config.json"),
+            r#"{"user":{"token":"fake"}}"#,
+        );
+        write(
+            &home.path().join(".aws/credentials"),
+            "[default]\naws_access_key_id = fake\naws_secret_access_key = fake\n",
+        );
+        Self { dns, home }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.home.path().join(relative)
+    }
+
+    pub fn railway_config(&self) -> String {
+        self.path(".railway/config.json").display().to_string()
+    }
+
+    pub fn listen(&self, addr: &str) -> Listener {
+        self.dns.listen(addr)
+    }
+
+    /// `agentwatch run OPTIONS -- sh -c SCRIPT` in the lab, with `vars` in
+    /// the session's environment. `$PROBE` is aw-probe.
+    pub fn run(&self, options: &[&str], vars: &[&str], script: &str) -> Watched {
+        let prefix = self.dns.prefix_with_home(self.home.path(), vars);
+        let script = format!("PROBE={}\n{script}", probe().display());
+        watch_with(&prefix, options, &["sh", "-c", &script])
+    }
+
+    /// `sh -c SCRIPT` in the lab with no wrapper (the daemon finds agents
+    /// by itself), with `vars` in its environment. `$PROBE` is aw-probe.
+    pub fn command(&self, vars: &[&str], script: &str) -> Command {
+        let prefix = self.dns.prefix_with_home(self.home.path(), vars);
+        let mut cmd = Command::new(&prefix[0]);
+        cmd.args(&prefix[1..])
+            .arg(format!("PROBE={}", probe().display()))
+            .args(["sh", "-c", script]);
+        cmd
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn write(path: &Path, contents: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, contents).expect("write");
+}

@@ -145,6 +145,11 @@ impl KernelMaps {
         )
     }
 
+    /// Whether the kernel counts `pid` in a session.
+    pub fn is_tracked(&self, pid: u32) -> bool {
+        self.procs.get(&pid, 0).is_ok()
+    }
+
     /// Every tracked process with its session.
     pub fn processes(&self) -> Vec<(u32, u32)> {
         self.procs

@@ -1,0 +1,97 @@
+// CONTRACT for agentwatch's control socket (daemon <-> CLI clients).
+// Lives in agentwatch/src/control/protocol.rs. Unix stream socket, default
+// /run/agentwatch/agentwatch.sock (mode 0660, root:admin-group or 0600 root),
+// newline-delimited JSON: one Request line from the client, then Response lines.
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_SOCKET: &str = "/run/agentwatch/agentwatch.sock";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// One `Response::Pending`.
+    Pending,
+    /// One `Response::Done` or `Response::Error`.
+    Approve {
+        id: u64,
+    },
+    Deny {
+        id: u64,
+    },
+    /// One `Response::Status`.
+    Status,
+    /// `Response::Event` lines until the client goes away; with `follow: false`
+    /// the daemon first replays its recent-events buffer (up to 10_000), then
+    /// sends `Response::End`. With follow: replay, then live events forever.
+    Events {
+        follow: bool,
+        session: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Pending {
+        pending: Vec<PendingRequest>,
+    },
+    Status(Status),
+    /// An agentwatch event exactly as the JSON-lines sink writes it
+    /// (object with ts, kind, session, pid, ppid, comm, ...; kind "alert" for alerts,
+    /// kind "pending" / "resolved" for ask-mode requests (fields of PendingRequest + "verdict")).
+    Event {
+        event: serde_json::Value,
+    },
+    Done {
+        message: String,
+    },
+    End,
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingRequest {
+    pub id: u64,
+    pub session: u32,
+    pub agent: String, // agent name, e.g. "Claude Code"
+    pub pid: u32,      // the process whose connect was blocked
+    pub comm: String,
+    pub credential: String, // e.g. "railway: /home/u/.railway/config.json"
+    pub host: String,       // hostname or address
+    pub addr: String,
+    pub port: u16,
+    pub since: String,        // RFC 3339 time the request was created
+    pub expires_in_secs: u64, // seconds until it is denied automatically
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub mode: String, // daemon's default action
+    pub sessions: Vec<SessionInfo>,
+    pub tracked_processes: u64,
+    pub events_lost: u64,
+    pub alerts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionInfo {
+    pub id: u32,
+    pub agent: String,
+    pub root_pid: u32,
+    pub started: String, // RFC 3339
+    pub action: String,
+    pub stopped: bool,            // SIGSTOPped awaiting approval
+    pub credentials: Vec<String>, // class ids the session holds
+    pub processes: Vec<ProcessInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub argv: Vec<String>,
+}

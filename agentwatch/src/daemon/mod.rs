@@ -1,0 +1,760 @@
+//! `agentwatch daemon`: watches every agent on the machine. Sessions open
+//! by themselves for agent processes (in the kernel at exec, or from a /proc
+//! scan at start), end when their last process exits, and are judged like
+//! `run`'s; `ask` stops a session until a human answers on the control socket.
+
+pub mod discovery;
+pub mod metrics;
+pub mod shared;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use agentwatch_common::{
+    event::agent::HELD,
+    maps::{Config, session_flags},
+};
+use anyhow::{Context as _, Result};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::{Group, Pid},
+};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{info, warn};
+
+use crate::{
+    control::{
+        protocol::{PendingRequest, ProcessInfo, SessionInfo, Status},
+        server::{self, Authority},
+    },
+    engine::{Engine, EngineOptions},
+    event::{Alert, Body, Event, RequestChange, SessionChange},
+    guard::alert_line,
+    policy::{Action, Policy},
+    privileges::require_privileges,
+    run::action_code,
+};
+use discovery::{Agents, descendants, process_parents, read_process};
+use metrics::Metrics;
+use shared::{Decision, Handler};
+
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+
+pub struct DaemonOptions {
+    pub config: Option<PathBuf>,
+    pub mode: Option<Action>,
+    pub metrics: SocketAddr,
+    pub socket: PathBuf,
+    pub admin_group: Option<String>,
+    pub homes: Vec<PathBuf>,
+    pub ring_buffer_size: u32,
+    pub max_processes: u32,
+}
+
+/// A session the daemon knows about.
+struct Session {
+    agent: String,
+    root: u32,
+    started: SystemTime,
+    action: Action,
+    /// The pending request it is stopped for.
+    stopped_for: Option<u64>,
+}
+
+struct Pending {
+    session: u32,
+    addr: std::net::IpAddr,
+    deadline: Instant,
+}
+
+struct Daemon {
+    engine: Engine,
+    policy_path: Option<PathBuf>,
+    mode: Option<Action>,
+    action: Action,
+    ask_timeout: Duration,
+    agents: Agents,
+    sessions: BTreeMap<u32, Session>,
+    pending: BTreeMap<u64, Pending>,
+    next_request: u64,
+    killing: Vec<u32>,
+    handler: Arc<Handler>,
+    metrics: Arc<Mutex<Metrics>>,
+    alerts: u64,
+}
+
+pub async fn daemon(options: DaemonOptions) -> Result<i32> {
+    require_privileges("agentwatch daemon")?;
+    let policy = load_policy(options.config.as_deref())?;
+    let action = options.mode.unwrap_or(policy.action);
+    let admin_gid = match &options.admin_group {
+        Some(name) => Some(
+            Group::from_name(name)?
+                .with_context(|| format!("no group named {name}"))?
+                .gid
+                .as_raw(),
+        ),
+        None => None,
+    };
+    // The socket first: a second daemon stops here, before touching the kernel.
+    let listener = server::bind(&options.socket, admin_gid)?;
+    let agents = Agents::new(policy.agents.clone());
+    let ask_timeout = policy.ask_timeout;
+    let engine = Engine::start(EngineOptions {
+        ring_buffer_bytes: options.ring_buffer_size,
+        max_processes: options.max_processes,
+        policy,
+        homes: user_homes().into_iter().chain(options.homes).collect(),
+    })
+    .await?;
+    let metrics = Arc::new(Mutex::new(Metrics::new()));
+    {
+        let metrics = metrics.lock().expect("metrics");
+        for failure in &engine.probes.attach_failures {
+            metrics
+                .probe_attach_failures
+                .with_label_values(&[failure.program])
+                .set(1);
+        }
+    }
+    metrics::serve(options.metrics, metrics.clone()).await?;
+    let (decisions, mut decided) = mpsc::channel(64);
+    let handler = Arc::new(Handler::new(decisions));
+    tokio::spawn(server::serve(
+        listener,
+        Arc::new(Authority { admin_gid }),
+        handler.clone(),
+    ));
+    let mut daemon = Daemon {
+        engine,
+        policy_path: options.config,
+        mode: options.mode,
+        action,
+        ask_timeout,
+        agents,
+        sessions: BTreeMap::new(),
+        pending: BTreeMap::new(),
+        next_request: 1,
+        killing: Vec::new(),
+        handler,
+        metrics,
+        alerts: 0,
+    };
+    daemon.enable_discovery()?;
+    daemon.adopt_running_agents()?;
+    info!(
+        "watching agents: mode {action}, metrics on http://{}/metrics, control socket {}",
+        options.metrics,
+        options.socket.display()
+    );
+    eprintln!(
+        "agentwatch: daemon watching agents (mode {action}); metrics on http://{}/metrics, control socket {}",
+        options.metrics,
+        options.socket.display()
+    );
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            stepped = daemon.engine.step(&mut events) => {
+                if let Err(error) = stepped {
+                    warn!("{error:#}");
+                }
+            }
+            Some(decision) = decided.recv() => daemon.decide(decision),
+            _ = tick.tick() => daemon.tick().await,
+            _ = hangup.recv() => daemon.reload(),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+        for event in events.drain(..) {
+            daemon.handle(event);
+        }
+        daemon.sweep().await;
+    }
+    daemon.shutdown().await;
+    let _ = std::fs::remove_file(&options.socket);
+    Ok(0)
+}
+
+fn load_policy(path: Option<&Path>) -> Result<Policy> {
+    Ok(match path {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    })
+}
+
+/// Home directories of root and of login users (uid ≥ 1000).
+fn user_homes() -> Vec<PathBuf> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let uid: u32 = fields.get(2)?.parse().ok()?;
+            let home = PathBuf::from(fields.get(5)?);
+            ((uid == 0 || (1000..65534).contains(&uid)) && home.is_dir()).then_some(home)
+        })
+        .collect()
+}
+
+impl Daemon {
+    fn enable_discovery(&mut self) -> Result<()> {
+        let core = self.engine.core();
+        self.agents.load_into(&mut core.maps)?;
+        core.maps.set_config(Config {
+            scan_all_env: 1,
+            discover: 1,
+            default_action: action_code(self.action),
+            _pad: 0,
+        })
+    }
+
+    /// Agents already running when the daemon starts (or restarts) get
+    /// their sessions now, with every descendant.
+    fn adopt_running_agents(&mut self) -> Result<()> {
+        let parents = process_parents();
+        let me = std::process::id();
+        let mut taken = std::collections::HashSet::<u32>::new();
+        let mut pids: Vec<u32> = parents.keys().copied().collect();
+        pids.sort();
+        for pid in pids {
+            if pid == me || taken.contains(&pid) {
+                continue;
+            }
+            let Some(agent) = read_process(pid).and_then(|view| self.agents.match_process(&view))
+            else {
+                continue;
+            };
+            let members = descendants(pid, &parents);
+            taken.extend(&members);
+            self.open_session(pid, agent, "running")?;
+            for member in members {
+                self.engine.core().maps.add_process(member, pid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a session the kernel (or a scan) opened with id `session`.
+    fn open_session(&mut self, session: u32, agent: u32, found_by: &'static str) -> Result<()> {
+        if self.sessions.contains_key(&session) {
+            return Ok(());
+        }
+        let core = self.engine.core();
+        if found_by != "exec" {
+            core.add_session(session, action_code(self.action))?;
+            core.maps.add_process(session, session)?;
+        }
+        if let Ok(cwd) = std::fs::read_link(format!("/proc/{session}/cwd"))
+            && cwd != Path::new("/")
+        {
+            core.add_workspace(&cwd)?;
+        }
+        if self.action == Action::Kill {
+            self.engine.probes.arm_kill_switch()?;
+        }
+        let name = self.agents.name(agent);
+        info!(
+            "session {session}: {name} ({}), pid {session}, found by {found_by}",
+            self.agents.id(agent)
+        );
+        self.sessions.insert(
+            session,
+            Session {
+                agent: name.clone(),
+                root: session,
+                started: SystemTime::now(),
+                action: self.action,
+                stopped_for: None,
+            },
+        );
+        self.publish(self.session_event(session, "start", name, found_by));
+        Ok(())
+    }
+
+    fn session_event(
+        &self,
+        session: u32,
+        state: &'static str,
+        agent: String,
+        found_by: &'static str,
+    ) -> Event {
+        let comm = read_process(session)
+            .map(|view| view.comm)
+            .unwrap_or_default();
+        Event {
+            ts: SystemTime::now(),
+            session,
+            pid: session,
+            tid: session,
+            ppid: discovery::parent_of(session).unwrap_or(0),
+            uid: 0,
+            comm,
+            body: Body::Session(SessionChange {
+                state,
+                agent,
+                found_by,
+            }),
+        }
+    }
+
+    fn handle(&mut self, mut event: Event) {
+        {
+            let metrics = self.metrics.lock().expect("metrics");
+            let kind = kind_of(&event);
+            metrics.events.with_label_values(&[kind]).inc();
+            if let Ok(age) = SystemTime::now().duration_since(event.ts) {
+                metrics.decision_latency.observe(age.as_secs_f64());
+            }
+        }
+        match &mut event.body {
+            Body::Exec(exec) if exec.agent_id & HELD != 0 => {
+                let matched = self.agents.match_argv(&exec.argv);
+                if let Some(agent) = matched {
+                    if let Err(error) = self.open_session(event.pid, agent, "argv") {
+                        warn!("session for pid {}: {error:#}", event.pid);
+                    }
+                    exec.agent = Some(self.agents.name(agent));
+                }
+                // Held at exec until now; resumed whether or not it is an agent.
+                let _ = kill(Pid::from_raw(event.pid as i32), Signal::SIGCONT);
+                if matched.is_none() {
+                    return;
+                }
+                event.session = event.pid;
+            }
+            Body::Exec(exec)
+                if exec.agent_id != 0 && !self.sessions.contains_key(&event.session) =>
+            {
+                let agent = exec.agent_id;
+                exec.agent = Some(self.agents.name(agent));
+                if let Err(error) = self.open_session(event.session, agent, "exec") {
+                    warn!("session {}: {error:#}", event.session);
+                }
+            }
+            Body::Alert(alert) => {
+                let alert = alert.clone();
+                self.alerts += 1;
+                self.metrics
+                    .lock()
+                    .expect("metrics")
+                    .alerts
+                    .with_label_values(&[alert.action])
+                    .inc();
+                if let Some(line) = alert_line(&event, &self.engine.core().guard.tables) {
+                    eprintln!("{line}");
+                }
+                self.on_alert(&event, &alert);
+            }
+            _ => {}
+        }
+        self.publish(event);
+    }
+
+    fn on_alert(&mut self, event: &Event, alert: &Alert) {
+        let session = event.session;
+        match alert.action {
+            "kill" => self.killing.push(session),
+            "ask" => {
+                let already = self
+                    .sessions
+                    .get(&session)
+                    .is_some_and(|s| s.stopped_for.is_some());
+                // Every process of the session stops now, not at its next
+                // traced syscall.
+                self.signal_session(session, Signal::SIGSTOP);
+                if !already {
+                    self.open_request(event, alert);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn open_request(&mut self, event: &Event, alert: &Alert) {
+        let session = event.session;
+        let Ok(addr) = alert.addr.parse() else {
+            return;
+        };
+        let id = self.next_request;
+        self.next_request += 1;
+        let host = alert.host.clone().unwrap_or_else(|| alert.addr.clone());
+        let credential = alert
+            .credential
+            .as_ref()
+            .map(|used| format!("{}: {}", used.class, used.source))
+            .unwrap_or_else(|| alert.credentials.join(", "));
+        let agent = self
+            .sessions
+            .get(&session)
+            .map_or_else(|| "watched session".to_string(), |s| s.agent.clone());
+        let request = PendingRequest {
+            id,
+            session,
+            agent: agent.clone(),
+            pid: event.pid,
+            comm: event.comm.clone(),
+            credential: credential.clone(),
+            host: host.clone(),
+            addr: alert.addr.clone(),
+            port: alert.port,
+            since: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            expires_in_secs: self.ask_timeout.as_secs(),
+        };
+        self.pending.insert(
+            id,
+            Pending {
+                session,
+                addr,
+                deadline: Instant::now() + self.ask_timeout,
+            },
+        );
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.stopped_for = Some(id);
+        }
+        self.handler
+            .shared
+            .lock()
+            .expect("shared state")
+            .pending
+            .insert(id, request);
+        self.publish(Event {
+            body: Body::Request(RequestChange {
+                id,
+                host: host.clone(),
+                port: alert.port,
+                verdict: None,
+            }),
+            ..event.clone()
+        });
+        notify(&format!(
+            "{agent} wants to call {host} holding {credential}. `agentwatch approve {id}` or `agentwatch deny {id}` (denied in {}s)",
+            self.ask_timeout.as_secs()
+        ));
+    }
+
+    /// A human's answer from the control socket.
+    fn decide(&mut self, decision: Decision) {
+        // The socket checked a snapshot; the kernel's map is exact, and a
+        // process joins its session before it runs a single instruction.
+        let maps = &self.engine.core().maps;
+        if discovery::ancestry(decision.peer.pid)
+            .into_iter()
+            .any(|pid| maps.is_tracked(pid))
+        {
+            let _ = decision.reply.send(Err(format!(
+                "refused: pid {} is inside a watched session, and a watched session cannot approve or deny requests",
+                decision.peer.pid
+            )));
+            return;
+        }
+        let answer = self.resolve(
+            decision.id,
+            if decision.approve { "approve" } else { "deny" },
+        );
+        info!(
+            "request {}: {} by uid {} (pid {})",
+            decision.id,
+            if decision.approve {
+                "approved"
+            } else {
+                "denied"
+            },
+            decision.peer.uid,
+            decision.peer.pid
+        );
+        let _ = decision.reply.send(answer);
+    }
+
+    fn resolve(&mut self, id: u64, verdict: &'static str) -> Result<String, String> {
+        let pending = self
+            .pending
+            .remove(&id)
+            .ok_or_else(|| format!("no pending request {id}"))?;
+        let request = self
+            .handler
+            .shared
+            .lock()
+            .expect("shared state")
+            .pending
+            .remove(&id);
+        let session = pending.session;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.stopped_for = None;
+        }
+        let message = if verdict == "approve" {
+            let maps = &mut self.engine.core().maps;
+            let resumed = maps
+                .allow_once(session, pending.addr)
+                .and_then(|()| maps.set_session_flags(session, 0));
+            if let Err(error) = resumed {
+                warn!("approving request {id}: {error:#}");
+            }
+            self.signal_session(session, Signal::SIGCONT);
+            format!(
+                "request {id} approved: session {session} resumed; its next call to {} goes through once",
+                pending.addr
+            )
+        } else {
+            let _ = self
+                .engine
+                .core()
+                .maps
+                .set_session_flags(session, session_flags::KILLED);
+            self.killing.push(session);
+            format!("request {id} denied: session {session} killed")
+        };
+        if let Some(request) = request {
+            self.publish(Event {
+                ts: SystemTime::now(),
+                session,
+                pid: request.pid,
+                tid: request.pid,
+                ppid: 0,
+                uid: 0,
+                comm: request.comm,
+                body: Body::Request(RequestChange {
+                    id,
+                    host: request.host,
+                    port: request.port,
+                    verdict: Some(verdict),
+                }),
+            });
+        }
+        Ok(message)
+    }
+
+    fn signal_session(&mut self, session: u32, sig: Signal) {
+        for pid in self.engine.core().maps.session_pids(session) {
+            let _ = kill(Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    /// Kills what is left of sessions the kernel or a denial killed.
+    async fn sweep(&mut self) {
+        let mut still = Vec::new();
+        for session in std::mem::take(&mut self.killing) {
+            if !self.engine.sweep(session).await {
+                still.push(session);
+            }
+        }
+        self.killing = still;
+    }
+
+    /// Once a second: sessions that ended, unanswered requests, metrics and
+    /// the status the control socket serves.
+    async fn tick(&mut self) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= Instant::now())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let _ = self.resolve(id, "timeout");
+        }
+        let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (pid, session) in self.engine.core().maps.processes() {
+            members.entry(session).or_default().push(pid);
+        }
+        let ended: Vec<u32> = self
+            .sessions
+            .keys()
+            .filter(|id| !members.contains_key(id))
+            .copied()
+            .collect();
+        for session in ended {
+            self.end_session(session);
+        }
+        if self.sessions.values().all(|s| s.action != Action::Kill) && self.killing.is_empty() {
+            let _ = self.engine.probes.disarm_kill_switch();
+        }
+        self.refresh_status(&members);
+    }
+
+    fn end_session(&mut self, session: u32) {
+        let Some(ended) = self.sessions.remove(&session) else {
+            return;
+        };
+        let core = self.engine.core();
+        core.maps.remove_session(session);
+        core.guard.credentials.forget(session);
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.session == session)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.pending.remove(&id);
+            self.handler
+                .shared
+                .lock()
+                .expect("shared state")
+                .pending
+                .remove(&id);
+        }
+        info!("session {session} ({}) ended", ended.agent);
+        let mut event = self.session_event(session, "end", ended.agent, "exec");
+        event.pid = ended.root;
+        self.publish(event);
+    }
+
+    fn refresh_status(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
+        let losses = self.engine.losses().ok();
+        let core = self.engine.core();
+        let fill = core.maps.fill();
+        let mut sessions = Vec::new();
+        for (id, session) in &self.sessions {
+            let held =
+                core.maps.session(*id).map_or(0, |state| state.creds) | core.maps.user_taint(*id);
+            let processes = members
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(|pid| {
+                    let known = core.guard.procs.get(*pid);
+                    ProcessInfo {
+                        pid: *pid,
+                        ppid: known.map_or(0, |p| p.ppid),
+                        comm: known.map(|p| p.comm.clone()).unwrap_or_default(),
+                        argv: known.map(|p| p.argv.clone()).unwrap_or_default(),
+                    }
+                })
+                .collect();
+            sessions.push(SessionInfo {
+                id: *id,
+                agent: session.agent.clone(),
+                root_pid: session.root,
+                started: humantime::format_rfc3339_seconds(session.started).to_string(),
+                action: session.action.to_string(),
+                stopped: session.stopped_for.is_some(),
+                credentials: core.guard.tables.class_names(held),
+                processes,
+            });
+        }
+        let tracked: usize = members.values().map(Vec::len).sum();
+        let lost = losses.map_or(0, |l| l.kernel.lost_total());
+        {
+            let mut metrics = self.metrics.lock().expect("metrics");
+            metrics.sessions_active.set(self.sessions.len() as i64);
+            metrics.tracked_processes.set(tracked as i64);
+            metrics.pending_requests.set(self.pending.len() as i64);
+            if let Some(losses) = losses {
+                metrics.update_losses(losses);
+            }
+            metrics.update_fill(&fill);
+        }
+        let mut shared = self.handler.shared.lock().expect("shared state");
+        shared.watched = members.values().flatten().copied().collect();
+        for request in shared.pending.values_mut() {
+            if let Some(pending) = self.pending.get(&request.id) {
+                request.expires_in_secs = pending
+                    .deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_secs();
+            }
+        }
+        shared.status = Status {
+            mode: self.action.to_string(),
+            sessions,
+            tracked_processes: tracked as u64,
+            events_lost: lost,
+            alerts: self.alerts,
+        };
+    }
+
+    /// SIGHUP: a new policy replaces the old only if it is valid.
+    fn reload(&mut self) {
+        let policy = match load_policy(self.policy_path.as_deref()) {
+            Ok(policy) => policy,
+            Err(error) => {
+                eprintln!(
+                    "agentwatch: policy reload failed, keeping the running policy:\n{error:#}"
+                );
+                return;
+            }
+        };
+        self.action = self.mode.unwrap_or(policy.action);
+        self.ask_timeout = policy.ask_timeout;
+        self.agents = Agents::new(policy.agents.clone());
+        let result = self
+            .engine
+            .core()
+            .replace_policy(policy)
+            .and_then(|()| self.enable_discovery());
+        match result {
+            Ok(()) => eprintln!("agentwatch: policy reloaded (mode {})", self.action),
+            Err(error) => eprintln!("agentwatch: policy reload incomplete: {error:#}"),
+        }
+    }
+
+    /// No answer means deny: sessions waiting for one are killed rather
+    /// than left stopped with no daemon to resume them.
+    async fn shutdown(&mut self) {
+        let ids: Vec<u64> = self.pending.keys().copied().collect();
+        for id in ids {
+            let _ = self.resolve(id, "deny");
+        }
+        self.sweep().await;
+        let core = self.engine.core();
+        let _ = core.maps.set_config(Config {
+            scan_all_env: 0,
+            discover: 0,
+            default_action: 0,
+            _pad: 0,
+        });
+    }
+
+    fn publish(&self, event: Event) {
+        match serde_json::to_value(&event) {
+            Ok(value) => self.handler.publish(value),
+            Err(error) => warn!("cannot encode event: {error}"),
+        }
+    }
+}
+
+fn kind_of(event: &Event) -> &'static str {
+    match &event.body {
+        Body::Open(_) => "open",
+        Body::Connect(_) => "connect",
+        Body::Exec(_) => "exec",
+        Body::Fork { .. } => "fork",
+        Body::Exit(_) => "exit",
+        Body::Alert(_) => "alert",
+        Body::Found(_) => "found",
+        Body::Session(_) => "session",
+        Body::Request(_) => "request",
+    }
+}
+
+/// A desktop notification where `notify-send` exists; best effort.
+fn notify(message: &str) {
+    eprintln!("agentwatch: {message}");
+    let _ = std::process::Command::new("notify-send")
+        .args([
+            "--app-name=agentwatch",
+            "--urgency=critical",
+            "agentwatch",
+            message,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(|mut child| {
+            std::thread::spawn(move || child.wait());
+        });
+}

@@ -1,0 +1,441 @@
+//! The host daemon on the real kernel: it finds agents by itself (by
+//! executable name, environment marker, or already running), blocks them
+//! like `run` does, stops them in `ask` mode until a human answers on the
+//! control socket, and reports through Prometheus and `agentwatch top`.
+//!
+//! Daemons see every exec on the machine, so these tests run one at a time.
+
+use std::{
+    os::unix::process::CommandExt as _,
+    process::{Child, Command, Output, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use agentwatch_tests::{Daemon, Lab, agentwatch, output_with_timeout, write};
+use serde_json::Value;
+
+const EC2: &str = "127.0.0.3:443";
+const EC2_HOST: &str = "ec2.us-east-1.amazonaws.com:443";
+
+static ONE_DAEMON_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_DAEMON_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes an executable script named `name` into the lab's `bin/`.
+fn agent_script(lab: &Lab, name: &str, body: &str) -> String {
+    let path = lab.path(&format!("bin/{name}"));
+    write(&path, &format!("#!/bin/sh\n{body}\n"));
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).unwrap();
+    path.display().to_string()
+}
+
+const READ_AWS_THEN_CALL_EC2: &str = "cat \"$HOME/.aws/credentials\" >/dev/null\n\"$PROBE\" connect-host ec2.us-east-1.amazonaws.com:443";
+
+fn results(output: &Output) -> Vec<i64> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
+}
+
+/// Starts `cmd` in its own process group, so the test can end exactly
+/// the processes it started.
+fn spawn_group(cmd: &mut Command) -> Child {
+    cmd.process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+fn kill_group(child: &mut Child) {
+    // SAFETY: kill(2) on the process group of a child we started.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+fn alert_for(daemon: &Daemon, action: &str) -> Value {
+    daemon.wait_for_event("alert", |e| e["kind"] == "alert" && e["action"] == action)
+}
+
+#[test]
+fn an_agent_named_claude_is_blocked_without_a_wrapper_and_an_ordinary_process_is_not() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
+
+    let output = output_with_timeout(&mut lab.command(&[], &claude));
+    assert_eq!(
+        results(&output),
+        [-1],
+        "the agent's call is refused: {output:?}"
+    );
+    assert_eq!(listener.connections(), 0);
+    let alert = alert_for(&daemon, "block");
+    assert_eq!(alert["provider"], "aws");
+    assert_eq!(alert["host"], "ec2.us-east-1.amazonaws.com");
+    let session = daemon.wait_for_event("session start", |e| {
+        e["kind"] == "session" && e["state"] == "start" && e["session"] == alert["session"]
+    });
+    assert_eq!(session["agent"], "Claude Code");
+    assert_eq!(session["found_by"], "exec");
+
+    let output = output_with_timeout(&mut lab.command(&[], READ_AWS_THEN_CALL_EC2));
+    assert_eq!(
+        results(&output),
+        [0],
+        "an ordinary process is left alone: {output:?}"
+    );
+    assert_eq!(listener.connections(), 1);
+    drop(daemon);
+}
+
+#[test]
+fn a_process_started_with_claudecode_1_is_an_agent() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let output = output_with_timeout(&mut lab.command(&["CLAUDECODE=1"], READ_AWS_THEN_CALL_EC2));
+    assert_eq!(results(&output), [-1], "{output:?}\n{}", daemon.stderr());
+    assert_eq!(listener.connections(), 0);
+    alert_for(&daemon, "block");
+}
+
+#[test]
+fn a_node_run_agent_is_recognised_by_argv_before_it_runs() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    // An interpreter named node whose argv names Claude Code's package: held
+    // at exec, matched by argv, and only then resumed, inside its session.
+    let node = agent_script(&lab, "node", READ_AWS_THEN_CALL_EC2);
+    let script = format!("{node} /usr/lib/node_modules/@anthropic-ai/claude-code/cli.js");
+    let output = output_with_timeout(&mut lab.command(&[], &script));
+    assert_eq!(results(&output), [-1], "{output:?}\n{}", daemon.stderr());
+    assert_eq!(listener.connections(), 0);
+    let alert = alert_for(&daemon, "block");
+    let session = daemon.wait_for_event("session start", |e| {
+        e["kind"] == "session" && e["session"] == alert["session"]
+    });
+    assert_eq!(session["found_by"], "argv");
+    // An ordinary node program is resumed and left alone.
+    let output = output_with_timeout(&mut lab.command(&[], &format!("{node} server.js")));
+    assert_eq!(results(&output), [0], "{output:?}");
+}
+
+#[test]
+fn ask_mode_stops_the_session_until_a_human_approves_its_retry() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &["--mode", "ask"]);
+    let claude = agent_script(
+        &lab,
+        "claude",
+        &format!("{READ_AWS_THEN_CALL_EC2}\n\"$PROBE\" connect-host {EC2_HOST}"),
+    );
+    let mut agent = spawn_group(&mut lab.command(&[], &claude));
+
+    let request = wait_for_pending(&daemon);
+    let id = request["id"].as_u64().unwrap();
+    assert_eq!(request["agent"], "Claude Code");
+    assert_eq!(request["host"], "ec2.us-east-1.amazonaws.com");
+    assert!(
+        request["credential"]
+            .as_str()
+            .unwrap()
+            .contains(".aws/credentials")
+    );
+    let probe = request["pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        process_state(probe),
+        Some('T'),
+        "the connecting process is stopped"
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert!(agent.try_wait().unwrap().is_none(), "the session waits");
+
+    // The agent cannot answer for itself, whatever its uid.
+    let own = output_with_timeout(&mut lab.command(
+        &["CLAUDECODE=1"],
+        &format!(
+            "{} approve {id} --socket {}",
+            agentwatch().display(),
+            daemon.socket.display()
+        ),
+    ));
+    assert_eq!(own.status.code(), Some(1), "{own:?}");
+    assert!(
+        String::from_utf8_lossy(&own.stderr).contains("watched session"),
+        "{own:?}"
+    );
+
+    let approved = daemon.client(&["approve", &id.to_string()]);
+    assert!(approved.status.success(), "{approved:?}");
+    let output = wait_with_timeout(agent);
+    assert_eq!(
+        results(&output),
+        [-1, 0],
+        "the retry passes once: {output:?}"
+    );
+    assert_eq!(listener.connections(), 1);
+    let pending = daemon.client(&["pending", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&pending.stdout).trim(), "[]");
+}
+
+#[test]
+fn ask_mode_deny_and_no_answer_kill_the_session() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let policy = lab.path("policy.toml");
+    write(&policy, "ask_timeout_secs = 2\n");
+    let daemon = Daemon::start(
+        &lab.dns,
+        lab.home.path(),
+        &["--mode", "ask", "--config", policy.to_str().unwrap()],
+    );
+    let claude = agent_script(
+        &lab,
+        "claude",
+        &format!("{READ_AWS_THEN_CALL_EC2}\necho survived"),
+    );
+    let agent = spawn_group(&mut lab.command(&[], &claude));
+    let id = wait_for_pending(&daemon)["id"].as_u64().unwrap();
+    let denied = daemon.client(&["deny", &id.to_string()]);
+    assert!(denied.status.success(), "{denied:?}");
+    let output = wait_with_timeout(agent);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("survived"));
+    assert_ne!(output.status.code(), Some(0));
+
+    // Nobody answers: denied when the timeout passes.
+    let agent = spawn_group(&mut lab.command(&[], &claude));
+    wait_for_pending(&daemon);
+    let output = wait_with_timeout(agent);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("survived"));
+    daemon.wait_for_event("timeout", |e| {
+        e["kind"] == "request" && e["verdict"] == "timeout"
+    });
+    assert_eq!(listener.connections(), 0);
+}
+
+#[test]
+fn a_restarted_daemon_adopts_running_agents() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let mut first = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let claude = agent_script(
+        &lab,
+        "claude",
+        &format!("sleep 3\n{READ_AWS_THEN_CALL_EC2}"),
+    );
+    let agent = spawn_group(&mut lab.command(&[], &claude));
+    thread::sleep(Duration::from_millis(300));
+    assert!(first.stop().success());
+    let second = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let output = wait_with_timeout(agent);
+    assert_eq!(results(&output), [-1], "{output:?}\n{}", second.stderr());
+    assert_eq!(listener.connections(), 0);
+    let session = second.wait_for_event("adopted session", |e| e["kind"] == "session");
+    assert_eq!(session["found_by"], "running");
+}
+
+#[test]
+fn a_bad_policy_reload_keeps_the_running_policy() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let policy = lab.path("policy.toml");
+    write(&policy, "action = \"block\"\n");
+    let daemon = Daemon::start(
+        &lab.dns,
+        lab.home.path(),
+        &["--config", policy.to_str().unwrap()],
+    );
+    write(&policy, "action = \"explode\"\n");
+    // SAFETY: kill(2) on the daemon we started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    daemon.wait_for("policy reload failed, keeping the running policy");
+    assert!(
+        daemon.stderr().contains("policy.toml:1:10"),
+        "{}",
+        daemon.stderr()
+    );
+    let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
+    let output = output_with_timeout(&mut lab.command(&[], &claude));
+    assert_eq!(results(&output), [-1], "still blocking: {output:?}");
+    assert_eq!(listener.connections(), 0);
+}
+
+#[test]
+fn prometheus_scrapes_the_alerts() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("prometheus.yml");
+    write(
+        &config,
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: agentwatch\n    static_configs:\n      - targets: ['127.0.0.1:9464']\n",
+    );
+    let mut prometheus = spawn_group(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.dns.netns.name, "prometheus"])
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                data.path().join("tsdb").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:9090"),
+    );
+    let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
+    let output = output_with_timeout(&mut lab.command(&[], &claude));
+    assert_eq!(results(&output), [-1]);
+
+    let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+    assert!(
+        metrics.contains("agentwatch_alerts_total{action=\"block\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agentwatch_events_lost_total"),
+        "{metrics}"
+    );
+    let query = "http://127.0.0.1:9090/api/v1/query?query=sum(agentwatch_alerts_total%7Baction%3D%22block%22%7D)";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let answer = http_get(&lab, query);
+        if answer.contains("\"1\"]") {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PromQL never saw the alert: {answer}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    };
+    let parsed: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(parsed["data"]["result"][0]["value"][1], "1");
+    kill_group(&mut prometheus);
+}
+
+#[test]
+fn top_shows_the_session_in_80x24() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let claude = agent_script(
+        &lab,
+        "claude",
+        "cat \"$HOME/.aws/credentials\" >/dev/null\nsleep 60",
+    );
+    let mut agent = spawn_group(&mut lab.command(&[], &claude));
+    daemon.wait_for_event("session", |e| e["kind"] == "session");
+    let name = format!("aw-top-{}", std::process::id());
+    let top = format!(
+        "{} top --socket {}",
+        agentwatch().display(),
+        daemon.socket.display()
+    );
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &name,
+            "-x",
+            "80",
+            "-y",
+            "24",
+            &top,
+        ])
+        .status()
+        .expect("tmux");
+    assert!(started.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let screen = loop {
+        let screen = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &name])
+            .output()
+            .expect("tmux capture-pane");
+        let screen = String::from_utf8_lossy(&screen.stdout).into_owned();
+        if screen.contains("Claude Code") && screen.contains("sleep") {
+            break screen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top never showed the session:\n{screen}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    let _ = Command::new("tmux")
+        .args(["send-keys", "-t", &name, "q"])
+        .status();
+    thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &name])
+        .status();
+    kill_group(&mut agent);
+    assert!(screen.lines().count() <= 24, "{screen}");
+}
+
+/// `GET url` from inside the lab's namespace.
+fn http_get(lab: &Lab, url: &str) -> String {
+    let output = output_with_timeout(Command::new("ip").args([
+        "netns",
+        "exec",
+        &lab.dns.netns.name,
+        "curl",
+        "-s",
+        url,
+    ]));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn wait_for_pending(daemon: &Daemon) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = daemon.client(&["pending", "--json"]);
+        let pending: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        if let Some(first) = pending.as_array().and_then(|all| all.first()) {
+            return first.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pending request: {output:?}\n{}",
+            daemon.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_with_timeout(mut child: Child) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            kill_group(&mut child);
+            panic!("the agent did not finish");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The state letter of `/proc/PID/stat` (`T` when stopped).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
