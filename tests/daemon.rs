@@ -284,7 +284,7 @@ fn a_bad_policy_reload_keeps_the_running_policy() {
 fn prometheus_scrapes_the_alerts() {
     let _serial = serial();
     let lab = Lab::new();
-    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let _daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("prometheus.yml");
     write(
