@@ -158,7 +158,7 @@ fn a_tainted_session_may_still_call_other_hosts() {
 }
 
 #[test]
-fn symlinks_hardlinks_and_relative_paths_are_the_same_credential() {
+fn symlinks_hardlinks_relative_paths_and_bind_mounts_are_the_same_credential() {
     let lab = Lab::new();
     std::os::unix::fs::symlink(lab.railway_config(), lab.path("innocent.json")).unwrap();
     std::fs::hard_link(lab.railway_config(), lab.path("notes.txt")).unwrap();
@@ -169,6 +169,11 @@ fn symlinks_hardlinks_and_relative_paths_are_the_same_credential() {
         (
             "/proc/self/fd",
             "exec 3<~/.railway/config.json; cat /proc/self/fd/3",
+        ),
+        // A private mount namespace: the bind mount goes away with it.
+        (
+            "bind mount",
+            "mkdir -p ~/mnt && unshare --mount --propagation private \\\n             sh -c 'mount --bind ~/.railway ~/mnt && cat ~/mnt/config.json'",
         ),
     ] {
         let railway = lab.listen(RAILWAY);

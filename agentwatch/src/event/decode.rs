@@ -537,6 +537,70 @@ mod tests {
     }
 
     #[test]
+    fn alert_records_carry_what_the_kernel_decided() {
+        let mut record: AlertEvent = unsafe { std::mem::zeroed() };
+        record.header = header(kind::ALERT);
+        record.held = 0b101;
+        record.last_classes = 0b100;
+        record.last_ns = 3_000_000_000;
+        record.action = action::BLOCK;
+        record.domain = 7;
+        record.family = libc::AF_INET as u16;
+        record.port = 443;
+        record.addr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        let Ok(Record::Alert(event, raw)) = decode(&clock(), &bytes_of(&record)) else {
+            panic!("not an alert");
+        };
+        let Body::Alert(alert) = event.body else {
+            panic!("not an alert body");
+        };
+        assert_eq!(
+            (alert.action, alert.addr.as_str(), alert.port),
+            ("block", "127.0.0.2", 443)
+        );
+        assert_eq!((raw.held, raw.last_classes, raw.domain), (0b101, 0b100, 7));
+        assert_eq!(raw.last_at, UNIX_EPOCH + Duration::from_secs(3));
+        assert_eq!(raw.ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+    }
+
+    /// A response for `name` with one A answer, using a compression pointer.
+    fn dns_response(name: &str, addr: [u8; 4]) -> Vec<u8> {
+        let mut packet = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        for label in name.split('.') {
+            packet.push(label.len() as u8);
+            packet.extend_from_slice(label.as_bytes());
+        }
+        packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+        packet.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        packet.extend_from_slice(&addr);
+        packet
+    }
+
+    #[test]
+    fn dns_records_name_the_question_and_the_answers() {
+        let mut record: DnsEvent = unsafe { std::mem::zeroed() };
+        record.header = header(kind::DNS);
+        let packet = dns_response("Backboard.Railway.App", [127, 0, 0, 2]);
+        record.payload[..packet.len()].copy_from_slice(&packet);
+        record.len = packet.len() as u32;
+        record.domain = 1;
+        let wire = &bytes_of(&record)[..record.wire_len()];
+        let Ok(Record::Dns(answer)) = decode(&clock(), wire) else {
+            panic!("not a DNS record");
+        };
+        assert_eq!(answer.name, "backboard.railway.app");
+        assert_eq!(answer.addrs, ["127.0.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(answer.domain, Some(0));
+        // Cut short: the question survives, the answer does not.
+        record.len = (packet.len() - 6) as u32;
+        let wire = &bytes_of(&record)[..record.wire_len()];
+        let Ok(Record::Dns(answer)) = decode(&clock(), wire) else {
+            panic!("not a DNS record");
+        };
+        assert!(answer.addrs.is_empty(), "{answer:?}");
+    }
+
+    #[test]
     fn bad_records_are_errors_not_panics() {
         assert_eq!(decode(&clock(), &[1, 2, 3]), Err(DecodeError::TooShort(3)));
         let unknown = bytes_of(&header(99));
