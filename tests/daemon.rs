@@ -73,6 +73,13 @@ fn an_agent_named_claude_is_blocked_without_a_wrapper_and_an_ordinary_process_is
     let listener = lab.listen(EC2);
     let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
     let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
+    // With no agent running, nobody pays for the syscall tracepoints; the
+    // agent is paused at exec until they are attached, then watched.
+    let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+    assert!(
+        metrics.contains("agentwatch_syscall_probes_attached 0"),
+        "{metrics}"
+    );
 
     let output = output_with_timeout(&mut lab.command(&[], &claude));
     assert_eq!(
@@ -89,6 +96,11 @@ fn an_agent_named_claude_is_blocked_without_a_wrapper_and_an_ordinary_process_is
     });
     assert_eq!(session["agent"], "Claude Code");
     assert_eq!(session["found_by"], "exec");
+    let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+    assert!(
+        metrics.contains("agentwatch_syscall_probes_attached 1"),
+        "{metrics}"
+    );
 
     let output = output_with_timeout(&mut lab.command(&[], READ_AWS_THEN_CALL_EC2));
     assert_eq!(

@@ -224,4 +224,7 @@ pub mod agent {
     /// as (`node`, `python3`); it was stopped at exec, before its first
     /// instruction, for user space to match its argv and resume it.
     pub const HELD: u32 = 1 << 31;
+    /// Set in an agent id: its session is open but the syscall tracepoints
+    /// were detached; it was stopped at exec until user space attaches them.
+    pub const PAUSED: u32 = 1 << 30;
 }

@@ -99,7 +99,10 @@ pub struct Config {
     pub discover: u32,
     /// The action of sessions opened that way.
     pub default_action: u32,
-    pub _pad: u32,
+    /// The syscall tracepoints are attached. While they are not (no session
+    /// exists), an agent found at exec is stopped until user space has
+    /// attached them, so no session runs a single instruction unwatched.
+    pub syscalls_attached: u32,
 }
 
 /// Arguments of an open call in flight, saved at syscall entry for the exit.

@@ -5,7 +5,7 @@
 use agentwatch_common::{
     event::{ARGV_CAP, ExecEvent, ExitEvent, FILENAME_CAP, ForkEvent, agent, kind, truncated},
     hash::comm_hash,
-    maps::{ExecArgs, ProcInfo, counter},
+    maps::{Config, ExecArgs, ProcInfo, counter},
 };
 use aya_ebpf::{
     helpers::{
@@ -80,7 +80,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         let _ = ENV_CLASSES.insert(tgid, environment.classes, 0);
     }
     let agent = if discover {
-        discover_agent(tgid, environment.agent, config.default_action)
+        discover_agent(tgid, environment.agent, &config)
     } else {
         0
     };
@@ -123,7 +123,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
 /// a session of its own; an interpreter an agent may run as is stopped for
 /// user space to match its argv. Returns the agent id (with `HELD`), or 0.
 #[inline(always)]
-fn discover_agent(tgid: u32, env_agent: u32, action: u32) -> u32 {
+fn discover_agent(tgid: u32, env_agent: u32, config: &Config) -> u32 {
     // At this tracepoint `comm` already holds the new executable's name.
     let comm = bpf_get_current_comm().unwrap_or_default();
     let by_name = unsafe { AGENT_COMMS.get(comm_hash(&comm)) }
@@ -139,7 +139,11 @@ fn discover_agent(tgid: u32, env_agent: u32, action: u32) -> u32 {
     if agent & agent::HELD != 0 {
         unsafe { bpf_send_signal(SIGSTOP) };
     } else if agent != 0 {
-        open_session(tgid, action);
+        open_session(tgid, config.default_action);
+        if config.syscalls_attached == 0 {
+            unsafe { bpf_send_signal(SIGSTOP) };
+            return agent | agent::PAUSED;
+        }
     }
     agent
 }

@@ -134,7 +134,7 @@ pub fn check() -> Result<bool> {
 fn probe_programs(report: &mut Report) {
     let options = LoadOptions::default();
     match load_and_attach(&options) {
-        Ok((_ebpf, failures)) => {
+        Ok((_ebpf, attached)) => {
             report.add(
                 Status::Ok,
                 "ring buffer",
@@ -142,7 +142,11 @@ fn probe_programs(report: &mut Report) {
             );
             for spec in PROGRAMS {
                 let what = format!("{:?} {}", spec.hook, spec.name);
-                match failures.iter().find(|failure| failure.program == spec.name) {
+                match attached
+                    .failures
+                    .iter()
+                    .find(|failure| failure.program == spec.name)
+                {
                     None => report.add(Status::Ok, what, "attached"),
                     Some(failure) if failure.required => {
                         report.add(Status::Fail, what, failure.error.clone())

@@ -186,6 +186,14 @@ pub fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Whether a process is stopped (`T` in `/proc/PID/stat`).
+pub fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('T')))
+        .unwrap_or(false)
+}
+
 /// `pid` and its ancestors up to init, nearest first (bounded).
 pub fn ancestry(pid: u32) -> Vec<u32> {
     let mut chain = vec![pid];

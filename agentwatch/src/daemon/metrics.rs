@@ -22,6 +22,7 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     pub tracked_processes: IntGauge,
     pub pending_requests: IntGauge,
+    pub syscall_probes_attached: IntGauge,
     events_lost: IntCounterVec,
     kernel_drops: IntCounterVec,
     content_scans: IntCounterVec,
@@ -101,6 +102,11 @@ impl Metrics {
                 &registry,
                 "agentwatch_pending_requests",
                 "Sessions stopped, waiting for a human to approve or deny",
+            ),
+            syscall_probes_attached: gauge(
+                &registry,
+                "agentwatch_syscall_probes_attached",
+                "1 while the syscall tracepoints are attached (some session exists)",
             ),
             events_lost: counter(
                 &registry,

@@ -16,7 +16,7 @@ use std::{
 };
 
 use agentwatch_common::{
-    event::agent::HELD,
+    event::agent::{HELD, PAUSED},
     maps::{Config, session_flags},
 };
 use anyhow::{Context as _, Result};
@@ -47,6 +47,11 @@ use metrics::Metrics;
 use shared::{Decision, Handler};
 
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+
+/// Seconds without a session before the syscall tracepoints are detached:
+/// short enough that an idle machine pays nothing, long enough that an
+/// agent restarting in a loop is not paused at every exec.
+const IDLE_TICKS: u32 = 5;
 
 pub struct DaemonOptions {
     pub config: Option<PathBuf>,
@@ -86,6 +91,8 @@ struct Daemon {
     pending: BTreeMap<u64, Pending>,
     next_request: u64,
     killing: Vec<u32>,
+    /// Seconds without any session; the tracepoints detach at IDLE_TICKS.
+    idle_ticks: u32,
     handler: Arc<Handler>,
     metrics: Arc<Mutex<Metrics>>,
     alerts: u64,
@@ -144,12 +151,16 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         pending: BTreeMap::new(),
         next_request: 1,
         killing: Vec::new(),
+        idle_ticks: 0,
         handler,
         metrics,
         alerts: 0,
     };
     daemon.enable_discovery()?;
     daemon.adopt_running_agents()?;
+    if daemon.sessions.is_empty() {
+        daemon.set_watching(false)?;
+    }
     info!(
         "watching agents: mode {action}, metrics on http://{}/metrics, control socket {}",
         options.metrics,
@@ -212,14 +223,48 @@ fn user_homes() -> Vec<PathBuf> {
 
 impl Daemon {
     fn enable_discovery(&mut self) -> Result<()> {
-        let core = self.engine.core();
-        self.agents.load_into(&mut core.maps)?;
-        core.maps.set_config(Config {
+        self.agents.load_into(&mut self.engine.core().maps)?;
+        self.write_config()
+    }
+
+    fn write_config(&mut self) -> Result<()> {
+        let syscalls_attached = u32::from(self.engine.probes.syscalls_attached());
+        self.engine.core().maps.set_config(Config {
             scan_all_env: 1,
             discover: 1,
             default_action: action_code(self.action),
-            _pad: 0,
+            syscalls_attached,
         })
+    }
+
+    /// Attaches the syscall tracepoints (a session exists) or detaches them
+    /// (none has for a while). The kernel is told first when detaching and
+    /// last when attaching, so an agent found meanwhile is paused, not missed.
+    fn set_watching(&mut self, on: bool) -> Result<()> {
+        if on == self.engine.probes.syscalls_attached() {
+            return Ok(());
+        }
+        if on {
+            self.engine.probes.attach_syscalls()?;
+            self.write_config()?;
+        } else {
+            self.engine.probes.detach_syscalls()?;
+            self.write_config()?;
+        }
+        self.metrics
+            .lock()
+            .expect("metrics")
+            .syscall_probes_attached
+            .set(i64::from(on));
+        info!(
+            "syscall tracepoints {}",
+            if on {
+                "attached"
+            } else {
+                "detached: no session to watch"
+            }
+        );
+        Ok(())
     }
 
     /// Agents already running when the daemon starts (or restarts) get
@@ -253,8 +298,10 @@ impl Daemon {
         if self.sessions.contains_key(&session) {
             return Ok(());
         }
+        self.set_watching(true)?;
         let core = self.engine.core();
-        if found_by != "exec" {
+        // The kernel opened the others itself (and may have tainted them).
+        if matches!(found_by, "running" | "argv") {
             core.add_session(session, action_code(self.action))?;
             core.maps.add_process(session, session)?;
         }
@@ -339,10 +386,15 @@ impl Daemon {
             Body::Exec(exec)
                 if exec.agent_id != 0 && !self.sessions.contains_key(&event.session) =>
             {
-                let agent = exec.agent_id;
+                let agent = exec.agent_id & !PAUSED;
                 exec.agent = Some(self.agents.name(agent));
                 if let Err(error) = self.open_session(event.session, agent, "exec") {
                     warn!("session {}: {error:#}", event.session);
+                }
+                if exec.agent_id & PAUSED != 0 {
+                    // Stopped at exec while the tracepoints were detached;
+                    // open_session has attached them.
+                    let _ = kill(Pid::from_raw(event.pid as i32), Signal::SIGCONT);
                 }
             }
             Body::Alert(alert) => {
@@ -582,7 +634,39 @@ impl Daemon {
         if self.sessions.values().all(|s| s.action != Action::Kill) && self.killing.is_empty() {
             let _ = self.engine.probes.disarm_kill_switch();
         }
+        self.adopt_unknown_sessions(&members);
+        if self.sessions.is_empty() {
+            self.idle_ticks += 1;
+            if self.idle_ticks == IDLE_TICKS
+                && let Err(error) = self.set_watching(false)
+            {
+                warn!("detaching the syscall tracepoints: {error:#}");
+            }
+        } else {
+            self.idle_ticks = 0;
+        }
         self.refresh_status(&members);
+    }
+
+    /// Sessions the kernel opened whose exec event was lost (ring buffer
+    /// full): registered now, and resumed if discovery paused them.
+    fn adopt_unknown_sessions(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
+        let unknown: Vec<u32> = members
+            .keys()
+            .filter(|session| !self.sessions.contains_key(session))
+            .copied()
+            .collect();
+        for session in unknown {
+            let agent = read_process(session)
+                .and_then(|view| self.agents.match_process(&view))
+                .unwrap_or(0);
+            if let Err(error) = self.open_session(session, agent, "lost-event") {
+                warn!("session {session}: {error:#}");
+            }
+            if discovery::is_stopped(session) {
+                let _ = kill(Pid::from_raw(session as i32), Signal::SIGCONT);
+            }
+        }
     }
 
     fn end_session(&mut self, session: u32) {
@@ -714,8 +798,7 @@ impl Daemon {
         let _ = core.maps.set_config(Config {
             scan_all_env: 0,
             discover: 0,
-            default_action: 0,
-            _pad: 0,
+            ..Config::default()
         });
     }
 

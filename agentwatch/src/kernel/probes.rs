@@ -91,6 +91,10 @@ pub struct Probes {
     /// Optional programs that could not be attached.
     pub attach_failures: Vec<AttachFailure>,
     kill_switch: Option<TracePointLinkId>,
+    /// Syscall tracepoints that attached at load.
+    syscall_programs: Vec<&'static str>,
+    /// Their links while attached; `None` while detached.
+    syscall_links: Option<Vec<(&'static str, TracePointLinkId)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,8 +117,15 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
     KernelBtf::load(Path::new(VMLINUX_BTF))?.kernel_offsets()
 }
 
+/// What attaching every program gave: the syscall tracepoints' links (so
+/// they can be detached while no session exists) and the failures.
+pub struct Attached {
+    pub syscall_links: Vec<(&'static str, TracePointLinkId)>,
+    pub failures: Vec<AttachFailure>,
+}
+
 /// Loads the object and tries every program, returning the ones that failed.
-pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Vec<AttachFailure>)> {
+pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
     let offsets = kernel_offsets()?;
     mounts::ensure_tracefs()?;
     let cgroup_root = mounts::ensure_cgroup2()?;
@@ -132,43 +143,53 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Vec<AttachFailure
         .ok_or_else(|| anyhow!("program {KILL_SWITCH} missing from the object"))?
         .try_into()?;
     kill_switch.load().map_err(describe)?;
-    let failures = PROGRAMS
-        .iter()
-        .filter_map(|spec| {
-            attach(&mut ebpf, spec, &btf, &cgroup)
-                .err()
-                .map(|error| AttachFailure {
-                    program: spec.name,
-                    required: spec.required,
-                    error: format!("{error:#}"),
-                })
-        })
-        .collect();
-    Ok((ebpf, failures))
+    let mut attached = Attached {
+        syscall_links: Vec::new(),
+        failures: Vec::new(),
+    };
+    for spec in PROGRAMS {
+        match attach(&mut ebpf, spec, &btf, &cgroup) {
+            Ok(Some(link)) => attached.syscall_links.push((spec.name, link)),
+            Ok(None) => {}
+            Err(error) => attached.failures.push(AttachFailure {
+                program: spec.name,
+                required: spec.required,
+                error: format!("{error:#}"),
+            }),
+        }
+    }
+    Ok((ebpf, attached))
 }
 
 impl Probes {
     pub fn load(options: &LoadOptions) -> Result<Self> {
-        let (ebpf, failures) = load_and_attach(options)?;
-        if let Some(failure) = failures.iter().find(|failure| failure.required) {
+        let (ebpf, attached) = load_and_attach(options)?;
+        if let Some(failure) = attached.failures.iter().find(|failure| failure.required) {
             bail!(
                 "cannot attach {}: {} (`agentwatch check` lists what this kernel supports)",
                 failure.program,
                 failure.error
             );
         }
+        let syscall_programs = attached
+            .syscall_links
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
         Ok(Self {
             ebpf,
-            attach_failures: failures,
+            attach_failures: attached.failures,
             kill_switch: None,
+            syscall_programs,
+            syscall_links: Some(attached.syscall_links),
         })
     }
 
-    fn kill_switch_program(&mut self) -> Result<&mut TracePoint> {
+    fn tracepoint(&mut self, name: &str) -> Result<&mut TracePoint> {
         Ok(self
             .ebpf
-            .program_mut(KILL_SWITCH)
-            .ok_or_else(|| anyhow!("program {KILL_SWITCH} missing"))?
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
             .try_into()?)
     }
 
@@ -176,7 +197,7 @@ impl Probes {
     pub fn arm_kill_switch(&mut self) -> Result<()> {
         if self.kill_switch.is_none() {
             let link = self
-                .kill_switch_program()?
+                .tracepoint(KILL_SWITCH)?
                 .attach("raw_syscalls", "sys_enter")
                 .context("attaching the kill switch")?;
             self.kill_switch = Some(link);
@@ -186,13 +207,48 @@ impl Probes {
 
     pub fn disarm_kill_switch(&mut self) -> Result<()> {
         if let Some(link) = self.kill_switch.take() {
-            self.kill_switch_program()?.detach(link)?;
+            self.tracepoint(KILL_SWITCH)?.detach(link)?;
         }
+        Ok(())
+    }
+
+    pub fn syscalls_attached(&self) -> bool {
+        self.syscall_links.is_some()
+    }
+
+    /// Detaches the syscall tracepoints: with no session to watch, every
+    /// process on the machine then pays nothing for them.
+    pub fn detach_syscalls(&mut self) -> Result<()> {
+        for (name, link) in self.syscall_links.take().unwrap_or_default() {
+            self.tracepoint(name)?.detach(link)?;
+        }
+        Ok(())
+    }
+
+    pub fn attach_syscalls(&mut self) -> Result<()> {
+        if self.syscall_links.is_some() {
+            return Ok(());
+        }
+        let mut links = Vec::new();
+        for name in self.syscall_programs.clone() {
+            let link = self
+                .tracepoint(name)?
+                .attach("syscalls", name)
+                .with_context(|| format!("attaching {name}"))?;
+            links.push((name, link));
+        }
+        self.syscall_links = Some(links);
         Ok(())
     }
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, cgroup: &File) -> Result<()> {
+/// Attaches one program; a syscall tracepoint's link is returned.
+fn attach(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    btf: &Btf,
+    cgroup: &File,
+) -> Result<Option<TracePointLinkId>> {
     let program = ebpf
         .program_mut(spec.name)
         .ok_or_else(|| anyhow!("program {} missing from the object", spec.name))?;
@@ -201,21 +257,23 @@ fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, cgroup: &File) -> Resu
             let program: &mut TracePoint = program.try_into()?;
             program
                 .load()
-                .and_then(|()| program.attach("syscalls", spec.name).map(drop))
+                .and_then(|()| program.attach("syscalls", spec.name).map(Some))
         }
         Hook::Sched => {
             let program: &mut BtfTracePoint = program.try_into()?;
             program
                 .load(spec.name, btf)
-                .and_then(|()| program.attach().map(drop))
+                .and_then(|()| program.attach().map(|_| None))
         }
         // A BPF link on a cgroup always coexists with other programs (another
         // agentwatch, systemd's); `Single` only means no flags.
         Hook::CgroupSockAddr => {
             let program: &mut CgroupSockAddr = program.try_into()?;
-            program
-                .load()
-                .and_then(|()| program.attach(cgroup, CgroupAttachMode::Single).map(drop))
+            program.load().and_then(|()| {
+                program
+                    .attach(cgroup, CgroupAttachMode::Single)
+                    .map(|_| None)
+            })
         }
         Hook::CgroupSkbIngress => {
             let program: &mut CgroupSkb = program.try_into()?;
@@ -226,7 +284,7 @@ fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, cgroup: &File) -> Resu
                         CgroupSkbAttachType::Ingress,
                         CgroupAttachMode::Single,
                     )
-                    .map(drop)
+                    .map(|_| None)
             })
         }
     };
