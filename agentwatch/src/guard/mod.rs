@@ -173,9 +173,9 @@ pub fn alert_line(event: &Event, tables: &Tables) -> Option<String> {
         .iter()
         .map(|a| {
             if a.argv.is_empty() {
-                format!("{}[{}]", a.comm, a.pid)
+                format!("{} (pid {})", a.comm, a.pid)
             } else {
-                format!("{}[{}]", a.argv.join(" "), a.pid)
+                format!("`{}` (pid {})", a.argv.join(" "), a.pid)
             }
         })
         .collect();
