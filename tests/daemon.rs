@@ -244,6 +244,36 @@ fn ask_mode_deny_and_no_answer_kill_the_session() {
 }
 
 #[test]
+fn a_session_left_stopped_by_a_crashed_daemon_is_denied_by_the_next() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let mut first = Daemon::start(&lab.dns, lab.home.path(), &["--mode", "ask"]);
+    let claude = agent_script(
+        &lab,
+        "claude",
+        &format!("{READ_AWS_THEN_CALL_EC2}\necho survived"),
+    );
+    let agent = spawn_group(&mut lab.command(&[], &claude));
+    let probe = wait_for_pending(&first)["pid"].as_u64().unwrap() as u32;
+    first.crash();
+    assert_eq!(
+        process_state(probe),
+        Some('T'),
+        "still stopped, with no one to answer"
+    );
+    // The next daemon must use the same runtime directory, as systemd's does.
+    let second =
+        Daemon::start_with_socket(&lab.dns, lab.home.path(), &first.socket, &["--mode", "ask"]);
+    let output = wait_with_timeout(agent);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("survived"));
+    assert!(
+        second.stderr().contains("left stopped awaiting approval"),
+        "{}",
+        second.stderr()
+    );
+}
+
+#[test]
 fn a_restarted_daemon_adopts_running_agents() {
     let _serial = serial();
     let lab = Lab::new();

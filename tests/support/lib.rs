@@ -374,9 +374,19 @@ impl Daemon {
     /// Starts the daemon with `home`'s credentials counting and extra
     /// `args`, and waits until it watches.
     pub fn start(lab: &DnsLab, home: &Path, args: &[&str]) -> Self {
+        Self::start_in(lab, home, None, args)
+    }
+
+    /// Like [`Daemon::start`], on the control socket (and so the runtime
+    /// directory) of an earlier daemon.
+    pub fn start_with_socket(lab: &DnsLab, home: &Path, socket: &Path, args: &[&str]) -> Self {
+        Self::start_in(lab, home, Some(socket), args)
+    }
+
+    fn start_in(lab: &DnsLab, home: &Path, socket: Option<&Path>, args: &[&str]) -> Self {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("agentwatch.sock");
+        let socket = socket.map_or_else(|| dir.path().join("agentwatch.sock"), Path::to_path_buf);
         let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.netns.name])
@@ -451,6 +461,12 @@ impl Daemon {
             );
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Kills the daemon without warning, as a crash would.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the daemon as systemd would and returns its exit status.

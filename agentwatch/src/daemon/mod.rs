@@ -6,6 +6,7 @@
 pub mod discovery;
 pub mod metrics;
 pub mod shared;
+pub mod stopped;
 
 use std::{
     collections::BTreeMap,
@@ -45,6 +46,7 @@ use crate::{
 use discovery::{Agents, descendants, process_parents, read_process};
 use metrics::Metrics;
 use shared::{Decision, Handler};
+use stopped::StoppedSessions;
 
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
 
@@ -91,6 +93,7 @@ struct Daemon {
     pending: BTreeMap<u64, Pending>,
     next_request: u64,
     killing: Vec<u32>,
+    stopped: StoppedSessions,
     /// Seconds without any session; the tracepoints detach at IDLE_TICKS.
     idle_ticks: u32,
     handler: Arc<Handler>,
@@ -113,6 +116,13 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     };
     // The socket first: a second daemon stops here, before touching the kernel.
     let listener = server::bind(&options.socket, admin_gid)?;
+    let stopped = StoppedSessions::beside(&options.socket);
+    let denied = stopped.deny_leftovers();
+    if denied > 0 {
+        eprintln!(
+            "agentwatch: killed {denied} processes an earlier daemon left stopped awaiting approval (no answer means deny)"
+        );
+    }
     let agents = Agents::new(policy.agents.clone());
     let ask_timeout = policy.ask_timeout;
     let engine = Engine::start(EngineOptions {
@@ -151,6 +161,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         pending: BTreeMap::new(),
         next_request: 1,
         killing: Vec::new(),
+        stopped,
         idle_ticks: 0,
         handler,
         metrics,
@@ -428,6 +439,8 @@ impl Daemon {
                 // Every process of the session stops now, not at its next
                 // traced syscall.
                 self.signal_session(session, Signal::SIGSTOP);
+                let pids = self.engine.core().maps.session_pids(session);
+                self.stopped.insert(session, pids);
                 if !already {
                     self.open_request(event, alert);
                 }
@@ -547,6 +560,7 @@ impl Daemon {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.stopped_for = None;
         }
+        self.stopped.remove(session);
         let message = if verdict == "approve" {
             let maps = &mut self.engine.core().maps;
             let resumed = maps
