@@ -187,6 +187,22 @@ fn symlinks_hardlinks_relative_paths_and_bind_mounts_are_the_same_credential() {
 }
 
 #[test]
+fn a_credential_file_created_during_the_session_counts() {
+    let lab = Lab::new();
+    std::fs::remove_dir_all(lab.path(".railway")).unwrap();
+    let railway = lab.listen(RAILWAY);
+    // Like `railway login` run by the agent itself.
+    let watched = lab.run(
+        &[],
+        &[],
+        "mkdir ~/.railway && echo '{\"token\":\"new\"}' > ~/.railway/config.json\n\
+         sleep 0.5\ncat ~/.railway/config.json >/dev/null\n\
+         $PROBE connect-host backboard.railway.app:443",
+    );
+    assert_blocked(&watched, &railway, "credential created after start");
+}
+
+#[test]
 fn a_siblings_read_taints_the_whole_session() {
     let lab = Lab::new();
     let railway = lab.listen(RAILWAY);

@@ -130,7 +130,7 @@ impl Engine {
         };
         core.load_credentials()?;
         let mut watcher = DirWatcher::new()?;
-        watcher.watch(&core.credential_dirs());
+        let _ = watcher.watch(&core.credential_dirs());
         core.resolve_hosts().await?;
         Ok(Self {
             probes,
@@ -151,8 +151,13 @@ impl Engine {
         tokio::select! {
             received = self.records.recv(|record| self.core.handle(record, out)) => received?,
             _ = self.watcher.changed() => {
+                // A new directory (`mkdir ~/.railway`) is watched from now
+                // on; what was written into it before the watch took is
+                // found by expanding once more.
                 self.core.load_credentials()?;
-                self.watcher.watch(&self.core.credential_dirs());
+                if self.watcher.watch(&self.core.credential_dirs()) {
+                    self.core.load_credentials()?;
+                }
             }
             _ = self.refresh.tick() => self.core.resolve_hosts().await?,
             result = self.scans.next() => self.core.found(result, out)?,

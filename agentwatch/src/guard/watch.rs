@@ -30,12 +30,16 @@ impl DirWatcher {
 
     /// Watches every directory of `dirs` not watched yet; a directory that
     /// cannot be watched (gone meanwhile) is skipped until the next call.
-    pub fn watch(&mut self, dirs: &BTreeSet<PathBuf>) {
+    /// Returns whether any watch was added.
+    pub fn watch(&mut self, dirs: &BTreeSet<PathBuf>) -> bool {
+        let mut added = false;
         for dir in dirs.difference(&self.watched.clone()) {
             if self.events.watches().add(dir, MASK).is_ok() {
                 self.watched.insert(dir.clone());
+                added = true;
             }
         }
+        added
     }
 
     /// Waits for a change in a watched directory.
