@@ -41,24 +41,19 @@ impl Agents {
         Self { matchers }
     }
 
-    pub fn name(&self, agent: u32) -> String {
+    fn matcher(&self, agent: u32) -> Option<&AgentMatcher> {
         let index = (agent & !HELD) as usize;
-        index
-            .checked_sub(1)
-            .and_then(|index| self.matchers.get(index))
-            .map_or_else(
-                || "unknown agent".to_string(),
-                |matcher| matcher.name.clone(),
-            )
+        self.matchers.get(index.checked_sub(1)?)
+    }
+
+    pub fn name(&self, agent: u32) -> String {
+        self.matcher(agent)
+            .map_or_else(|| "unknown agent".to_string(), |matcher| matcher.name.clone())
     }
 
     /// The matcher's policy id (`claude-code`).
     pub fn id(&self, agent: u32) -> &str {
-        let index = (agent & !HELD) as usize;
-        index
-            .checked_sub(1)
-            .and_then(|index| self.matchers.get(index))
-            .map_or("unknown", |matcher| matcher.id.as_str())
+        self.matcher(agent).map_or("unknown", |matcher| matcher.id.as_str())
     }
 
     /// Fills the kernel's exec-time tables.
