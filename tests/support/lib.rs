@@ -215,6 +215,20 @@ pub fn identity(path: &Path) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
+/// dnsmasq in the foreground on the namespace's 127.0.0.1:53, answering
+/// only the names it is given and NXDOMAIN for every other: no query ever
+/// leaves the namespace. Shared with `cargo xtask bench`.
+pub const DNSMASQ_ARGS: &[&str] = &[
+    "--keep-in-foreground",
+    "--no-resolv",
+    "--no-hosts",
+    "--user=root",
+    "--pid-file=",
+    "--listen-address=127.0.0.1",
+    "--bind-interfaces",
+    "--address=/#/",
+];
+
 /// A network namespace with its own DNS: dnsmasq on 127.0.0.1:53 inside it
 /// answering only the names given (NXDOMAIN for everything else), and
 /// `/etc/netns/NAME/resolv.conf` pointing at it, which `ip netns exec`
@@ -239,16 +253,7 @@ impl DnsLab {
         .expect("writing resolv.conf");
         let dnsmasq = Command::new("ip")
             .args(["netns", "exec", &netns.name, "dnsmasq"])
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                "--pid-file=",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--address=/#/",
-            ])
+            .args(DNSMASQ_ARGS)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

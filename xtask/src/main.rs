@@ -2,6 +2,7 @@
 //! build and test agentwatch; every other task runs it first (it is quick
 //! when there is nothing to do).
 
+mod bench;
 mod setup;
 
 use std::{
@@ -44,6 +45,11 @@ enum Task {
     },
     /// Check formatting and lints only.
     Lint,
+    /// Set up, build release, and measure what agentwatch costs (as root; writes bench/results).
+    Bench(bench::Options),
+    /// The bench's load generator (run by `bench`, inside watched sessions).
+    #[command(hide = true)]
+    BenchLoad(bench::load::LoadArgs),
 }
 
 fn main() -> Result<()> {
@@ -73,6 +79,8 @@ fn main() -> Result<()> {
             test(&root, &args)
         }
         Task::Lint => lint(&root),
+        Task::Bench(options) => bench::bench(&root, options),
+        Task::BenchLoad(args) => bench::load::main(args),
     }
 }
 

@@ -47,13 +47,16 @@ impl Agents {
     }
 
     pub fn name(&self, agent: u32) -> String {
-        self.matcher(agent)
-            .map_or_else(|| "unknown agent".to_string(), |matcher| matcher.name.clone())
+        self.matcher(agent).map_or_else(
+            || "unknown agent".to_string(),
+            |matcher| matcher.name.clone(),
+        )
     }
 
     /// The matcher's policy id (`claude-code`).
     pub fn id(&self, agent: u32) -> &str {
-        self.matcher(agent).map_or("unknown", |matcher| matcher.id.as_str())
+        self.matcher(agent)
+            .map_or("unknown", |matcher| matcher.id.as_str())
     }
 
     /// Fills the kernel's exec-time tables.
