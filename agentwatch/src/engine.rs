@@ -129,6 +129,11 @@ impl Engine {
             to_scan: Vec::new(),
         };
         core.load_credentials()?;
+        // Parsing the kernel's BTF (for struct offsets and BTF tracepoints)
+        // briefly takes tens of MiB; give them back rather than keep them
+        // as resident heap for the daemon's lifetime.
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        unsafe { libc::malloc_trim(0) };
         let mut watcher = DirWatcher::new()?;
         let _ = watcher.watch(&core.credential_dirs());
         core.resolve_hosts().await?;
