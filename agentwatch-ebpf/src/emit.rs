@@ -24,23 +24,56 @@ pub fn fill_header(header: &mut EventHeader, kind: u32, session: u32) {
     header.comm = bpf_get_current_comm().unwrap_or_default();
 }
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+
+/// How soon user space must hear of a record. A wake-up per record costs
+/// the traced syscall more than the record itself, so routine events are
+/// batched (user space drains every few milliseconds, or when a quarter of
+/// the buffer is used); what user space must act on wakes it at once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    Batched,
+    Now,
+}
+
+#[inline(always)]
+fn wakeup_flags(urgency: Urgency) -> u64 {
+    if urgency == Urgency::Now {
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA) * 4 >= EVENTS.query(BPF_RB_RING_SIZE) {
+        // Filling up: let the kernel wake a reader that has caught up.
+        0
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Copies the first `len` bytes of `record` to the ring buffer, counting the
 /// record as lost when the buffer is full.
 #[inline(always)]
 pub fn send<T>(record: *const T, len: usize, kind: u32) {
+    send_with(record, len, kind, Urgency::Batched);
+}
+
+#[inline(always)]
+pub fn send_with<T>(record: *const T, len: usize, kind: u32, urgency: Urgency) {
     let len = if len > core::mem::size_of::<T>() {
         core::mem::size_of::<T>()
     } else {
         len
     };
     let bytes = unsafe { core::slice::from_raw_parts(record.cast::<u8>(), len) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags(urgency)).is_err() {
         count(counter::LOST_BASE + kind);
     }
 }
 
 /// Sends a small record built on the stack.
 #[inline(always)]
-pub fn send_value<T>(record: &T, kind: u32) {
-    send(record as *const T, core::mem::size_of::<T>(), kind);
+pub fn send_value<T>(record: &T, kind: u32, urgency: Urgency) {
+    send_with(record as *const T, core::mem::size_of::<T>(), kind, urgency);
 }

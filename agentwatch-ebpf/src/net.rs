@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::{fill_header, send, send_value},
+    emit::{Urgency, fill_header, send, send_value},
     maps::{ALLOW_ONCE, CONNECT_SCRATCH, INFRA4, INFRA6, PENDING_CONNECTS, USER_TAINT, count},
     session::member,
     syscall::{arg, ret},
@@ -185,7 +185,7 @@ fn judge(family: u16, addr: [u8; 16], port: u16, host: impl FnOnce() -> Option<H
     alert.family = family;
     alert.port = port;
     alert.addr = addr;
-    send_value(&alert, kind::ALERT);
+    send_value(&alert, kind::ALERT, Urgency::Now);
     match state.action {
         action::OBSERVE | action::ALERT => ALLOW,
         action::KILL => {

@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::{fill_header, send, send_value},
+    emit::{Urgency, fill_header, send, send_value, send_with},
     env::scan_environment,
     kernel::{current_task, off, read, read_ptr},
     maps::{
@@ -56,7 +56,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         let mut event = ForkEvent::default();
         fill_header(&mut event.header, kind::FORK, session);
         event.child = child_tgid;
-        send_value(&event, kind::FORK);
+        send_value(&event, kind::FORK, Urgency::Batched);
     }
     0
 }
@@ -114,7 +114,18 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     };
     event.filename_len = string_len(len, FILENAME_CAP, &mut event.truncated, truncated::FILENAME);
     read_argv(event);
-    send(event as *const ExecEvent, event.wire_len(), kind::EXEC);
+    // A held or paused agent waits, stopped, for user space to answer.
+    let urgency = if agent == 0 {
+        Urgency::Batched
+    } else {
+        Urgency::Now
+    };
+    send_with(
+        event as *const ExecEvent,
+        event.wire_len(),
+        kind::EXEC,
+        urgency,
+    );
     0
 }
 
@@ -200,7 +211,7 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     let mut event = ExitEvent::default();
     fill_header(&mut event.header, kind::EXIT, session);
     event.exit_code = read::<u32>(task, off!(task_exit_code));
-    send_value(&event, kind::EXIT);
+    send_value(&event, kind::EXIT, Urgency::Batched);
     let _ = PROCS.remove(tgid);
     0
 }

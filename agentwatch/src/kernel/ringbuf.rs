@@ -1,11 +1,17 @@
 //! The ring buffer the programs write their records to, read with tokio.
 
 use anyhow::{Context as _, Result, anyhow};
+use std::time::Duration;
+
 use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
 };
 use tokio::io::{Interest, unix::AsyncFd};
+
+/// The longest a batched record waits in the ring buffer; records user
+/// space must act on at once (alerts, agents held at exec) wake it.
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(10);
 
 pub struct RecordStream {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -24,22 +30,29 @@ impl RecordStream {
         Ok(Self { ring })
     }
 
-    /// Waits until records are available, then hands each one to `handle`.
-    pub async fn recv(&mut self, mut handle: impl FnMut(&[u8])) -> Result<()> {
-        let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        while let Some(record) = ring.next() {
-            handle(&record);
+    /// Waits until the kernel wakes us (a record that cannot wait, or a
+    /// filling buffer) or [`BATCH_INTERVAL`] passes, then hands every record
+    /// written so far to `handle`.
+    pub async fn recv(&mut self, handle: impl FnMut(&[u8])) -> Result<()> {
+        match tokio::time::timeout(BATCH_INTERVAL, self.ring.readable_mut()).await {
+            Ok(guard) => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), handle);
+                guard.clear_ready();
+            }
+            Err(_) => drain(self.ring.get_mut(), handle),
         }
-        guard.clear_ready();
         Ok(())
     }
 
     /// Hands every record already written to `handle`, without waiting.
-    pub fn drain(&mut self, mut handle: impl FnMut(&[u8])) {
-        let ring = self.ring.get_mut();
-        while let Some(record) = ring.next() {
-            handle(&record);
-        }
+    pub fn drain(&mut self, handle: impl FnMut(&[u8])) {
+        drain(self.ring.get_mut(), handle);
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(&[u8])) {
+    while let Some(record) = ring.next() {
+        handle(&record);
     }
 }
