@@ -62,6 +62,15 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A process group that runs until the test ends, even when it fails.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        kill_group(&mut self.0);
+    }
+}
+
 fn alert_for(daemon: &Daemon, action: &str) -> Value {
     daemon.wait_for_event("alert", |e| e["kind"] == "alert" && e["action"] == action)
 }
@@ -145,6 +154,36 @@ fn a_node_run_agent_is_recognised_by_argv_before_it_runs() {
     // An ordinary node program is resumed and left alone.
     let output = output_with_timeout(&mut lab.command(&[], &format!("{node} server.js")));
     assert_eq!(results(&output), [0], "{output:?}");
+}
+
+#[test]
+fn interpreters_held_at_exec_are_released_even_when_their_event_is_lost() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    // A ring buffer of one page, kept full by an agent session's flood: the
+    // exec records of held interpreters are lost, and the daemon must still
+    // release them from the kernel's HELD map.
+    let _daemon = Daemon::start(&lab.dns, lab.home.path(), &["--ring-buffer-size", "4096"]);
+    let flood = agent_script(
+        &lab,
+        "claude",
+        "while :; do cat /etc/hostname >/dev/null; done",
+    );
+    let _flooding = Background(spawn_group(&mut lab.command(&[], &flood)));
+    thread::sleep(Duration::from_millis(500));
+    let node = agent_script(&lab, "node", "\"$PROBE\" connect 127.0.0.3:443");
+    for _ in 0..5 {
+        let started = Instant::now();
+        let output = output_with_timeout(&mut lab.command(&[], &format!("{node} server.js")));
+        assert_eq!(results(&output), [0], "{output:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "held for {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(listener.connections(), 5);
 }
 
 #[test]
@@ -333,7 +372,7 @@ fn prometheus_scrapes_the_alerts() {
         &config,
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: agentwatch\n    static_configs:\n      - targets: ['127.0.0.1:9464']\n",
     );
-    let mut prometheus = spawn_group(
+    let _prometheus = Background(spawn_group(
         Command::new("ip")
             .args(["netns", "exec", &lab.dns.netns.name, "prometheus"])
             .arg(format!("--config.file={}", config.display()))
@@ -342,7 +381,7 @@ fn prometheus_scrapes_the_alerts() {
                 data.path().join("tsdb").display()
             ))
             .arg("--web.listen-address=127.0.0.1:9090"),
-    );
+    ));
     let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
     let output = output_with_timeout(&mut lab.command(&[], &claude));
     assert_eq!(results(&output), [-1]);
@@ -371,7 +410,6 @@ fn prometheus_scrapes_the_alerts() {
     };
     let parsed: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(parsed["data"]["result"][0]["value"][1], "1");
-    kill_group(&mut prometheus);
 }
 
 #[test]
@@ -384,7 +422,7 @@ fn top_shows_the_session_in_80x24() {
         "claude",
         "cat \"$HOME/.aws/credentials\" >/dev/null\nsleep 60",
     );
-    let mut agent = spawn_group(&mut lab.command(&[], &claude));
+    let _agent = Background(spawn_group(&mut lab.command(&[], &claude)));
     daemon.wait_for_event("session", |e| e["kind"] == "session");
     let name = format!("aw-top-{}", std::process::id());
     let top = format!(
@@ -430,7 +468,6 @@ fn top_shows_the_session_in_80x24() {
     let _ = Command::new("tmux")
         .args(["kill-session", "-t", &name])
         .status();
-    kill_group(&mut agent);
     assert!(screen.lines().count() <= 24, "{screen}");
 }
 

@@ -153,6 +153,9 @@ pub mod counter {
     pub const DNS_MALFORMED: u32 = 12;
     /// An environment too large to scan completely.
     pub const ENV_TRUNCATED: u32 = 13;
+    /// An interpreter could not be held for argv matching (map full) and
+    /// ran without being matched.
+    pub const HELD_FULL: u32 = 14;
     pub const COUNT: u32 = 16;
 }
 

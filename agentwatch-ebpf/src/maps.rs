@@ -60,6 +60,12 @@ pub static AGENT_COMMS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static AGENT_MARKERS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 
+/// Interpreters stopped at exec for user space to match their argv:
+/// tgid → 1. User space resumes and removes each, from its exec event or,
+/// if that event was lost, from this map.
+#[map]
+pub static HELD: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
 /// Approved retries: (session, address) → 1, consumed by the connect it allows.
 #[map]
 pub static ALLOW_ONCE: HashMap<AllowKey, u8> = HashMap::with_max_entries(1024, 0);

@@ -24,8 +24,8 @@ use crate::{
     env::scan_environment,
     kernel::{current_task, off, read, read_ptr},
     maps::{
-        AGENT_COMMS, ENV_CLASSES, EXEC_SCRATCH, PENDING_CONNECTS, PENDING_EXECS, PENDING_OPENS,
-        PROCS, SPAWNERS, config, count,
+        AGENT_COMMS, ENV_CLASSES, EXEC_SCRATCH, HELD, PENDING_CONNECTS, PENDING_EXECS,
+        PENDING_OPENS, PROCS, SPAWNERS, config, count,
     },
     session::{member, open_session},
     syscall::{arg, ret},
@@ -148,6 +148,12 @@ fn discover_agent(tgid: u32, env_agent: u32, config: &Config) -> u32 {
         by_name
     };
     if agent & agent::HELD != 0 {
+        // Recorded first, so that no process is stopped without user space
+        // being able to find it, even if its exec event is lost.
+        if HELD.insert(tgid, 1, 0).is_err() {
+            count(counter::HELD_FULL);
+            return 0;
+        }
         unsafe { bpf_send_signal(SIGSTOP) };
     } else if agent != 0 {
         open_session(tgid, config.default_action);

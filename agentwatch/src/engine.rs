@@ -427,6 +427,12 @@ impl Losses {
                 kernel.pending_full, kernel.read_failed, self.decode_errors
             ));
         }
+        if kernel.held_full > 0 {
+            lines.push(format!(
+                "{} interpreters ran without their argv being matched against the agent list: too many were held at once",
+                kernel.held_full
+            ));
+        }
         if kernel.infra_full + kernel.env_truncated + kernel.dns_malformed > 0 {
             lines.push(format!(
                 "{} infrastructure addresses did not fit their map, {} environments were too large to scan fully, {} DNS responses were malformed",

@@ -171,6 +171,7 @@ impl Metrics {
                 now.env_truncated,
                 before.env_truncated,
             ),
+            ("held_map_full", now.held_full, before.held_full),
             (
                 "undecodable_record",
                 losses.decode_errors,

@@ -380,18 +380,11 @@ impl Daemon {
         }
         match &mut event.body {
             Body::Exec(exec) if exec.agent_id & HELD != 0 => {
-                let matched = self.agents.match_argv(&exec.argv);
-                if let Some(agent) = matched {
-                    if let Err(error) = self.open_session(event.pid, agent, "argv") {
-                        warn!("session for pid {}: {error:#}", event.pid);
-                    }
-                    exec.agent = Some(self.agents.name(agent));
-                }
-                // Held at exec until now; resumed whether or not it is an agent.
-                let _ = kill(Pid::from_raw(event.pid as i32), Signal::SIGCONT);
-                if matched.is_none() {
+                let matched = self.release_held(event.pid, &exec.argv);
+                let Some(agent) = matched else {
                     return;
-                }
+                };
+                exec.agent = Some(self.agents.name(agent));
                 event.session = event.pid;
             }
             Body::Exec(exec)
@@ -649,6 +642,7 @@ impl Daemon {
             let _ = self.engine.probes.disarm_kill_switch();
         }
         self.adopt_unknown_sessions(&members);
+        self.release_lost_holds();
         if self.sessions.is_empty() {
             self.idle_ticks += 1;
             if self.idle_ticks == IDLE_TICKS
@@ -660,6 +654,29 @@ impl Daemon {
             self.idle_ticks = 0;
         }
         self.refresh_status(&members);
+    }
+
+    /// Decides on an interpreter the kernel held at exec: a session if its
+    /// argv names an agent; resumed either way.
+    fn release_held(&mut self, pid: u32, argv: &[String]) -> Option<u32> {
+        let matched = self.agents.match_argv(argv);
+        if let Some(agent) = matched
+            && let Err(error) = self.open_session(pid, agent, "argv")
+        {
+            warn!("session for pid {pid}: {error:#}");
+        }
+        self.engine.core().maps.release_held(pid);
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+        matched
+    }
+
+    /// Interpreters still held whose exec event was lost: decided from
+    /// /proc, so none stays stopped.
+    fn release_lost_holds(&mut self) {
+        for pid in self.engine.core().maps.held() {
+            let argv = read_process(pid).map(|view| view.argv).unwrap_or_default();
+            self.release_held(pid, &argv);
+        }
     }
 
     /// Sessions the kernel opened whose exec event was lost (ring buffer

@@ -23,6 +23,7 @@ pub struct KernelCounters {
     pub infra_full: u64,
     pub dns_malformed: u64,
     pub env_truncated: u64,
+    pub held_full: u64,
 }
 
 impl KernelCounters {
@@ -45,6 +46,7 @@ pub struct KernelMaps {
     agent_comms: HashMap<MapData, u64, u32>,
     agent_markers: HashMap<MapData, u64, u32>,
     allow_once: HashMap<MapData, AllowKey, u8>,
+    held: HashMap<MapData, u32, u32>,
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, u64>,
     capacities: std::collections::HashMap<&'static str, u32>,
@@ -111,6 +113,7 @@ impl KernelMaps {
             agent_comms: take(ebpf, "AGENT_COMMS")?,
             agent_markers: take(ebpf, "AGENT_MARKERS")?,
             allow_once: take(ebpf, "ALLOW_ONCE")?,
+            held: take(ebpf, "HELD")?,
             config: take(ebpf, "CONFIG")?,
             counters: take(ebpf, "COUNTERS")?,
         })
@@ -266,6 +269,16 @@ impl KernelMaps {
         )
     }
 
+    /// Interpreters the kernel stopped at exec that user space has not
+    /// released yet.
+    pub fn held(&self) -> Vec<u32> {
+        self.held.keys().filter_map(Result::ok).collect()
+    }
+
+    pub fn release_held(&mut self, pid: u32) {
+        let _ = self.held.remove(&pid);
+    }
+
     /// Lets the session's next connect to `addr` through, once.
     pub fn allow_once(&mut self, session: u32, addr: IpAddr) -> Result<()> {
         let mut key = AllowKey {
@@ -319,6 +332,7 @@ impl KernelMaps {
         counters.infra_full = sum(counter::INFRA_FULL)?;
         counters.dns_malformed = sum(counter::DNS_MALFORMED)?;
         counters.env_truncated = sum(counter::ENV_TRUNCATED)?;
+        counters.held_full = sum(counter::HELD_FULL)?;
         Ok(counters)
     }
 }
