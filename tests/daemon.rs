@@ -313,20 +313,27 @@ fn a_session_left_stopped_by_a_crashed_daemon_is_denied_by_the_next() {
 }
 
 #[test]
-fn a_restarted_daemon_adopts_running_agents() {
+fn a_restarted_daemon_adopts_running_agents_with_what_they_held() {
     let _serial = serial();
     let lab = Lab::new();
     let listener = lab.listen(EC2);
     let mut first = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    // The credential is read before the restart and used after it.
     let claude = agent_script(
         &lab,
         "claude",
-        &format!("sleep 3\n{READ_AWS_THEN_CALL_EC2}"),
+        &format!(
+            "cat \"$HOME/.aws/credentials\" >/dev/null\nsleep 4\n\"$PROBE\" connect-host {EC2_HOST}"
+        ),
     );
     let agent = spawn_group(&mut lab.command(&[], &claude));
-    thread::sleep(Duration::from_millis(300));
+    first.wait_for_event("credential read", |e| {
+        e["kind"] == "open" && e["credentials"][0] == "aws"
+    });
+    // Saved once a second beside the control socket.
+    thread::sleep(Duration::from_millis(1500));
     assert!(first.stop().success());
-    let second = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let second = Daemon::start_with_socket(&lab.dns, lab.home.path(), &first.socket, &[]);
     let output = wait_with_timeout(agent);
     assert_eq!(results(&output), [-1], "{output:?}\n{}", second.stderr());
     assert_eq!(listener.connections(), 0);

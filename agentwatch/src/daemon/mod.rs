@@ -5,6 +5,7 @@
 
 pub mod discovery;
 pub mod metrics;
+pub mod saved;
 pub mod shared;
 pub mod stopped;
 
@@ -45,6 +46,7 @@ use crate::{
 };
 use discovery::{Agents, descendants, process_parents, read_process};
 use metrics::Metrics;
+use saved::{SavedSession, SavedSessions, start_time};
 use shared::{Decision, Handler};
 use stopped::StoppedSessions;
 
@@ -94,6 +96,7 @@ struct Daemon {
     next_request: u64,
     killing: Vec<u32>,
     stopped: StoppedSessions,
+    saved: SavedSessions,
     /// Seconds without any session; the tracepoints detach at IDLE_TICKS.
     idle_ticks: u32,
     handler: Arc<Handler>,
@@ -161,6 +164,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         pending: BTreeMap::new(),
         next_request: 1,
         killing: Vec::new(),
+        saved: SavedSessions::beside(&options.socket),
         stopped,
         idle_ticks: 0,
         handler,
@@ -281,6 +285,7 @@ impl Daemon {
     /// Agents already running when the daemon starts (or restarts) get
     /// their sessions now, with every descendant.
     fn adopt_running_agents(&mut self) -> Result<()> {
+        let saved = self.saved.load();
         let parents = process_parents();
         let me = std::process::id();
         let mut taken = std::collections::HashSet::<u32>::new();
@@ -297,8 +302,14 @@ impl Daemon {
             let members = descendants(pid, &parents);
             taken.extend(&members);
             self.open_session(pid, agent, "running")?;
+            let core = self.engine.core();
             for member in members {
-                self.engine.core().maps.add_process(member, pid)?;
+                core.maps.add_process(member, pid)?;
+            }
+            // What it held before the restart, it still holds.
+            if let Some(session) = saved.get(&pid) {
+                let mask = core.guard.tables.class_mask(&session.credentials);
+                core.maps.add_user_taint(pid, mask)?;
             }
         }
         Ok(())
@@ -773,6 +784,18 @@ impl Daemon {
             }
             metrics.update_fill(&fill);
         }
+        self.saved.save(
+            sessions
+                .iter()
+                .filter_map(|session| {
+                    Some(SavedSession {
+                        root: session.root_pid,
+                        started: start_time(session.root_pid)?,
+                        credentials: session.credentials.clone(),
+                    })
+                })
+                .collect(),
+        );
         let mut shared = self.handler.shared.lock().expect("shared state");
         shared.watched = members.values().flatten().copied().collect();
         for request in shared.pending.values_mut() {

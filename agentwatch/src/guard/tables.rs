@@ -155,6 +155,15 @@ impl Tables {
         self.class_labels.get(id).map_or(id, String::as_str)
     }
 
+    /// The mask of the classes named (unknown ids are ignored).
+    pub fn class_mask(&self, ids: &[String]) -> u64 {
+        self.class_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| ids.contains(id))
+            .fold(0, |mask, (bit, _)| mask | 1 << bit)
+    }
+
     /// Ids of the classes in `mask`.
     pub fn class_names(&self, mask: u64) -> Vec<String> {
         self.class_ids
