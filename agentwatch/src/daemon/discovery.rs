@@ -176,20 +176,31 @@ pub fn process_parents() -> HashMap<u32, u32> {
         .collect()
 }
 
-/// The parent pid from `/proc/PID/stat` (after the parenthesised comm,
-/// which may itself contain spaces and parentheses).
+/// The parent pid from `/proc/PID/stat`.
 pub fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    stat_field(pid, 4)?.parse().ok()
 }
 
 /// Whether a process is stopped (`T` in `/proc/PID/stat`).
 pub fn is_stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('T')))
-        .unwrap_or(false)
+    stat_field(pid, 3).is_some_and(|state| state == "T")
+}
+
+/// When a process started, in clock ticks since boot: with the pid, it
+/// names one process for the life of the boot.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)?.parse().ok()
+}
+
+/// Field `number` (1-based, as proc(5) counts) of `/proc/PID/stat`, for
+/// the fields after the parenthesised comm, which may itself contain spaces
+/// and parentheses.
+fn stat_field(pid: u32, number: usize) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace()
+        .nth(number.checked_sub(3)?)
+        .map(str::to_string)
 }
 
 /// `pid` and its ancestors up to init, nearest first (bounded).
@@ -307,5 +318,8 @@ mod tests {
             parent_of(std::process::id()),
             Some(std::os::unix::process::parent_id())
         );
+        // Running, and started some time after boot.
+        assert!(!is_stopped(std::process::id()));
+        assert!(start_time(std::process::id()).is_some_and(|ticks| ticks > 0));
     }
 }

@@ -44,9 +44,9 @@ use crate::{
     privileges::require_privileges,
     run::action_code,
 };
-use discovery::{Agents, descendants, process_parents, read_process};
+use discovery::{Agents, descendants, process_parents, read_process, start_time};
 use metrics::Metrics;
-use saved::{SavedSession, SavedSessions, start_time};
+use saved::{SavedSession, SavedSessions};
 use shared::{Decision, Handler};
 use stopped::StoppedSessions;
 

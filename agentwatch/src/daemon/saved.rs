@@ -11,6 +11,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::discovery::start_time;
+
 /// A session as saved: its root process (with its start time, so a reused
 /// pid is not mistaken for it) and the credential classes it held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,15 +25,6 @@ pub struct SavedSession {
 pub struct SavedSessions {
     path: PathBuf,
     last: Vec<SavedSession>,
-}
-
-/// When a process started, in clock ticks since boot (`/proc/PID/stat`
-/// field 22): with the pid, it names one process for the life of the boot.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    // Fields after the comm start at field 3 (state); 22 is the 20th of them.
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl SavedSessions {
