@@ -68,10 +68,9 @@ pub struct DaemonOptions {
     pub max_processes: u32,
 }
 
-/// A session the daemon knows about.
+/// A session the daemon knows about; its id is its root process's pid.
 struct Session {
     agent: String,
-    root: u32,
     started: SystemTime,
     action: Action,
     /// The pending request it is stopped for.
@@ -344,7 +343,6 @@ impl Daemon {
             session,
             Session {
                 agent: name.clone(),
-                root: session,
                 started: SystemTime::now(),
                 action: self.action,
                 stopped_for: None,
@@ -734,9 +732,7 @@ impl Daemon {
                 .remove(&id);
         }
         info!("session {session} ({}) ended", ended.agent);
-        let mut event = self.session_event(session, "end", ended.agent, "exec");
-        event.pid = ended.root;
-        self.publish(event);
+        self.publish(self.session_event(session, "end", ended.agent, "exec"));
     }
 
     fn refresh_status(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
@@ -764,7 +760,7 @@ impl Daemon {
             sessions.push(SessionInfo {
                 id: *id,
                 agent: session.agent.clone(),
-                root_pid: session.root,
+                root_pid: *id,
                 started: humantime::format_rfc3339_seconds(session.started).to_string(),
                 action: session.action.to_string(),
                 stopped: session.stopped_for.is_some(),
