@@ -13,7 +13,7 @@ use agentwatch_common::{maps::CredKey, offsets::kernel_dev};
 use glob::{MatchOptions, Pattern};
 use walkdir::WalkDir;
 
-use crate::policy::CredentialClass;
+use crate::{policy::CredentialClass, scan::skipped_dir};
 
 /// A credential file found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,15 +26,6 @@ pub struct CredentialFile {
 /// Bounds of a workspace walk: an agent's checkout can be huge.
 pub const WORKSPACE_MAX_DEPTH: usize = 8;
 pub const WORKSPACE_MAX_ENTRIES: usize = 50_000;
-/// Directories never searched for workspace credentials.
-const SKIPPED_DIRS: &[&str] = &[
-    ".git",
-    "node_modules",
-    "target",
-    ".venv",
-    "venv",
-    "__pycache__",
-];
 
 const MATCH: MatchOptions = MatchOptions {
     case_sensitive: true,
@@ -105,10 +96,7 @@ pub fn expand_workspace(classes: &[CredentialClass], root: &Path) -> Vec<Credent
     let walk = WalkDir::new(root)
         .max_depth(WORKSPACE_MAX_DEPTH)
         .into_iter()
-        .filter_entry(|entry| {
-            !(entry.file_type().is_dir()
-                && SKIPPED_DIRS.iter().any(|skip| entry.file_name() == *skip))
-        })
+        .filter_entry(|entry| !skipped_dir(entry))
         .take(WORKSPACE_MAX_ENTRIES);
     let mut found = Vec::new();
     for entry in walk.filter_map(Result::ok) {

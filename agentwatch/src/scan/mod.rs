@@ -53,6 +53,8 @@ const ENV_MIN_ENTROPY: f64 = 3.0;
 
 const WALK_MAX_FILES: usize = 100_000;
 const WALK_MAX_DEPTH: usize = 16;
+/// Directories no walk of a workspace descends into: version control,
+/// dependencies and build output, where nobody keeps their own secrets.
 const WALK_SKIP_DIRS: &[&str] = &[
     ".git",
     "node_modules",
@@ -61,6 +63,13 @@ const WALK_SKIP_DIRS: &[&str] = &[
     "venv",
     "__pycache__",
 ];
+
+/// Whether a workspace walk should skip `entry` (never the walk's root).
+pub fn skipped_dir(entry: &walkdir::DirEntry) -> bool {
+    entry.depth() > 0
+        && entry.file_type().is_dir()
+        && WALK_SKIP_DIRS.iter().any(|skip| entry.file_name() == *skip)
+}
 
 /// `NAME <op> value` in the syntaxes of shell/.env, YAML, JSON, TOML/INI and
 /// common languages (including `name: Type = value` and `:=`/`=>`).
@@ -643,11 +652,7 @@ pub fn scan_command(dir: &Path, scanner: &Scanner, out: &mut impl Write) -> anyh
         .max_depth(WALK_MAX_DEPTH)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|entry| {
-            entry.depth() == 0
-                || !(entry.file_type().is_dir()
-                    && WALK_SKIP_DIRS.iter().any(|skip| entry.file_name() == *skip))
-        });
+        .filter_entry(|entry| !skipped_dir(entry));
     let (mut visited, mut scanned, mut files_with_findings, mut total) = (0, 0, 0, 0);
     for entry in walker {
         let entry = match entry {
