@@ -54,31 +54,7 @@ enum Command {
     /// Probe what this kernel supports; exit non-zero if agentwatch cannot run.
     Check,
     /// Watch every agent on this machine (run as root, e.g. by systemd).
-    Daemon {
-        /// Policy file extending the built-in catalog (reloaded on SIGHUP).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// observe, alert, block, kill or ask (default: the policy's).
-        #[arg(long, value_name = "MODE")]
-        mode: Option<policy::Action>,
-        /// Where Prometheus scrapes /metrics.
-        #[arg(long, value_name = "ADDR", default_value = daemon::DEFAULT_METRICS)]
-        metrics: std::net::SocketAddr,
-        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
-        socket: PathBuf,
-        /// Group whose members may approve and deny, besides root.
-        #[arg(long, value_name = "GROUP")]
-        admin_group: Option<String>,
-        /// Home directory whose `~/` credentials count, besides those of
-        /// root and login users in /etc/passwd (repeatable).
-        #[arg(long = "home", value_name = "DIR")]
-        homes: Vec<PathBuf>,
-        #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = parse_ring_buffer_size)]
-        ring_buffer_size: u32,
-        /// Processes the kernel can track in sessions at once.
-        #[arg(long, value_name = "N", default_value_t = 65536)]
-        max_processes: u32,
-    },
+    Daemon(daemon::DaemonOptions),
     /// List the daemon's requests waiting for approval (ask mode).
     Pending {
         #[arg(long)]
@@ -175,25 +151,7 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             Ok(code.clamp(0, 255) as u8)
         }
         Command::Check => Ok(if check::check()? { 0 } else { 1 }),
-        Command::Daemon {
-            config,
-            mode,
-            metrics,
-            socket,
-            admin_group,
-            homes,
-            ring_buffer_size,
-            max_processes,
-        } => block_on(daemon::daemon(daemon::DaemonOptions {
-            config,
-            mode,
-            metrics,
-            socket,
-            admin_group,
-            homes,
-            ring_buffer_size,
-            max_processes,
-        })),
+        Command::Daemon(options) => block_on(daemon::daemon(options)),
         Command::Pending { json, socket } => block_on(control::client::pending_command(
             &socket,
             json,

@@ -57,14 +57,31 @@ pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
 /// agent restarting in a loop is not paused at every exec.
 const IDLE_TICKS: u32 = 5;
 
+/// `agentwatch daemon`'s options, as the command line gives them.
+#[derive(clap::Args)]
 pub struct DaemonOptions {
+    /// Policy file extending the built-in catalog (reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// observe, alert, block, kill or ask (default: the policy's).
+    #[arg(long, value_name = "MODE")]
     pub mode: Option<Action>,
+    /// Where Prometheus scrapes /metrics.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS)]
     pub metrics: SocketAddr,
+    #[arg(long, value_name = "PATH", default_value = crate::control::protocol::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Group whose members may approve and deny, besides root.
+    #[arg(long, value_name = "GROUP")]
     pub admin_group: Option<String>,
+    /// Home directory whose `~/` credentials count, besides those of
+    /// root and login users in /etc/passwd (repeatable).
+    #[arg(long = "home", value_name = "DIR")]
     pub homes: Vec<PathBuf>,
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = crate::parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
+    /// Processes the kernel can track in sessions at once.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
     pub max_processes: u32,
 }
 
