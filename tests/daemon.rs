@@ -318,27 +318,32 @@ fn a_restarted_daemon_adopts_running_agents_with_what_they_held() {
     let lab = Lab::new();
     let listener = lab.listen(EC2);
     let mut first = Daemon::start(&lab.dns, lab.home.path(), &[]);
-    // The credential is read before the restart and used after it.
+    // The credential is read before the restart and used after it: the
+    // agent waits for the test's word, however long the restart takes.
+    let go = lab.path("go");
     let claude = agent_script(
         &lab,
         "claude",
         &format!(
-            "cat \"$HOME/.aws/credentials\" >/dev/null\nsleep 4\n\"$PROBE\" connect-host {EC2_HOST}"
+            "cat \"$HOME/.aws/credentials\" >/dev/null\nwhile [ ! -e {} ]; do sleep 0.05; done\n\"$PROBE\" connect-host {EC2_HOST}",
+            go.display()
         ),
     );
     let agent = spawn_group(&mut lab.command(&[], &claude));
     first.wait_for_event("credential read", |e| {
         e["kind"] == "open" && e["credentials"][0] == "aws"
     });
-    // Saved once a second beside the control socket.
-    thread::sleep(Duration::from_millis(1500));
+    wait_until("the daemon saved the session's credential", || {
+        std::fs::read_to_string(first.saved_sessions()).is_ok_and(|saved| saved.contains("aws"))
+    });
     assert!(first.stop().success());
     let second = Daemon::start_with_socket(&lab.dns, lab.home.path(), &first.socket, &[]);
+    let session = second.wait_for_event("adopted session", |e| e["kind"] == "session");
+    assert_eq!(session["found_by"], "running");
+    write(&go, "");
     let output = wait_with_timeout(agent);
     assert_eq!(results(&output), [-1], "{output:?}\n{}", second.stderr());
     assert_eq!(listener.connections(), 0);
-    let session = second.wait_for_event("adopted session", |e| e["kind"] == "session");
-    assert_eq!(session["found_by"], "running");
 }
 
 #[test]
@@ -489,6 +494,15 @@ fn http_get(lab: &Lab, url: &str) -> String {
         url,
     ]));
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Polls `done` until it holds (30 s at most).
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn wait_for_pending(daemon: &Daemon) -> Value {

@@ -370,7 +370,8 @@ impl Listener {
 /// `agentwatch daemon` running inside a lab's network namespace, with its
 /// control socket in a temporary directory; stopped (SIGTERM) on drop.
 pub struct Daemon {
-    child: std::process::Child,
+    /// In a cell: waits poll it, so a daemon that exits fails the test at once.
+    child: std::cell::RefCell<std::process::Child>,
     dir: tempfile::TempDir,
     pub socket: PathBuf,
 }
@@ -406,15 +407,21 @@ impl Daemon {
             .stderr(stderr)
             .spawn()
             .expect("starting agentwatch daemon");
-        let daemon = Self { child, dir, socket };
+        let daemon = Self {
+            child: std::cell::RefCell::new(child),
+            dir,
+            socket,
+        };
         daemon.wait_for("daemon watching agents");
         daemon
     }
 
-    /// Waits until the daemon's stderr contains `text`.
+    /// Waits until the daemon's stderr contains `text`, failing at once if
+    /// the daemon exits first (a kernel that rejects its programs, say).
     pub fn wait_for(&self, text: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.stderr().contains(text) {
+            self.assert_running(&format!("saying {text:?}"));
             assert!(
                 Instant::now() < deadline,
                 "the daemon never said {text:?}; stderr:\n{}",
@@ -424,12 +431,29 @@ impl Daemon {
         }
     }
 
+    /// Fails the test, with the daemon's stderr, if the daemon has exited.
+    fn assert_running(&self, before: &str) {
+        let exited = self.child.borrow_mut().try_wait().expect("wait");
+        if let Some(status) = exited {
+            panic!(
+                "the daemon exited ({status}) before {before}; stderr:\n{}",
+                self.stderr()
+            );
+        }
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.borrow().id()
+    }
+
+    /// The file beside the control socket where the daemon saves what each
+    /// session held, for a restarted daemon.
+    pub fn saved_sessions(&self) -> PathBuf {
+        self.socket.with_file_name("sessions.json")
     }
 
     /// `agentwatch ARGS --socket SOCKET`, a client of this daemon.
@@ -459,6 +483,7 @@ impl Daemon {
             if let Some(event) = self.events().into_iter().find(&wanted) {
                 return event;
             }
+            self.assert_running(&format!("a {what} event"));
             assert!(
                 Instant::now() < deadline,
                 "no {what} event; stderr:\n{}",
@@ -470,22 +495,24 @@ impl Daemon {
 
     /// Kills the daemon without warning, as a crash would.
     pub fn crash(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Stops the daemon as systemd would and returns its exit status.
     pub fn stop(&mut self) -> ExitStatus {
+        let child = self.child.get_mut();
         // SAFETY: kill(2) on the pid of the child we started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
+            if let Some(status) = child.try_wait().expect("wait") {
                 return status;
             }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return self.child.wait().expect("wait");
+                let _ = child.kill();
+                return child.wait().expect("wait");
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -494,7 +521,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
+        if self.child.get_mut().try_wait().ok().flatten().is_none() {
             self.stop();
         }
     }
