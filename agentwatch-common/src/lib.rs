@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod env;
 pub mod event;
+pub mod features;
 pub mod hash;
 pub mod maps;
 pub mod offsets;

@@ -19,7 +19,8 @@ use aya_ebpf::{
 
 use crate::{
     emit::send,
-    maps::{DNS_SCRATCH, DOMAINS, DnsScratch, INFRA4, INFRA6, count},
+    maps::{DOMAINS, INFRA4, INFRA6, count},
+    scratch::{DNS_SCRATCH, DnsScratch},
 };
 
 const PASS: i32 = 1;

@@ -12,25 +12,12 @@ use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_user_str};
 
 use crate::{
     kernel::{current_task, off, read_ptr},
-    maps::{AGENT_MARKERS, ENV_NAMES, ENV_SCRATCH, count},
+    maps::{AGENT_MARKERS, ENV_NAMES, count},
+    scratch::ENV_SCRATCH,
 };
 
 /// Strings (or 255-byte pieces of long ones) examined per exec.
 const MAX_STEPS: u32 = 1024;
-
-/// Scan state, in a per-CPU map so `bpf_loop` iterations verify as one.
-#[repr(C)]
-pub struct EnvScan {
-    cursor: u64,
-    end: u64,
-    classes: u64,
-    /// Look for agent markers too (the process is in no session yet).
-    discover: u64,
-    agent: u64,
-    /// Inside a value longer than one read: skip to its end.
-    skipping: u64,
-    entry: [u8; ENTRY_CAP],
-}
 
 /// What the current task's environment holds.
 pub struct Environment {

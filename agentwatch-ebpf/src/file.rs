@@ -18,9 +18,10 @@ use aya_ebpf::{
 use crate::{
     emit::{fill_header, send},
     kernel::{fd_file, file_identity, off, read, read_ptr},
-    maps::{CREDS, ENV_CLASSES, OPEN_SCRATCH, OpenScratch, PENDING_OPENS, count},
+    maps::{CREDS, ENV_CLASSES, PENDING_OPENS, count},
     path::{KPath, cwd_and_root, write_dir_path},
     process::string_len,
+    scratch::{OPEN_SCRATCH, OpenScratch},
     session::member,
     syscall::{arg, ret},
 };

@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod discover;
 mod dns;
 mod emit;
 mod env;
@@ -16,6 +17,7 @@ mod maps;
 mod net;
 mod path;
 mod process;
+mod scratch;
 mod session;
 mod syscall;
 

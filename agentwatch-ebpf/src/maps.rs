@@ -1,13 +1,9 @@
 //! Maps shared by the programs. Sizes here are defaults; user space may resize
 //! them before load.
 
-use agentwatch_common::{
-    dns::DnsParser,
-    event::{ConnectEvent, DnsEvent, ExecEvent, OpenEvent},
-    maps::{
-        AllowKey, Config, ConnectArgs, CredKey, EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo,
-        SessionState, counter,
-    },
+use agentwatch_common::maps::{
+    AllowKey, Config, ConnectArgs, CredKey, EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo,
+    SessionState, counter,
 };
 use aya_ebpf::{
     macros::map,
@@ -91,38 +87,6 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
-
-/// Per-CPU space to build records too large for the 512-byte stack.
-#[repr(C)]
-pub struct OpenScratch {
-    pub event: OpenEvent,
-    /// Lets a name of up to 255 bytes be copied at any offset of `event.base`
-    /// without the verifier seeing a write past the value.
-    pub slack: [u8; 256],
-    pub walk: crate::path::Walk,
-}
-
-#[map]
-pub static OPEN_SCRATCH: PerCpuArray<OpenScratch> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-pub static CONNECT_SCRATCH: PerCpuArray<ConnectEvent> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-pub static ENV_SCRATCH: PerCpuArray<crate::env::EnvScan> = PerCpuArray::with_max_entries(1, 0);
-
-#[repr(C)]
-pub struct DnsScratch {
-    pub event: DnsEvent,
-    pub parser: DnsParser,
-    /// How the question name counts, once known.
-    pub host: HostClass,
-    pub matched: u32,
-    pub _pad: u32,
-}
-
-#[map]
-pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {

@@ -14,8 +14,9 @@ use aya_ebpf::{
 
 use crate::{
     emit::{Urgency, fill_header, send, send_value},
-    maps::{ALLOW_ONCE, CONNECT_SCRATCH, INFRA4, INFRA6, PENDING_CONNECTS, USER_TAINT, count},
-    session::member,
+    maps::{ALLOW_ONCE, INFRA4, INFRA6, PENDING_CONNECTS, USER_TAINT, count},
+    scratch::CONNECT_SCRATCH,
+    session::{member, sock_addr_member},
     syscall::{arg, ret},
 };
 
@@ -145,7 +146,7 @@ fn judge_v6(ctx: &SockAddrContext) -> i32 {
 /// destination and no allow rule covers it.
 #[inline(always)]
 fn judge(family: u16, addr: [u8; 16], port: u16, host: impl FnOnce() -> Option<HostClass>) -> i32 {
-    let Some(member) = member((bpf_get_current_pid_tgid() >> 32) as u32) else {
+    let Some(member) = sock_addr_member((bpf_get_current_pid_tgid() >> 32) as u32) else {
         return ALLOW;
     };
     if member.state.is_null() {

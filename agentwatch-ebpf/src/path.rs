@@ -12,7 +12,7 @@ use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel};
 
 use crate::{
     kernel::{current_task, off, read, read_ptr},
-    maps::{OPEN_SCRATCH, OpenScratch},
+    scratch::{OPEN_SCRATCH, OpenScratch, Walk},
 };
 
 /// Path components walked before giving up and marking the path truncated.
@@ -51,21 +51,6 @@ pub fn cwd_and_root() -> (KPath, KPath) {
 const RUNNING: u64 = 0;
 const COMPLETE: u64 = 1;
 const CUT_SHORT: u64 = 2;
-
-/// State of a walk, kept in the per-CPU scratch map rather than on the stack:
-/// values loaded from a map are unknown to the verifier, so the states of
-/// successive `bpf_loop` iterations compare equal and verification converges.
-#[repr(C)]
-pub struct Walk {
-    mnt: u64,
-    dentry: u64,
-    mount: u64,
-    root_mnt: u64,
-    root_dentry: u64,
-    /// Next byte to write goes at `pos - 1`; the path ends at `BASE_CAP`.
-    pos: u64,
-    state: u64,
-}
 
 #[inline(always)]
 fn open_scratch() -> Option<&'static mut OpenScratch> {

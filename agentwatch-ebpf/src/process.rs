@@ -4,34 +4,29 @@
 
 use agentwatch_common::{
     event::{ARGV_CAP, ExecEvent, ExitEvent, FILENAME_CAP, ForkEvent, agent, kind, truncated},
-    hash::comm_hash,
-    maps::{Config, ExecArgs, ProcInfo, counter},
+    maps::{ExecArgs, ProcInfo, counter},
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::{
-            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
-            bpf_send_signal,
-        },
+        bpf_get_current_pid_tgid,
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
     },
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 
 use crate::{
+    discover::discover_agent,
     emit::{Urgency, fill_header, send, send_value, send_with},
     env::scan_environment,
     kernel::{current_task, off, read, read_ptr},
     maps::{
-        AGENT_COMMS, ENV_CLASSES, EXEC_SCRATCH, HELD, PENDING_CONNECTS, PENDING_EXECS,
-        PENDING_OPENS, PROCS, SPAWNERS, config, count,
+        ENV_CLASSES, PENDING_CONNECTS, PENDING_EXECS, PENDING_OPENS, PROCS, SPAWNERS, config, count,
     },
-    session::{member, open_session},
+    scratch::EXEC_SCRATCH,
+    session::member,
     syscall::{arg, ret},
 };
-
-const SIGSTOP: u32 = 19;
 
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
@@ -127,42 +122,6 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         urgency,
     );
     0
-}
-
-/// Agent discovery at exec, before the new image's first instruction: a
-/// process whose executable name or environment marks it as an agent gets
-/// a session of its own; an interpreter an agent may run as is stopped for
-/// user space to match its argv. Returns the agent id (with `HELD`), or 0.
-#[inline(always)]
-fn discover_agent(tgid: u32, env_agent: u32, config: &Config) -> u32 {
-    // At this tracepoint `comm` already holds the new executable's name.
-    let comm = bpf_get_current_comm().unwrap_or_default();
-    let by_name = unsafe { AGENT_COMMS.get(comm_hash(&comm)) }
-        .copied()
-        .unwrap_or(0);
-    let agent = if by_name != 0 && by_name & agent::HELD == 0 {
-        by_name
-    } else if env_agent != 0 {
-        env_agent
-    } else {
-        by_name
-    };
-    if agent & agent::HELD != 0 {
-        // Recorded first, so that no process is stopped without user space
-        // being able to find it, even if its exec event is lost.
-        if HELD.insert(tgid, 1, 0).is_err() {
-            count(counter::HELD_FULL);
-            return 0;
-        }
-        unsafe { bpf_send_signal(SIGSTOP) };
-    } else if agent != 0 {
-        open_session(tgid, config.default_action);
-        if config.syscalls_attached == 0 {
-            unsafe { bpf_send_signal(SIGSTOP) };
-            return agent | agent::PAUSED;
-        }
-    }
-    agent
 }
 
 /// Copies the new image's argument block (`mm->arg_start..arg_end`), which the

@@ -2,8 +2,12 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
-use agentwatch_common::maps::{ProcInfo, SessionState, counter, session_flags};
+use agentwatch_common::{
+    features::KernelFeatures,
+    maps::{ProcInfo, SessionState, counter, session_flags},
+};
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{bpf_ktime_get_boot_ns, bpf_send_signal},
@@ -14,35 +18,66 @@ use aya_ebpf::{
 
 use crate::maps::{PROCS, SESSIONS, count};
 
-const BPF_NOEXIST: u64 = 1;
+/// Signal numbers (asm-generic; the BPF bindings carry none).
+pub const SIGKILL: u32 = 9;
+pub const SIGSTOP: u32 = 19;
 
-const SIGKILL: u32 = 9;
-const SIGSTOP: u32 = 19;
+/// Filled in by user space before load (`features::GLOBAL`).
+#[unsafe(no_mangle)]
+pub static FEATURES: KernelFeatures = KernelFeatures {
+    sock_addr_signal: 0,
+};
 
 /// A process of a session, and the session's shared state (null when user
 /// space has already forgotten the session).
 pub struct Member {
     pub session: u32,
     pub state: *mut SessionState,
+    /// The running program may call `bpf_send_signal`. When it may not, a
+    /// flag set here is acted on by the next syscall tracepoint the process
+    /// passes (its connect's own exit, for a refused connect).
+    may_signal: bool,
 }
 
-/// The session of `tgid`, if any. A process of a killed session is sent
-/// SIGKILL here, so it dies before the traced syscall returns to it.
+/// The session of `tgid`, if any, seen from a tracepoint. A process of a
+/// killed session is sent SIGKILL here, so it dies before the traced syscall
+/// returns to it.
 #[inline(always)]
 pub fn member(tgid: u32) -> Option<Member> {
+    lookup(tgid, true)
+}
+
+/// The session of `tgid` seen from a cgroup sock_addr program, which may
+/// signal only on kernels that allow it there.
+#[inline(always)]
+pub fn sock_addr_member(tgid: u32) -> Option<Member> {
+    // SAFETY: a plain read of a read-only global; volatile so that the
+    // compiler keeps the load the verifier resolves against the real value.
+    let allowed = unsafe { core::ptr::read_volatile(&FEATURES.sock_addr_signal) } != 0;
+    lookup(tgid, allowed)
+}
+
+#[inline(always)]
+fn lookup(tgid: u32, may_signal: bool) -> Option<Member> {
     let session = unsafe { PROCS.get(tgid) }?.session;
     let state = SESSIONS
         .get_ptr_mut(session)
         .unwrap_or(core::ptr::null_mut());
+    let member = Member {
+        session,
+        state,
+        may_signal,
+    };
     if !state.is_null() {
+        // SAFETY: a value pointer from the map, valid for this program run.
         let flags = unsafe { (*state).flags };
         if flags & session_flags::KILLED != 0 {
-            unsafe { bpf_send_signal(SIGKILL) };
+            member.signal(SIGKILL);
         } else if flags & session_flags::STOPPED != 0 {
-            unsafe { bpf_send_signal(SIGSTOP) };
+            member.signal(SIGSTOP);
         }
     }
-    Some(Member { session, state })
+    Some(member)
 }
 
 impl Member {
@@ -53,11 +88,17 @@ impl Member {
         if classes == 0 || self.state.is_null() {
             return;
         }
-        let state = unsafe { &mut *self.state };
         // Sessions span CPUs: a plain read-modify-write could lose a class.
-        unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(&mut state.creds, classes) };
-        state.last_classes = classes;
-        state.last_ns = unsafe { bpf_ktime_get_boot_ns() };
+        // SAFETY: `state` is a live map value (checked non-null above); the
+        // OR goes through a raw pointer so no `&mut` aliases other CPUs'.
+        unsafe {
+            atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(
+                &raw mut (*self.state).creds,
+                classes,
+            );
+            (*self.state).last_classes = classes;
+            (*self.state).last_ns = bpf_ktime_get_boot_ns();
+        }
     }
 
     /// Marks the session killed: its processes die at their next traced syscall.
@@ -67,11 +108,18 @@ impl Member {
     }
 
     /// Marks the session stopped until a human answers; the caller stops
-    /// at once, before its denied connect returns.
+    /// before its denied connect returns (here, or at the connect's exit).
     #[inline(always)]
     pub fn stop(&self) {
         self.flag(session_flags::STOPPED);
-        unsafe { bpf_send_signal(SIGSTOP) };
+        self.signal(SIGSTOP);
+    }
+
+    #[inline(always)]
+    fn signal(&self, signal: u32) {
+        if self.may_signal {
+            unsafe { bpf_send_signal(signal) };
+        }
     }
 
     #[inline(always)]
@@ -93,7 +141,7 @@ pub fn open_session(tgid: u32, action: u32) {
         action,
         ..SessionState::default()
     };
-    if SESSIONS.insert(tgid, state, BPF_NOEXIST).is_ok()
+    if SESSIONS.insert(tgid, state, BPF_NOEXIST as u64).is_ok()
         && PROCS
             .insert(
                 tgid,

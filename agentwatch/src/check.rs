@@ -140,6 +140,11 @@ fn probe_programs(report: &mut Report) {
                 "ring buffer",
                 format!("{} MiB", options.ring_buffer_bytes >> 20),
             );
+            report.add(
+                Status::Ok,
+                "kill and stop at a refusal",
+                attached.support.signal_at_refusal(),
+            );
             for spec in PROGRAMS {
                 let what = format!("{:?} {}", spec.hook, spec.name);
                 match attached

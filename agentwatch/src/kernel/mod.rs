@@ -2,6 +2,7 @@
 //! attaching the programs, and the maps and ring buffer they share.
 
 pub mod btf;
+pub mod features;
 pub mod maps;
 pub mod mounts;
 pub mod probes;

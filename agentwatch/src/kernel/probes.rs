@@ -2,7 +2,7 @@
 
 use std::{fs::File, path::Path};
 
-use agentwatch_common::offsets::KernelOffsets;
+use agentwatch_common::{features, offsets::KernelOffsets};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -14,6 +14,7 @@ use aya::{
 
 use super::{
     btf::{KernelBtf, VMLINUX_BTF},
+    features::Support,
     mounts,
 };
 
@@ -120,6 +121,7 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
 /// What attaching every program gave: the syscall tracepoints' links (so
 /// they can be detached while no session exists) and the failures.
 pub struct Attached {
+    pub support: Support,
     pub syscall_links: Vec<(&'static str, TracePointLinkId)>,
     pub failures: Vec<AttachFailure>,
 }
@@ -127,10 +129,12 @@ pub struct Attached {
 /// Loads the object and tries every program, returning the ones that failed.
 pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
     let offsets = kernel_offsets()?;
+    let support = Support::probe()?;
     mounts::ensure_tracefs()?;
     let cgroup_root = mounts::ensure_cgroup2()?;
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
+        .override_global(features::GLOBAL, &support.features, true)
         .map_max_entries("PROCS", options.max_processes)
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
         .load(EBPF_OBJECT)
@@ -144,6 +148,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
         .try_into()?;
     kill_switch.load().map_err(describe)?;
     let mut attached = Attached {
+        support,
         syscall_links: Vec::new(),
         failures: Vec::new(),
     };

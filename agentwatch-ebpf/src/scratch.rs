@@ -1,0 +1,72 @@
+//! Per-CPU scratch space: records and loop states too large for the 512-byte
+//! stack. Values loaded from a map are unknown to the verifier, so the states
+//! of successive `bpf_loop` iterations compare equal and verification
+//! converges.
+
+use agentwatch_common::{
+    dns::DnsParser,
+    env::ENTRY_CAP,
+    event::{ConnectEvent, DnsEvent, ExecEvent, OpenEvent},
+    maps::HostClass,
+};
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+
+/// State of an environment scan (`env.rs`).
+#[repr(C)]
+pub struct EnvScan {
+    pub cursor: u64,
+    pub end: u64,
+    pub classes: u64,
+    /// Look for agent markers too (the process is in no session yet).
+    pub discover: u64,
+    pub agent: u64,
+    /// Inside a value longer than one read: skip to its end.
+    pub skipping: u64,
+    pub entry: [u8; ENTRY_CAP],
+}
+
+/// State of a path walk (`path.rs`).
+#[repr(C)]
+pub struct Walk {
+    pub mnt: u64,
+    pub dentry: u64,
+    pub mount: u64,
+    pub root_mnt: u64,
+    pub root_dentry: u64,
+    /// Next byte to write goes at `pos - 1`; the path ends at `BASE_CAP`.
+    pub pos: u64,
+    pub state: u64,
+}
+
+/// An open record being built, with the walk of its directory's path.
+#[repr(C)]
+pub struct OpenScratch {
+    pub event: OpenEvent,
+    /// Lets a name of up to 255 bytes be copied at any offset of `event.base`
+    /// without the verifier seeing a write past the value.
+    pub slack: [u8; 256],
+    pub walk: Walk,
+}
+
+#[map]
+pub static OPEN_SCRATCH: PerCpuArray<OpenScratch> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static CONNECT_SCRATCH: PerCpuArray<ConnectEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ENV_SCRATCH: PerCpuArray<EnvScan> = PerCpuArray::with_max_entries(1, 0);
+
+/// A DNS response being parsed, and the record of what it taught.
+#[repr(C)]
+pub struct DnsScratch {
+    pub event: DnsEvent,
+    pub parser: DnsParser,
+    /// How the question name counts, once known.
+    pub host: HostClass,
+    pub matched: u32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
