@@ -127,14 +127,11 @@ impl KernelReport {
             .collect();
     }
 
-    fn check_failures(&self) -> Vec<&str> {
-        self.check.as_ref().map_or_else(Vec::new, |check| {
-            check
-                .output
-                .lines()
-                .filter(|line| line.starts_with("FAIL"))
-                .collect()
-        })
+    /// `check`'s FAIL lines as (what, the kernel's verdict).
+    fn check_failures(&self) -> Vec<(String, String)> {
+        self.check
+            .as_ref()
+            .map_or_else(Vec::new, |check| check_failures(&check.output))
     }
 
     /// "pass", "fail", "error" or "too old".
@@ -182,12 +179,19 @@ impl KernelReport {
         if let Some(error) = &self.error {
             notes.push(error.lines().next().unwrap_or_default().to_string());
         }
-        let fails = self.check_failures();
         if self.check.as_ref().is_some_and(|check| check.ok) {
             notes.push("check ok".to_string());
-        } else if !fails.is_empty() {
-            let what: Vec<String> = fails.iter().map(|line| short_fail(line)).collect();
-            notes.push(format!("check FAIL: {}", what.join("; ")));
+        }
+        // One note per verdict: the hooks a kernel refuses usually share one.
+        let mut verdicts: Vec<(String, Vec<String>)> = Vec::new();
+        for (what, verdict) in self.check_failures() {
+            match verdicts.iter_mut().find(|(v, _)| *v == verdict) {
+                Some((_, whats)) => whats.push(what),
+                None => verdicts.push((verdict, vec![what])),
+            }
+        }
+        for (verdict, whats) in verdicts {
+            notes.push(format!("check FAIL {}: {verdict}", whats.join(", ")));
         }
         if self.run.as_ref().is_some_and(|run| !run.ok) {
             notes.push("`run` fails".to_string());
@@ -200,19 +204,32 @@ impl KernelReport {
     }
 }
 
-/// `FAIL  CgroupSockAddr connect4   <long verifier log>` cut to the hook and
-/// the log's last words (the verifier's verdict comes last).
-fn short_fail(line: &str) -> String {
-    let rest = line.trim_start_matches("FAIL").trim();
-    let words: Vec<&str> = rest.split_whitespace().collect();
-    let what = words.iter().take(2).copied().collect::<Vec<_>>().join(" ");
-    let detail = rest
-        .split(['\n', ':'])
-        .map(str::trim)
-        .rfind(|part| !part.is_empty())
-        .unwrap_or_default();
-    let detail: String = detail.chars().take(80).collect();
-    format!("{what} ({detail})")
+/// `check` prints `FAIL  WHAT(padded to 34) DETAIL`, a verifier's log on the
+/// lines after it; the verdict is the log's last line before its statistics,
+/// else the detail.
+fn check_failures(output: &str) -> Vec<(String, String)> {
+    const STATS: &[&str] = &["verification time", "stack depth", "processed "];
+    let is_status = |line: &str| ["ok  ", "warn", "FAIL"].iter().any(|l| line.starts_with(l));
+    let lines: Vec<&str> = output.lines().collect();
+    let mut failures = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("FAIL  ") else {
+            continue;
+        };
+        let (what, detail) = match (rest.get(..34), rest.get(34..)) {
+            (Some(what), Some(detail)) if detail.starts_with(' ') => (what, &detail[1..]),
+            _ => rest.split_once("  ").unwrap_or((rest, "")),
+        };
+        let verdict = lines[index + 1..]
+            .iter()
+            .take_while(|line| !is_status(line) && !line.starts_with("agentwatch "))
+            .filter(|line| !STATS.iter().any(|stat| line.starts_with(stat)))
+            .last()
+            .copied()
+            .unwrap_or(detail);
+        failures.push((what.trim().to_string(), verdict.trim().to_string()));
+    }
+    failures
 }
 
 /// libtest's output: `test NAME ... ok|FAILED|ignored` per test, then a
@@ -451,12 +468,30 @@ failures:
     }
 
     #[test]
-    fn a_check_fail_line_keeps_the_hook_and_the_verdict() {
-        let line = "FAIL  CgroupSockAddr connect4          loading: program of this type \
-                    cannot use helper bpf_send_signal#109";
+    fn check_failures_keep_the_hook_and_the_verifiers_verdict() {
+        let output = "\
+ok    Syscall sys_exit_execveat          attached
+FAIL  CgroupSockAddr connect4            the verifier rejected it; end of its log:
+37: (85) call bpf_send_signal#109
+unknown func bpf_send_signal#109
+verification time 2785 usec
+stack depth 152+0
+FAIL  kernel programs                    not probed: needs root
+warn  OS keyring                         tokens are not seen
+agentwatch cannot run here: see FAIL above.
+";
         assert_eq!(
-            short_fail(line),
-            "CgroupSockAddr connect4 (program of this type cannot use helper bpf_send_signal#109)"
+            check_failures(output),
+            [
+                (
+                    "CgroupSockAddr connect4".to_string(),
+                    "unknown func bpf_send_signal#109".to_string()
+                ),
+                (
+                    "kernel programs".to_string(),
+                    "not probed: needs root".to_string()
+                ),
+            ]
         );
     }
 }
