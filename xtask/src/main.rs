@@ -43,13 +43,13 @@ enum Task {
     /// --kernels, the integration suite in VMs only.
     Test {
         /// Run the integration suite in a VM on this Debian kernel series (6.1, 7.3, ...).
-        #[arg(long, conflicts_with = "kernels")]
+        #[arg(long, group = "vm")]
         kernel: Option<String>,
         /// `all`: every kernel the VM lane knows; regenerates README's kernel table.
-        #[arg(long, value_parser = ["all"])]
+        #[arg(long, value_parser = ["all"], group = "vm")]
         kernels: Option<String>,
         /// With --kernel or --kernels: only the quick lane's tests.
-        #[arg(long)]
+        #[arg(long, requires = "vm")]
         quick: bool,
         /// Extra arguments for `cargo test` (a test name filter, say); the
         /// quick VM lane is skipped when given.

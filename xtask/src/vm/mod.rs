@@ -87,6 +87,7 @@ pub fn run(root: &Path, kernels: &[&str], lane: Lane, update_readme: bool) -> Re
     }
     report::print(&reports);
     let json = root.join("target/vm/report.json");
+    fs::create_dir_all(root.join("target/vm"))?;
     fs::write(&json, report::json(lane.name(), &reports))?;
     eprintln!("vm: report written to {}", json.display());
     if update_readme {
