@@ -4,6 +4,7 @@
 
 mod bench;
 mod setup;
+mod vm;
 
 use std::{
     ffi::OsString,
@@ -37,9 +38,21 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, check formatting and lints, and run every test against the real kernel.
+    /// Set up, check formatting and lints, run every test against the running
+    /// kernel, then the quick VM lane (6.1 and 7.3); or, with --kernel or
+    /// --kernels, the integration suite in VMs only.
     Test {
-        /// Extra arguments for `cargo test` (a test name filter, say).
+        /// Run the integration suite in a VM on this Debian kernel series (6.1, 7.3, ...).
+        #[arg(long, group = "vm")]
+        kernel: Option<String>,
+        /// `all`: every kernel the VM lane knows; regenerates README's kernel table.
+        #[arg(long, value_parser = ["all"], group = "vm")]
+        kernels: Option<String>,
+        /// With --kernel or --kernels: only the quick lane's tests.
+        #[arg(long, requires = "vm")]
+        quick: bool,
+        /// Extra arguments for `cargo test` (a test name filter, say); the
+        /// quick VM lane is skipped when given.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
@@ -56,7 +69,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.task {
-        Task::Setup => setup::setup(setup::Packages::Test),
+        Task::Setup => setup::setup(setup::Packages::Vm),
         Task::Build { release } => {
             setup::setup(setup::Packages::Test)?;
             build(&root, release)
@@ -72,11 +85,35 @@ fn main() -> Result<()> {
                 .with_context(|| format!("running {}", binary.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Task::Test { args } => {
-            setup::setup(setup::Packages::Test)?;
+        Task::Test {
+            kernel,
+            kernels,
+            quick,
+            args,
+        } => {
+            setup::setup(setup::Packages::Vm)?;
+            let lane = if quick {
+                vm::Lane::Quick
+            } else {
+                vm::Lane::Full
+            };
+            if let Some(series) = kernel {
+                build(&root, false)?;
+                return vm::run(&root, &[series.as_str()], lane, false);
+            }
+            if kernels.is_some() {
+                build(&root, false)?;
+                return vm::run(&root, vm::ALL, lane, lane == vm::Lane::Full);
+            }
             lint(&root)?;
             build(&root, false)?;
-            test(&root, &args)
+            test(&root, &args)?;
+            if args.is_empty() {
+                vm::run(&root, vm::QUICK, vm::Lane::Quick, false)
+            } else {
+                eprintln!("test: a filter was given, so the quick VM lane is skipped");
+                Ok(())
+            }
         }
         Task::Lint => lint(&root),
         Task::Bench(options) => bench::bench(&root, options),

@@ -24,12 +24,22 @@ const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     "tmux",
 ];
+/// Extra packages for the VM lane (`cargo xtask test` runs its quick lane):
+/// qemu, the initramfs's busybox, depmod for the kernel packages' modules.
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "xz-utils",
+    "zstd",
+];
 /// Extra packages for `cargo xtask bench` (the peers it compares against).
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "auditd"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Packages {
     Test,
+    Vm,
     Bench,
 }
 
@@ -54,8 +64,10 @@ pub fn setup(packages: Packages) -> Result<()> {
     nightly_with_rust_src()?;
     bpf_linker()?;
     let mut wanted: Vec<&str> = TEST_PACKAGES.to_vec();
-    if packages == Packages::Bench {
-        wanted.extend_from_slice(BENCH_PACKAGES);
+    match packages {
+        Packages::Test => {}
+        Packages::Vm => wanted.extend_from_slice(VM_PACKAGES),
+        Packages::Bench => wanted.extend_from_slice(BENCH_PACKAGES),
     }
     debian_packages(&wanted)
 }

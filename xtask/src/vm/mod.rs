@@ -1,0 +1,275 @@
+//! The VM lane: the host-built agentwatch and integration tests run on other
+//! kernels (Debian's packages, booted under qemu with the host's `/` as a
+//! read-only root), reported per kernel and per test.
+
+mod initramfs;
+mod kernel;
+mod qemu;
+mod report;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use report::KernelReport;
+
+/// Every kernel series the lane knows: the oldest Debian still ships
+/// (bullseye) up to the newest backport.
+pub const ALL: &[&str] = &["5.10", "6.1", "6.12", "6.16", "6.18", "7.3"];
+/// The oldest supported kernel and the newest, for the quick lane.
+pub const QUICK: &[&str] = &["6.1", "7.3"];
+/// Older than agentwatch supports: booted and `check` recorded, the suite
+/// not run, and never counted as a failure.
+const TOO_OLD: &[&str] = &["5.10"];
+/// The integration test targets of the `tests` crate.
+const TARGETS: &[&str] = &["foundation", "enforcement", "daemon"];
+/// The quick lane's enforcement tests: a block, a kill, an allowed call
+/// without a credential read, and a token inherited in the environment.
+const QUICK_TESTS: &[&str] = &[
+    "reading_the_railway_token_then_calling_railway_is_blocked_and_alerted",
+    "under_kill_the_session_dies",
+    "without_a_credential_read_the_call_is_allowed",
+    "a_session_started_with_a_token_in_its_environment_is_blocked",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// `check`, `run` and [`QUICK_TESTS`].
+    Quick,
+    /// `check`, `run` and every integration test.
+    Full,
+}
+
+impl Lane {
+    fn timeout(self) -> Duration {
+        match self {
+            Lane::Quick => Duration::from_secs(10 * 60),
+            Lane::Full => Duration::from_secs(45 * 60),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Lane::Quick => "quick",
+            Lane::Full => "full",
+        }
+    }
+}
+
+/// One test binary as the guest runs it.
+struct Suite {
+    target: &'static str,
+    exe: PathBuf,
+    args: Vec<String>,
+    /// Every test it will run, so that tests a hung VM never reached are
+    /// reported too.
+    tests: Vec<String>,
+}
+
+/// Boots each of `kernels` in turn and runs `lane` there; prints the report,
+/// writes it to target/vm/report.json and, with `update_readme`, README's
+/// kernel table. Fails when any supported kernel fails.
+pub fn run(root: &Path, kernels: &[&str], lane: Lane, update_readme: bool) -> Result<()> {
+    let suites = suites(root, lane)?;
+    let mut reports = Vec::new();
+    for &series in kernels {
+        eprintln!("vm: kernel {series}, {} lane", lane.name());
+        let mut report = KernelReport::new(series, TOO_OLD.contains(&series), qemu::accel());
+        if let Err(error) = boot(root, series, lane, &suites, &mut report) {
+            report.error = Some(format!("{error:#}"));
+        }
+        reports.push(report);
+    }
+    report::print(&reports);
+    let json = root.join("target/vm/report.json");
+    fs::create_dir_all(root.join("target/vm"))?;
+    fs::write(&json, report::json(lane.name(), &reports))?;
+    eprintln!("vm: report written to {}", json.display());
+    if update_readme {
+        report::update_readme(&root.join("README.md"), &reports, &commit(root))?;
+    }
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|report| report.failed())
+        .map(|report| report.series.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("the VM lane failed on kernel(s) {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn boot(
+    root: &Path,
+    series: &str,
+    lane: Lane,
+    suites: &[Suite],
+    report: &mut KernelReport,
+) -> Result<()> {
+    let kernel = kernel::fetch(series)?;
+    report.package = Some((kernel.package.clone(), kernel.version.clone()));
+    let dir = root.join("target/vm").join(series);
+    let results = dir.join("results");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&results)?;
+    let initramfs = dir.join("initramfs.cpio");
+    initramfs::build(&kernel, &initramfs)?;
+    let suites: Vec<&Suite> = if report.too_old {
+        Vec::new()
+    } else {
+        suites.iter().collect()
+    };
+    fs::write(results.join("guest.sh"), guest_script(root, &suites))?;
+    let outcome = qemu::boot(&qemu::Boot {
+        vmlinuz: &kernel.vmlinuz,
+        initramfs: &initramfs,
+        dir: &dir,
+        timeout: lane.timeout(),
+    })?;
+    report.seconds = outcome.elapsed.as_secs_f64();
+    report.collect(
+        &dir,
+        &suites
+            .iter()
+            .map(|suite| (suite.target, suite.tests.as_slice()))
+            .collect::<Vec<_>>(),
+    );
+    if outcome.timed_out {
+        bail!(
+            "timed out after {} s (console: {})",
+            lane.timeout().as_secs(),
+            dir.join("console.log").display()
+        );
+    }
+    if report.release.is_none() {
+        bail!(
+            "the guest never ran the lane's script (console: {})",
+            dir.join("console.log").display()
+        );
+    }
+    Ok(())
+}
+
+/// The script the guest runs as PID 1 in the host's root: each step's output
+/// and exit status go to the results share, then the VM powers off.
+fn guest_script(root: &Path, suites: &[&Suite]) -> String {
+    let agentwatch = quote(&crate::binary(root, false));
+    let r = initramfs::RESULTS_IN_GUEST;
+    let mut script = format!(
+        "#!/bin/sh\n\
+         # Written by `cargo xtask test` for one VM boot.\n\
+         export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         export HOME=/root TERM=xterm AGENTWATCH_BIN={agentwatch}\n\
+         ip link set lo up\n\
+         uname -r > {r}/uname\n\
+         step() {{ name=$1; shift; \"$@\" > {r}/$name.out 2>&1; echo $? > {r}/$name.rc; }}\n\
+         step check {agentwatch} check\n\
+         step run {agentwatch} run -- sh -c 'cat /etc/hostname'\n"
+    );
+    // As cargo runs integration tests: from the package's directory.
+    script.push_str(&format!("cd {}\n", quote(&root.join("tests"))));
+    for suite in suites {
+        script.push_str(&format!(
+            "step {} {} --test-threads=1 {}\n",
+            suite.target,
+            quote(&suite.exe),
+            suite.args.join(" ")
+        ));
+    }
+    script.push_str(&format!(
+        "dmesg > {r}/dmesg.txt\nsync\n/bin/busybox poweroff -f\necho o > /proc/sysrq-trigger\n"
+    ));
+    script
+}
+
+fn quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// The integration test binaries, built as `cargo xtask test` builds them (so
+/// nothing is rebuilt), with the tests each will run.
+fn suites(root: &Path, lane: Lane) -> Result<Vec<Suite>> {
+    let out = crate::cargo(root)
+        .args(["test", "--workspace", "--exclude", "agentwatch-ebpf"])
+        .args(["--no-run", "--message-format=json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building the test binaries")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed: {}", out.status);
+    }
+    let mut suites = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let target = &message["target"];
+        let is_test = target["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|kind| kind == "test"));
+        let (Some(name), Some(exe)) = (target["name"].as_str(), message["executable"].as_str())
+        else {
+            continue;
+        };
+        let Some(&target) = TARGETS.iter().find(|&&t| t == name) else {
+            continue;
+        };
+        if !is_test || (lane == Lane::Quick && target != "enforcement") {
+            continue;
+        }
+        let exe = PathBuf::from(exe);
+        let listed = list_tests(&exe)?;
+        let (args, tests) = match lane {
+            Lane::Full => (Vec::new(), listed),
+            Lane::Quick => {
+                if let Some(missing) = QUICK_TESTS.iter().find(|t| !listed.iter().any(|l| l == *t))
+                {
+                    bail!(
+                        "the quick lane's test {missing} is not in {target}: update vm::QUICK_TESTS"
+                    );
+                }
+                let names: Vec<String> = QUICK_TESTS.iter().map(|t| t.to_string()).collect();
+                let mut args = vec!["--exact".to_string()];
+                args.extend(names.iter().cloned());
+                (args, names)
+            }
+        };
+        suites.push(Suite {
+            target,
+            exe,
+            args,
+            tests,
+        });
+    }
+    suites.sort_by_key(|suite| TARGETS.iter().position(|t| *t == suite.target));
+    if suites.is_empty() {
+        bail!("cargo built none of the test targets {TARGETS:?}");
+    }
+    Ok(suites)
+}
+
+fn list_tests(exe: &Path) -> Result<Vec<String>> {
+    let out = Command::new(exe)
+        .args(["--list", "--format", "terse"])
+        .output()
+        .with_context(|| format!("listing the tests of {}", exe.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect())
+}
+
+fn commit(root: &Path) -> String {
+    Command::new("git")
+        .current_dir(root)
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default()
+}
