@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agentwatch_tests::{Daemon, Lab, agentwatch, output_with_timeout, write};
+use agentwatch_tests::{Daemon, Lab, agentwatch, expect, expect_event, output_with_timeout, write};
 use serde_json::Value;
 
 const EC2: &str = "127.0.0.3:443";
@@ -40,10 +40,7 @@ fn agent_script(lab: &Lab, name: &str, body: &str) -> String {
 const READ_AWS_THEN_CALL_EC2: &str = "cat \"$HOME/.aws/credentials\" >/dev/null\n\"$PROBE\" connect-host ec2.us-east-1.amazonaws.com:443";
 
 fn results(output: &Output) -> Vec<i64> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.trim().parse().ok())
-        .collect()
+    expect::results(&output.stdout)
 }
 
 /// Starts `cmd` in its own process group, so the test can end exactly
@@ -97,14 +94,19 @@ fn an_agent_named_claude_is_blocked_without_a_wrapper_and_an_ordinary_process_is
         "the agent's call is refused: {output:?}"
     );
     assert_eq!(listener.connections(), 0);
-    let alert = alert_for(&daemon, "block");
-    assert_eq!(alert["provider"], "aws");
-    assert_eq!(alert["host"], "ec2.us-east-1.amazonaws.com");
-    let session = daemon.wait_for_event("session start", |e| {
-        e["kind"] == "session" && e["state"] == "start" && e["session"] == alert["session"]
+    alert_for(&daemon, "block");
+    let events = daemon.events();
+    let alert = expect_event!(events, "alert", {
+        "action" => "block",
+        "provider" => "aws",
+        "host" => "ec2.us-east-1.amazonaws.com",
     });
-    assert_eq!(session["agent"], "Claude Code");
-    assert_eq!(session["found_by"], "exec");
+    expect_event!(events, "session", {
+        "session" => alert["session"],
+        "state" => "start",
+        "agent" => "Claude Code",
+        "found_by" => "exec",
+    });
     let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
     assert!(
         metrics.contains("agentwatch_syscall_probes_attached 1"),
@@ -147,10 +149,10 @@ fn a_node_run_agent_is_recognised_by_argv_before_it_runs() {
     assert_eq!(results(&output), [-1], "{output:?}\n{}", daemon.stderr());
     assert_eq!(listener.connections(), 0);
     let alert = alert_for(&daemon, "block");
-    let session = daemon.wait_for_event("session start", |e| {
-        e["kind"] == "session" && e["session"] == alert["session"]
+    expect_event!(daemon.events(), "session", {
+        "session" => alert["session"],
+        "found_by" => "argv",
     });
-    assert_eq!(session["found_by"], "argv");
     // An ordinary node program is resumed and left alone.
     let output = output_with_timeout(&mut lab.command(&[], &format!("{node} server.js")));
     assert_eq!(results(&output), [0], "{output:?}");

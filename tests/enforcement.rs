@@ -6,7 +6,7 @@
 //! catalog's names with loopback addresses, listeners on those addresses
 //! that count connections, and a temporary home holding fake credentials.
 
-use agentwatch_tests::{Lab, Listener, Watched, probe, write};
+use agentwatch_tests::{Lab, Listener, Watched, expect_event, probe, write};
 use serde_json::Value;
 
 const RAILWAY: &str = "127.0.0.2:443";
@@ -15,22 +15,13 @@ const S3_BUCKET: &str = "127.0.0.5:443";
 const EXAMPLE: &str = "127.0.0.9:443";
 const EPERM: i64 = -1;
 
-/// The results aw-probe printed, one per line.
-fn results(watched: &Watched) -> Vec<i64> {
-    watched
-        .stdout
-        .lines()
-        .filter_map(|line| line.trim().parse().ok())
-        .collect()
-}
-
 fn alerts(watched: &Watched) -> Vec<&Value> {
     watched.of_kind("alert")
 }
 
 fn assert_blocked(watched: &Watched, listener: &Listener, what: &str) {
     assert_eq!(
-        results(watched),
+        watched.results(),
         [EPERM],
         "{what}: the connect must fail with EPERM; stderr:\n{}",
         watched.stderr
@@ -55,7 +46,7 @@ fn assert_blocked(watched: &Watched, listener: &Listener, what: &str) {
 
 fn assert_allowed(watched: &Watched, listener: &Listener, what: &str) {
     assert_eq!(
-        results(watched),
+        watched.results(),
         [0],
         "{what}: the connect must succeed; stderr:\n{}",
         watched.stderr
@@ -84,17 +75,18 @@ fn reading_the_railway_token_then_calling_railway_is_blocked_and_alerted() {
     assert_blocked(&watched, &railway, "block");
     assert_eq!(watched.code(), 1, "aw-probe saw the failure");
 
-    let alert = alerts(&watched)[0];
-    assert_eq!(alert["action"], "block");
-    assert_eq!(alert["host"], "backboard.railway.app");
-    assert_eq!(alert["provider"], "railway");
-    assert_eq!(alert["addr"], "127.0.0.2");
-    assert_eq!(alert["port"], 443);
-    assert_eq!(alert["comm"], "aw-probe");
+    let alert = expect_event!(watched.events, "alert", {
+        "action" => "block",
+        "host" => "backboard.railway.app",
+        "provider" => "railway",
+        "addr" => "127.0.0.2",
+        "port" => 443,
+        "comm" => "aw-probe",
+        "credential/class" => "railway",
+        "credential/source" => lab.railway_config(),
+        "credential/comm" => "cat",
+    });
     let credential = &alert["credential"];
-    assert_eq!(credential["class"], "railway");
-    assert_eq!(credential["source"], lab.railway_config());
-    assert_eq!(credential["comm"], "cat");
     assert!(
         credential["at"].is_string(),
         "when the credential was read: {credential}"
@@ -105,16 +97,16 @@ fn reading_the_railway_token_then_calling_railway_is_blocked_and_alerted() {
     assert_eq!(ancestry[0]["argv"][1], "connect-host");
     assert!(ancestry.iter().any(|a| a["comm"] == "sh"), "{ancestry:?}");
     // The open that tainted the session names the credential it read.
-    let open = &watched.opens_of(&lab.railway_config())[0];
-    assert_eq!(open["credentials"][0], "railway");
+    expect_event!(watched.events, "open", {
+        "resolved" => lab.railway_config(),
+        "credentials/0" => "railway",
+    });
     // The connect event carries the name DNS answered.
-    let connect = watched
-        .of_kind("connect")
-        .into_iter()
-        .find(|c| c["addr"] == "127.0.0.2")
-        .expect("connect event");
-    assert_eq!(connect["host"], "backboard.railway.app");
-    assert_eq!(connect["ret"], EPERM);
+    expect_event!(watched.events, "connect", {
+        "addr" => "127.0.0.2",
+        "host" => "backboard.railway.app",
+        "ret" => EPERM,
+    });
 }
 
 #[test]
@@ -398,7 +390,7 @@ fn a_process_outside_the_session_is_untouched() {
                 ready.display()
             ),
         );
-        assert_eq!(results(&watched), [EPERM], "the session itself is blocked");
+        assert_eq!(watched.results(), [EPERM], "the session itself is blocked");
         outside.join().expect("outside thread")
     });
     assert_eq!(

@@ -12,6 +12,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod expect;
+
 /// How long any agentwatch invocation in a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -84,6 +86,11 @@ pub struct Watched {
 impl Watched {
     pub fn code(&self) -> i32 {
         self.status.code().expect("agentwatch exited by a signal")
+    }
+
+    /// The system call results aw-probe printed, one per line.
+    pub fn results(&self) -> Vec<i64> {
+        expect::results(self.stdout.as_bytes())
     }
 
     pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
