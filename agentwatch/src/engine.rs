@@ -37,7 +37,7 @@ use crate::{
         probes::{LoadOptions, Probes},
         ringbuf::RecordStream,
     },
-    policy::Policy,
+    policy::{Action, Policy},
     scan::Scanner,
 };
 
@@ -241,11 +241,11 @@ impl Core {
     }
 
     /// Starts a session in the kernel's tables.
-    pub fn add_session(&mut self, session: u32, action: u32) -> Result<()> {
+    pub fn add_session(&mut self, session: u32, action: Action) -> Result<()> {
         self.maps.add_session(
             session,
             SessionState {
-                action,
+                action: action.code(),
                 ..SessionState::default()
             },
         )

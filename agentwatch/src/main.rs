@@ -38,7 +38,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
         /// Bytes of the kernel-to-user ring buffer (a power of two, at least a page).
-        #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = parse_ring_buffer_size)]
+        #[arg(long, value_name = "BYTES", default_value_t = agentwatch_common::maps::DEFAULT_RING_BUFFER_BYTES, value_parser = parse_ring_buffer_size)]
         ring_buffer_size: u32,
         /// Policy file extending the built-in catalog.
         #[arg(long, value_name = "FILE")]

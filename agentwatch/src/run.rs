@@ -5,7 +5,7 @@ use std::{
     ffi::OsString, io, os::unix::process::ExitStatusExt as _, path::PathBuf, process::ExitStatus,
 };
 
-use agentwatch_common::maps::action;
+use agentwatch_common::maps::DEFAULT_MAX_PROCESSES;
 use anyhow::{Context as _, Result, bail};
 use nix::{
     sys::signal::{Signal, kill},
@@ -21,7 +21,6 @@ use crate::{
     engine::{Engine, EngineOptions},
     event::{Body, Event},
     guard::{alert_line, state::Process, tables::Tables},
-    kernel::probes::LoadOptions,
     policy::{Action, Policy},
     privileges::{Account, require_privileges},
     sink::JsonLines,
@@ -36,16 +35,6 @@ pub struct RunOptions {
     pub policy: Option<PathBuf>,
     pub mode: Option<Action>,
     pub command: Vec<OsString>,
-}
-
-pub fn action_code(action: Action) -> u32 {
-    match action {
-        Action::Observe => action::OBSERVE,
-        Action::Alert => action::ALERT,
-        Action::Block => action::BLOCK,
-        Action::Kill => action::KILL,
-        Action::Ask => action::ASK,
-    }
 }
 
 /// Runs the command and returns the exit status agentwatch should exit with.
@@ -67,14 +56,14 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let mut sink = JsonLines::open(options.events.as_deref())?;
     let mut engine = Engine::start(EngineOptions {
         ring_buffer_bytes: options.ring_buffer_size,
-        max_processes: LoadOptions::default().max_processes,
+        max_processes: DEFAULT_MAX_PROCESSES,
         policy,
         homes: vec![home],
     })
     .await?;
     let core = engine.core();
     core.add_workspace(&std::env::current_dir().context("the working directory")?)?;
-    core.add_session(SESSION, action_code(action))?;
+    core.add_session(SESSION, action)?;
     // Under kill, each process of the session must die at its next system
     // call once the kernel has denied a connect, not when user space gets
     // round to it: the switch costs every syscall a tracepoint hit, so it
@@ -163,9 +152,9 @@ fn publish(sink: &mut JsonLines, events: &mut Vec<Event>, tables: &Tables) -> bo
     let mut killed = false;
     for event in events.drain(..) {
         if let Body::Alert(alert) = &event.body {
-            killed |= alert.action == "kill";
+            killed |= alert.action == Action::Kill;
             if let Some(line) = alert_line(&event, tables)
-                && alert.action != "observe"
+                && alert.action != Action::Observe
             {
                 eprintln!("{line}");
             }

@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use agentwatch_common::names::Kind;
 use anyhow::{Context as _, Result};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
@@ -152,12 +153,12 @@ impl Metrics {
 
     /// Brings the loss counters up to the engine's totals.
     pub fn update_losses(&mut self, losses: Losses) {
-        const KINDS: [&str; 8] = [
-            "none", "open", "connect", "exec", "fork", "exit", "alert", "dns",
-        ];
-        for (index, kind) in KINDS.iter().enumerate().skip(1) {
+        for kind in Kind::ALL {
+            let index = kind.code() as usize;
             let delta = losses.kernel.lost[index].saturating_sub(self.exported.kernel.lost[index]);
-            self.events_lost.with_label_values(&[kind]).inc_by(delta);
+            self.events_lost
+                .with_label_values(&[kind.name()])
+                .inc_by(delta);
         }
         let (now, before) = (&losses.kernel, &self.exported.kernel);
         for (reason, now, before) in [

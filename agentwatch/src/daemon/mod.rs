@@ -19,7 +19,8 @@ use std::{
 
 use agentwatch_common::{
     event::agent::{HELD, PAUSED},
-    maps::{Config, session_flags},
+    maps::{Config, DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES, session_flags},
+    names::{FoundBy, SessionTransition, Verdict},
 };
 use anyhow::{Context as _, Result};
 use nix::{
@@ -42,7 +43,6 @@ use crate::{
     guard::alert_line,
     policy::{Action, Policy},
     privileges::require_privileges,
-    run::action_code,
 };
 use discovery::{Agents, descendants, process_parents, read_process, start_time};
 use metrics::Metrics;
@@ -78,10 +78,10 @@ pub struct DaemonOptions {
     /// root and login users in /etc/passwd (repeatable).
     #[arg(long = "home", value_name = "DIR")]
     pub homes: Vec<PathBuf>,
-    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = crate::parse_ring_buffer_size)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = crate::parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
     /// Processes the kernel can track in sessions at once.
-    #[arg(long, value_name = "N", default_value_t = 65536)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES)]
     pub max_processes: u32,
 }
 
@@ -263,7 +263,7 @@ impl Daemon {
         self.engine.core().maps.set_config(Config {
             scan_all_env: 1,
             discover: 1,
-            default_action: action_code(self.action),
+            default_action: self.action.code(),
             syscalls_attached,
         })
     }
@@ -317,7 +317,7 @@ impl Daemon {
             };
             let members = descendants(pid, &parents);
             taken.extend(&members);
-            self.open_session(pid, agent, "running")?;
+            self.open_session(pid, agent, FoundBy::Running)?;
             let core = self.engine.core();
             for member in members {
                 core.maps.add_process(member, pid)?;
@@ -332,15 +332,15 @@ impl Daemon {
     }
 
     /// Registers a session the kernel (or a scan) opened with id `session`.
-    fn open_session(&mut self, session: u32, agent: u32, found_by: &'static str) -> Result<()> {
+    fn open_session(&mut self, session: u32, agent: u32, found_by: FoundBy) -> Result<()> {
         if self.sessions.contains_key(&session) {
             return Ok(());
         }
         self.set_watching(true)?;
         let core = self.engine.core();
         // The kernel opened the others itself (and may have tainted them).
-        if matches!(found_by, "running" | "argv") {
-            core.add_session(session, action_code(self.action))?;
+        if matches!(found_by, FoundBy::Running | FoundBy::Argv) {
+            core.add_session(session, self.action)?;
             core.maps.add_process(session, session)?;
         }
         if let Ok(cwd) = std::fs::read_link(format!("/proc/{session}/cwd"))
@@ -365,16 +365,16 @@ impl Daemon {
                 stopped_for: None,
             },
         );
-        self.publish(self.session_event(session, "start", name, found_by));
+        self.publish(self.session_event(session, SessionTransition::Start, name, found_by));
         Ok(())
     }
 
     fn session_event(
         &self,
         session: u32,
-        state: &'static str,
+        state: SessionTransition,
         agent: String,
-        found_by: &'static str,
+        found_by: FoundBy,
     ) -> Event {
         let comm = read_process(session)
             .map(|view| view.comm)
@@ -398,7 +398,7 @@ impl Daemon {
     fn handle(&mut self, mut event: Event) {
         {
             let metrics = self.metrics.lock().expect("metrics");
-            let kind = kind_of(&event);
+            let kind = event.body.kind();
             metrics.events.with_label_values(&[kind]).inc();
             if let Ok(age) = SystemTime::now().duration_since(event.ts) {
                 metrics.decision_latency.observe(age.as_secs_f64());
@@ -418,7 +418,7 @@ impl Daemon {
             {
                 let agent = exec.agent_id & !PAUSED;
                 exec.agent = Some(self.agents.name(agent));
-                if let Err(error) = self.open_session(event.session, agent, "exec") {
+                if let Err(error) = self.open_session(event.session, agent, FoundBy::Exec) {
                     warn!("session {}: {error:#}", event.session);
                 }
                 if exec.agent_id & PAUSED != 0 {
@@ -434,7 +434,7 @@ impl Daemon {
                     .lock()
                     .expect("metrics")
                     .alerts
-                    .with_label_values(&[alert.action])
+                    .with_label_values(&[alert.action.name()])
                     .inc();
                 if let Some(line) = alert_line(&event, &self.engine.core().guard.tables) {
                     eprintln!("{line}");
@@ -449,8 +449,8 @@ impl Daemon {
     fn on_alert(&mut self, event: &Event, alert: &Alert) {
         let session = event.session;
         match alert.action {
-            "kill" => self.killing.push(session),
-            "ask" => {
+            Action::Kill => self.killing.push(session),
+            Action::Ask => {
                 let already = self
                     .sessions
                     .get(&session)
@@ -547,7 +547,11 @@ impl Daemon {
         }
         let answer = self.resolve(
             decision.id,
-            if decision.approve { "approve" } else { "deny" },
+            if decision.approve {
+                Verdict::Approve
+            } else {
+                Verdict::Deny
+            },
         );
         info!(
             "request {}: {} by uid {} (pid {})",
@@ -563,7 +567,7 @@ impl Daemon {
         let _ = decision.reply.send(answer);
     }
 
-    fn resolve(&mut self, id: u64, verdict: &'static str) -> Result<String, String> {
+    fn resolve(&mut self, id: u64, verdict: Verdict) -> Result<String, String> {
         let pending = self
             .pending
             .remove(&id)
@@ -580,7 +584,7 @@ impl Daemon {
             s.stopped_for = None;
         }
         self.stopped.remove(session);
-        let message = if verdict == "approve" {
+        let message = if verdict == Verdict::Approve {
             let maps = &mut self.engine.core().maps;
             let resumed = maps
                 .allow_once(session, pending.addr)
@@ -649,7 +653,7 @@ impl Daemon {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            let _ = self.resolve(id, "timeout");
+            let _ = self.resolve(id, Verdict::Timeout);
         }
         let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (pid, session) in self.engine.core().maps.processes() {
@@ -687,7 +691,7 @@ impl Daemon {
     fn release_held(&mut self, pid: u32, argv: &[String]) -> Option<u32> {
         let matched = self.agents.match_argv(argv);
         if let Some(agent) = matched
-            && let Err(error) = self.open_session(pid, agent, "argv")
+            && let Err(error) = self.open_session(pid, agent, FoundBy::Argv)
         {
             warn!("session for pid {pid}: {error:#}");
         }
@@ -717,7 +721,7 @@ impl Daemon {
             let agent = read_process(session)
                 .and_then(|view| self.agents.match_process(&view))
                 .unwrap_or(0);
-            if let Err(error) = self.open_session(session, agent, "lost-event") {
+            if let Err(error) = self.open_session(session, agent, FoundBy::LostEvent) {
                 warn!("session {session}: {error:#}");
             }
             if discovery::is_stopped(session) {
@@ -749,7 +753,12 @@ impl Daemon {
                 .remove(&id);
         }
         info!("session {session} ({}) ended", ended.agent);
-        self.publish(self.session_event(session, "end", ended.agent, "exec"));
+        self.publish(self.session_event(
+            session,
+            SessionTransition::End,
+            ended.agent,
+            FoundBy::Exec,
+        ));
     }
 
     fn refresh_status(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
@@ -858,7 +867,7 @@ impl Daemon {
     async fn shutdown(&mut self) {
         let ids: Vec<u64> = self.pending.keys().copied().collect();
         for id in ids {
-            let _ = self.resolve(id, "deny");
+            let _ = self.resolve(id, Verdict::Deny);
         }
         self.sweep().await;
         let core = self.engine.core();
@@ -874,20 +883,6 @@ impl Daemon {
             Ok(value) => self.handler.publish(value),
             Err(error) => warn!("cannot encode event: {error}"),
         }
-    }
-}
-
-fn kind_of(event: &Event) -> &'static str {
-    match &event.body {
-        Body::Open(_) => "open",
-        Body::Connect(_) => "connect",
-        Body::Exec(_) => "exec",
-        Body::Fork { .. } => "fork",
-        Body::Exit(_) => "exit",
-        Body::Alert(_) => "alert",
-        Body::Found(_) => "found",
-        Body::Session(_) => "session",
-        Body::Request(_) => "request",
     }
 }
 

@@ -10,9 +10,9 @@ use agentwatch_common::{
     dns::{DNS_CAP, DnsParser, MAX_STEPS, Step},
     event::{
         AlertEvent, BASE_CAP, ConnectEvent, DnsEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-        OpenEvent, kind, open_syscall, truncated,
+        OpenEvent, truncated,
     },
-    maps::action,
+    names::{Action, Kind, OpenSyscall, UnknownCode},
     offsets::user_dev,
 };
 use aya::Pod;
@@ -54,8 +54,10 @@ pub struct DnsAnswer {
 pub enum DecodeError {
     #[error("record of {0} bytes is shorter than its header")]
     TooShort(usize),
-    #[error("record of unknown kind {0}")]
-    UnknownKind(u32),
+    #[error("record of unknown kind {}", .0.0)]
+    UnknownKind(UnknownCode),
+    #[error("alert with unknown action {}", .0.0)]
+    UnknownAction(UnknownCode),
 }
 
 /// Copies a record into `T`, zero-filling what a shortened record left out.
@@ -110,24 +112,24 @@ pub fn decode(clock: &Clock, record: &[u8]) -> Result<Record, DecodeError> {
         return Err(DecodeError::TooShort(record.len()));
     }
     let header: EventHeader = read_record(record);
-    let body = match header.kind {
-        kind::OPEN => Body::Open(open(&read_record(record))),
-        kind::CONNECT => Body::Connect(connect(&read_record(record))),
-        kind::EXEC => Body::Exec(exec(&read_record(record))),
-        kind::FORK => Body::Fork {
+    let kind = Kind::try_from(header.kind).map_err(DecodeError::UnknownKind)?;
+    let body = match kind {
+        Kind::Open => Body::Open(open(&read_record(record))),
+        Kind::Connect => Body::Connect(connect(&read_record(record))),
+        Kind::Exec => Body::Exec(exec(&read_record(record))),
+        Kind::Fork => Body::Fork {
             child: read_record::<ForkEvent>(record).child,
         },
-        kind::EXIT => Body::Exit(exit(read_record::<ExitEvent>(record).exit_code)),
-        kind::ALERT => {
+        Kind::Exit => Body::Exit(exit(read_record::<ExitEvent>(record).exit_code)),
+        Kind::Alert => {
             let raw: AlertEvent = read_record(record);
-            let (alert, facts) = alert(clock, &raw);
+            let (alert, facts) = alert(clock, &raw)?;
             return Ok(Record::Alert(
                 with_header(clock, &header, Body::Alert(alert)),
                 facts,
             ));
         }
-        kind::DNS => return Ok(Record::Dns(dns(&read_record::<DnsEvent>(record)))),
-        other => return Err(DecodeError::UnknownKind(other)),
+        Kind::Dns => return Ok(Record::Dns(dns(&read_record::<DnsEvent>(record)))),
     };
     Ok(Record::Event(with_header(clock, &header, body)))
 }
@@ -145,17 +147,8 @@ fn with_header(clock: &Clock, header: &EventHeader, body: Body) -> Event {
     }
 }
 
-pub fn action_name(code: u32) -> &'static str {
-    match code {
-        action::OBSERVE => "observe",
-        action::ALERT => "alert",
-        action::BLOCK => "block",
-        action::KILL => "kill",
-        _ => "ask",
-    }
-}
-
-fn alert(clock: &Clock, raw: &AlertEvent) -> (Alert, RawAlert) {
+fn alert(clock: &Clock, raw: &AlertEvent) -> Result<(Alert, RawAlert), DecodeError> {
+    let action = Action::try_from(raw.action).map_err(DecodeError::UnknownAction)?;
     let ip = if i32::from(raw.family) == libc::AF_INET {
         IpAddr::V4(Ipv4Addr::new(
             raw.addr[0],
@@ -167,7 +160,7 @@ fn alert(clock: &Clock, raw: &AlertEvent) -> (Alert, RawAlert) {
         IpAddr::V6(Ipv6Addr::from(raw.addr))
     };
     let alert = Alert {
-        action: action_name(raw.action),
+        action,
         host: None,
         addr: ip.to_string(),
         port: raw.port,
@@ -183,7 +176,7 @@ fn alert(clock: &Clock, raw: &AlertEvent) -> (Alert, RawAlert) {
         domain: raw.domain,
         ip,
     };
-    (alert, facts)
+    Ok((alert, facts))
 }
 
 fn dns(record: &DnsEvent) -> DnsAnswer {
@@ -260,12 +253,9 @@ fn open(record: &OpenEvent) -> Open {
         ret: record.ret,
         dev: if opened { user_dev(record.dev) } else { 0 },
         ino: if opened { record.ino } else { 0 },
-        syscall: match record.syscall {
-            open_syscall::OPEN => "open",
-            open_syscall::OPENAT2 => "openat2",
-            open_syscall::CREAT => "creat",
-            _ => "openat",
-        },
+        // Every open program sets a known code; should one ever be missing,
+        // openat (the common case) stands in rather than failing the event.
+        syscall: OpenSyscall::try_from(record.syscall).unwrap_or(OpenSyscall::Openat),
         truncated: record.truncated & (truncated::PATH | truncated::BASE) != 0,
         cred_classes: record.cred_classes,
         credentials: Vec::new(),
@@ -398,7 +388,7 @@ mod tests {
 
     fn open_record(path: &str, base: &str, ret: i64) -> OpenEvent {
         let mut record: OpenEvent = unsafe { std::mem::zeroed() };
-        record.header = header(kind::OPEN);
+        record.header = header(Kind::Open.code());
         record.path[..path.len()].copy_from_slice(path.as_bytes());
         record.path_len = path.len() as u16;
         record.base[BASE_CAP - base.len()..].copy_from_slice(base.as_bytes());
@@ -406,7 +396,7 @@ mod tests {
         record.ret = ret;
         record.dev = (254 << 20) | 1;
         record.ino = 42;
-        record.syscall = open_syscall::OPENAT;
+        record.syscall = OpenSyscall::Openat.code();
         record
     }
 
@@ -487,7 +477,7 @@ mod tests {
     #[test]
     fn exec_argv_split_and_truncation() {
         let mut record: ExecEvent = unsafe { std::mem::zeroed() };
-        record.header = header(kind::EXEC);
+        record.header = header(Kind::Exec.code());
         let block = b"sh\0-c\0echo hi\0";
         record.argv[..block.len()].copy_from_slice(block);
         record.argv_len = block.len() as u16;
@@ -539,11 +529,11 @@ mod tests {
     #[test]
     fn alert_records_carry_what_the_kernel_decided() {
         let mut record: AlertEvent = unsafe { std::mem::zeroed() };
-        record.header = header(kind::ALERT);
+        record.header = header(Kind::Alert.code());
         record.held = 0b101;
         record.last_classes = 0b100;
         record.last_ns = 3_000_000_000;
-        record.action = action::BLOCK;
+        record.action = Action::Block.code();
         record.domain = 7;
         record.family = libc::AF_INET as u16;
         record.port = 443;
@@ -556,7 +546,7 @@ mod tests {
         };
         assert_eq!(
             (alert.action, alert.addr.as_str(), alert.port),
-            ("block", "127.0.0.2", 443)
+            (Action::Block, "127.0.0.2", 443)
         );
         assert_eq!((raw.held, raw.last_classes, raw.domain), (0b101, 0b100, 7));
         assert_eq!(raw.last_at, UNIX_EPOCH + Duration::from_secs(3));
@@ -579,7 +569,7 @@ mod tests {
     #[test]
     fn dns_records_name_the_question_and_the_answers() {
         let mut record: DnsEvent = unsafe { std::mem::zeroed() };
-        record.header = header(kind::DNS);
+        record.header = header(Kind::Dns.code());
         let packet = dns_response("Backboard.Railway.App", [127, 0, 0, 2]);
         record.payload[..packet.len()].copy_from_slice(&packet);
         record.len = packet.len() as u32;
@@ -606,11 +596,19 @@ mod tests {
         let unknown = bytes_of(&header(99));
         assert_eq!(
             decode(&clock(), &unknown),
-            Err(DecodeError::UnknownKind(99))
+            Err(DecodeError::UnknownKind(UnknownCode(99)))
         );
         // A header-only record of a known kind decodes with empty fields.
-        let bare = bytes_of(&header(kind::OPEN));
+        let bare = bytes_of(&header(Kind::Open.code()));
         assert!(decode(&clock(), &bare).is_ok());
+        // An action the decoder does not know is not taken for another.
+        let mut alert: AlertEvent = unsafe { std::mem::zeroed() };
+        alert.header = header(Kind::Alert.code());
+        alert.action = 9;
+        assert_eq!(
+            decode(&clock(), &bytes_of(&alert)),
+            Err(DecodeError::UnknownAction(UnknownCode(9)))
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod path;
 
 use std::time::SystemTime;
 
+use agentwatch_common::names::{Action, FoundBy, Kind, OpenSyscall, SessionTransition, Verdict};
 use serde::{Serialize, Serializer};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,11 +43,9 @@ pub enum Body {
 /// A session opened (an agent found) or ended (its last process exited).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionChange {
-    /// `start` or `end`.
-    pub state: &'static str,
+    pub state: SessionTransition,
     pub agent: String,
-    /// How it was found: `exec`, `argv`, `running` (at daemon start).
-    pub found_by: &'static str,
+    pub found_by: FoundBy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,9 +53,9 @@ pub struct RequestChange {
     pub id: u64,
     pub host: String,
     pub port: u16,
-    /// `approve`, `deny`, `timeout`, or absent while pending.
+    /// Absent while pending.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<&'static str>,
+    pub verdict: Option<Verdict>,
 }
 
 /// A credential found by content in a file a session read: the session
@@ -88,7 +87,7 @@ pub struct Open {
     /// `st_dev` and `st_ino` of the opened file (0 when the open failed).
     pub dev: u64,
     pub ino: u64,
-    pub syscall: &'static str,
+    pub syscall: OpenSyscall,
     #[serde(skip_serializing_if = "is_false")]
     pub truncated: bool,
     /// Credential classes this open gave the session (bit = class index).
@@ -148,8 +147,8 @@ pub struct Exit {
 /// credential counts against.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
-    /// What was done: `observe`, `alert`, `block`, `kill` or `ask`.
-    pub action: &'static str,
+    /// What was done.
+    pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     pub addr: String,
@@ -184,6 +183,23 @@ pub struct Ancestor {
     pub pid: u32,
     pub comm: String,
     pub argv: Vec<String>,
+}
+
+impl Body {
+    /// The `kind` field of the event's JSON form.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Open(_) => Kind::Open.name(),
+            Body::Connect(_) => Kind::Connect.name(),
+            Body::Exec(_) => Kind::Exec.name(),
+            Body::Fork { .. } => Kind::Fork.name(),
+            Body::Exit(_) => Kind::Exit.name(),
+            Body::Alert(_) => Kind::Alert.name(),
+            Body::Found(_) => "found",
+            Body::Session(_) => "session",
+            Body::Request(_) => "request",
+        }
+    }
 }
 
 fn is_false(value: &bool) -> bool {

@@ -13,7 +13,7 @@ pub mod watch;
 
 use std::{collections::HashMap, net::IpAddr, path::PathBuf};
 
-use agentwatch_common::maps::CredKey;
+use agentwatch_common::{maps::CredKey, names::Action};
 
 use crate::event::{
     Body, CredentialUse, Event,
@@ -134,11 +134,11 @@ pub fn alert_line(event: &Event, tables: &Tables) -> Option<String> {
         return None;
     };
     let verdict = match alert.action {
-        "observe" => "OBSERVED",
-        "alert" => "ALERT",
-        "block" => "BLOCKED",
-        "kill" => "KILLED",
-        _ => "STOPPED, awaiting approval:",
+        Action::Observe => "OBSERVED",
+        Action::Alert => "ALERT",
+        Action::Block => "BLOCKED",
+        Action::Kill => "KILLED",
+        Action::Ask => "STOPPED, awaiting approval:",
     };
     let target = match &alert.host {
         Some(host) => format!("{host} ({}:{})", alert.addr, alert.port),

@@ -6,3 +6,6 @@ pub mod maps;
 pub mod mounts;
 pub mod probes;
 pub mod ringbuf;
+
+#[cfg(test)]
+mod tests;

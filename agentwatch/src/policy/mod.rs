@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -27,55 +26,7 @@ pub const MAX_CLASSES: usize = 63;
 const MAX_ASK_TIMEOUT_SECS: i64 = 86_400;
 
 /// What happens when a tainted session connects to an infrastructure host.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Observe,
-    Alert,
-    #[default]
-    Block,
-    Kill,
-    Ask,
-}
-
-impl Action {
-    const ALL: [(Action, &'static str); 5] = [
-        (Action::Observe, "observe"),
-        (Action::Alert, "alert"),
-        (Action::Block, "block"),
-        (Action::Kill, "kill"),
-        (Action::Ask, "ask"),
-    ];
-}
-
-/// A string that names no [`Action`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown action {0:?} (expected one of observe, alert, block, kill, ask)")]
-pub struct ParseActionError(pub String);
-
-impl FromStr for Action {
-    type Err = ParseActionError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Action::ALL
-            .iter()
-            .find(|(_, name)| *name == s)
-            .map(|(action, _)| *action)
-            .ok_or_else(|| ParseActionError(s.to_string()))
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = Action::ALL
-            .iter()
-            .find(|(action, _)| action == self)
-            .map_or("?", |(_, name)| name);
-        f.write_str(name)
-    }
-}
+pub use agentwatch_common::names::Action;
 
 /// A host in an allow rule: lowercased, without a trailing dot.
 #[derive(Debug, Clone, PartialEq, Eq)]
