@@ -1,22 +1,23 @@
 //! agentwatch: a runtime guard for AI coding agents.
 
-mod check;
+mod commands;
 mod control;
-mod daemon;
+mod decode;
 mod engine;
+mod enrich;
 mod event;
-mod guard;
+mod feed;
 mod kernel;
 mod policy;
 mod privileges;
-mod run;
+mod respond;
 mod scan;
-mod sink;
-mod top;
+mod sinks;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use commands::{check, daemon, run, top};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]

@@ -1,19 +1,12 @@
-//! Infrastructure hosts by what DNS answered. The kernel learns addresses from
-//! DNS responses it sees; user space also resolves the catalog's exact
-//! hostnames through the system resolver (covering /etc/hosts and answers
-//! cached before agentwatch started), and keeps an address → name cache so
-//! every connect event can carry its hostname.
+//! Infrastructure addresses from the system resolver. The kernel learns
+//! addresses from the DNS responses it sees; user space also resolves the
+//! catalog's exact hostnames (covering /etc/hosts and answers cached before
+//! agentwatch started) so the kernel's address tables hold them too.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::IpAddr,
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 use tokio::{net::lookup_host, time::timeout};
 
-/// Names remembered for addresses; the oldest is forgotten first.
-const CACHE_CAPACITY: usize = 8192;
 /// How long one resolution may take before it is given up.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the exact hostnames are resolved again.
@@ -25,31 +18,6 @@ pub fn is_localhost(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(v4) => v4.octets() == [127, 0, 0, 1] || v4.is_unspecified(),
         IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified(),
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct HostCache {
-    names: HashMap<IpAddr, String>,
-    order: VecDeque<IpAddr>,
-}
-
-impl HostCache {
-    pub fn learn(&mut self, name: &str, addrs: &[IpAddr]) {
-        for &addr in addrs {
-            if self.names.insert(addr, name.to_string()).is_none() {
-                self.order.push_back(addr);
-            }
-        }
-        while self.order.len() > CACHE_CAPACITY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.names.remove(&oldest);
-            }
-        }
-    }
-
-    pub fn name_of(&self, addr: IpAddr) -> Option<&str> {
-        self.names.get(&addr).map(String::as_str)
     }
 }
 
@@ -73,20 +41,6 @@ pub async fn resolve_all(names: &[String]) -> Vec<(String, Vec<IpAddr>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_is_bounded_and_remembers_the_latest_name() {
-        let mut cache = HostCache::default();
-        let addr: IpAddr = "10.0.0.1".parse().unwrap();
-        cache.learn("a.example", &[addr]);
-        cache.learn("b.example", &[addr]);
-        assert_eq!(cache.name_of(addr), Some("b.example"));
-        for i in 0..(CACHE_CAPACITY as u32 + 10) {
-            cache.learn("x", &[IpAddr::from(i.to_be_bytes())]);
-        }
-        assert!(cache.names.len() <= CACHE_CAPACITY);
-        assert_eq!(cache.names.len(), cache.order.len());
-    }
 
     #[test]
     fn localhost_is_never_infrastructure() {

@@ -1,29 +1,24 @@
-//! The user-space half of the guard: turns decoded records into the events
-//! and alerts users see, keeping the state alerts need (process trees,
-//! credential history, host names). Decisions themselves are made in the
-//! kernel; nothing here is on the path of a syscall.
+//! Records to events: names what the kernel reported by number and
+//! completes alerts, keeping the state they need (process trees, credential
+//! history, host names). Decisions themselves are made in the kernel;
+//! nothing here is on the path of a syscall.
 
-pub mod content;
-pub mod credentials;
-pub mod environ;
 pub mod hosts;
 pub mod state;
-pub mod tables;
-pub mod watch;
 
 use std::{collections::HashMap, net::IpAddr, path::PathBuf};
 
-use agentwatch_common::{maps::CredKey, names::Action};
+use agentwatch_common::maps::CredKey;
 
-use crate::event::{
-    Body, CredentialUse, Event,
+use crate::{
     decode::{DnsAnswer, RawAlert},
+    event::{Body, CredentialUse, Event},
+    feed::tables::Tables,
 };
 use hosts::HostCache;
 use state::{CredentialLog, ProcessTable};
-use tables::Tables;
 
-pub struct Guard {
+pub struct Enricher {
     pub tables: Tables,
     pub hosts: HostCache,
     pub procs: ProcessTable,
@@ -32,7 +27,7 @@ pub struct Guard {
     pub files: HashMap<CredKey, PathBuf>,
 }
 
-impl Guard {
+impl Enricher {
     pub fn new(tables: Tables) -> Self {
         Self {
             tables,
@@ -126,64 +121,4 @@ impl Guard {
             self.hosts.learn(&answer.name, &answer.addrs);
         }
     }
-}
-
-/// One readable line for an alert, for stderr and logs.
-pub fn alert_line(event: &Event, tables: &Tables) -> Option<String> {
-    let Body::Alert(alert) = &event.body else {
-        return None;
-    };
-    let verdict = match alert.action {
-        Action::Observe => "OBSERVED",
-        Action::Alert => "ALERT",
-        Action::Block => "BLOCKED",
-        Action::Kill => "KILLED",
-        Action::Ask => "STOPPED, awaiting approval:",
-    };
-    let target = match &alert.host {
-        Some(host) => format!("{host} ({}:{})", alert.addr, alert.port),
-        None => format!("{}:{}", alert.addr, alert.port),
-    };
-    let provider = alert
-        .provider
-        .as_deref()
-        .map_or("infrastructure", |id| tables.provider_name(id));
-    let credential = match &alert.credential {
-        Some(used) => {
-            let ago = event
-                .ts
-                .duration_since(used.at)
-                .map(|d| format!(", {:.1}s earlier", d.as_secs_f64()))
-                .unwrap_or_default();
-            let by = if used.pid == 0 {
-                String::new()
-            } else {
-                format!(" by {} (pid {})", used.comm, used.pid)
-            };
-            format!(
-                "{} credential {}{by}{ago}",
-                tables.class_label(&used.class),
-                used.source
-            )
-        }
-        None => alert.credentials.join(", "),
-    };
-    let ancestry: Vec<String> = alert
-        .ancestry
-        .iter()
-        .map(|a| {
-            if a.argv.is_empty() {
-                format!("{} (pid {})", a.comm, a.pid)
-            } else {
-                format!("`{}` (pid {})", a.argv.join(" "), a.pid)
-            }
-        })
-        .collect();
-    Some(format!(
-        "agentwatch: {verdict} {} (pid {}) connecting to {provider} API {target}: session {} holds {credential}; via {}",
-        event.comm,
-        event.pid,
-        event.session,
-        ancestry.join(" <- ")
-    ))
 }

@@ -4,10 +4,8 @@
 //! `run`'s; `ask` stops a session until a human answers on the control socket.
 
 pub mod discovery;
-pub mod metrics;
 pub mod saved;
 pub mod shared;
-pub mod stopped;
 
 use std::{
     collections::BTreeMap,
@@ -19,7 +17,7 @@ use std::{
 
 use agentwatch_common::{
     event::agent::{HELD, PAUSED},
-    maps::{Config, DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES, session_flags},
+    maps::{Config, DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
     names::{FoundBy, SessionTransition, Verdict},
 };
 use anyhow::{Context as _, Result};
@@ -40,15 +38,17 @@ use crate::{
     },
     engine::{Engine, EngineOptions},
     event::{Alert, Body, Event, RequestChange, SessionChange},
-    guard::alert_line,
     policy::{Action, Policy},
     privileges::require_privileges,
+    respond::{Responder, stopped::StoppedSessions},
+    sinks::{
+        alert_line::alert_line,
+        prometheus::{self, Metrics},
+    },
 };
 use discovery::{Agents, descendants, process_parents, read_process, start_time};
-use metrics::Metrics;
 use saved::{SavedSession, SavedSessions};
 use shared::{Decision, Handler};
-use stopped::StoppedSessions;
 
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
 
@@ -110,8 +110,7 @@ struct Daemon {
     sessions: BTreeMap<u32, Session>,
     pending: BTreeMap<u64, Pending>,
     next_request: u64,
-    killing: Vec<u32>,
-    stopped: StoppedSessions,
+    responder: Responder,
     saved: SavedSessions,
     /// Seconds without any session; the tracepoints detach at IDLE_TICKS.
     idle_ticks: u32,
@@ -154,14 +153,14 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     let metrics = Arc::new(Mutex::new(Metrics::new()));
     {
         let metrics = metrics.lock().expect("metrics");
-        for failure in &engine.probes.attach_failures {
+        for failure in &engine.probes().attach_failures {
             metrics
                 .probe_attach_failures
                 .with_label_values(&[failure.program])
                 .set(1);
         }
     }
-    metrics::serve(options.metrics, metrics.clone()).await?;
+    prometheus::serve(options.metrics, metrics.clone()).await?;
     let (decisions, mut decided) = mpsc::channel(64);
     let handler = Arc::new(Handler::new(decisions));
     tokio::spawn(server::serve(
@@ -179,9 +178,8 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         sessions: BTreeMap::new(),
         pending: BTreeMap::new(),
         next_request: 1,
-        killing: Vec::new(),
+        responder: Responder::new(Some(stopped)),
         saved: SavedSessions::beside(&options.socket),
-        stopped,
         idle_ticks: 0,
         handler,
         metrics,
@@ -254,13 +252,13 @@ fn user_homes() -> Vec<PathBuf> {
 
 impl Daemon {
     fn enable_discovery(&mut self) -> Result<()> {
-        self.agents.load_into(&mut self.engine.core().maps)?;
+        self.agents.load_into(self.engine.maps_mut())?;
         self.write_config()
     }
 
     fn write_config(&mut self) -> Result<()> {
-        let syscalls_attached = u32::from(self.engine.probes.syscalls_attached());
-        self.engine.core().maps.set_config(Config {
+        let syscalls_attached = u32::from(self.engine.probes().syscalls_attached());
+        self.engine.maps_mut().set_config(Config {
             scan_all_env: 1,
             discover: 1,
             default_action: self.action.code(),
@@ -272,14 +270,14 @@ impl Daemon {
     /// (none has for a while). The kernel is told first when detaching and
     /// last when attaching, so an agent found meanwhile is paused, not missed.
     fn set_watching(&mut self, on: bool) -> Result<()> {
-        if on == self.engine.probes.syscalls_attached() {
+        if on == self.engine.probes().syscalls_attached() {
             return Ok(());
         }
         if on {
-            self.engine.probes.attach_syscalls()?;
+            self.engine.probes_mut().attach_syscalls()?;
             self.write_config()?;
         } else {
-            self.engine.probes.detach_syscalls()?;
+            self.engine.probes_mut().detach_syscalls()?;
             self.write_config()?;
         }
         self.metrics
@@ -318,14 +316,12 @@ impl Daemon {
             let members = descendants(pid, &parents);
             taken.extend(&members);
             self.open_session(pid, agent, FoundBy::Running)?;
-            let core = self.engine.core();
             for member in members {
-                core.maps.add_process(member, pid)?;
+                self.engine.maps_mut().add_process(member, pid)?;
             }
             // What it held before the restart, it still holds.
             if let Some(session) = saved.get(&pid) {
-                let mask = core.guard.tables.class_mask(&session.credentials);
-                core.maps.add_user_taint(pid, mask)?;
+                self.engine.restore_credentials(pid, &session.credentials)?;
             }
         }
         Ok(())
@@ -337,20 +333,17 @@ impl Daemon {
             return Ok(());
         }
         self.set_watching(true)?;
-        let core = self.engine.core();
         // The kernel opened the others itself (and may have tainted them).
         if matches!(found_by, FoundBy::Running | FoundBy::Argv) {
-            core.add_session(session, self.action)?;
-            core.maps.add_process(session, session)?;
+            self.engine.add_session(session, self.action)?;
+            self.engine.maps_mut().add_process(session, session)?;
         }
         if let Ok(cwd) = std::fs::read_link(format!("/proc/{session}/cwd"))
             && cwd != Path::new("/")
         {
-            core.add_workspace(&cwd)?;
+            self.engine.add_workspace(&cwd)?;
         }
-        if self.action == Action::Kill {
-            self.engine.probes.arm_kill_switch()?;
-        }
+        Responder::prepare(&mut self.engine, self.action)?;
         let name = self.agents.name(agent);
         info!(
             "session {session}: {name} ({}), pid {session}, found by {found_by}",
@@ -436,7 +429,7 @@ impl Daemon {
                     .alerts
                     .with_label_values(&[alert.action.name()])
                     .inc();
-                if let Some(line) = alert_line(&event, &self.engine.core().guard.tables) {
+                if let Some(line) = alert_line(&event, self.engine.tables()) {
                     eprintln!("{line}");
                 }
                 self.on_alert(&event, &alert);
@@ -448,23 +441,14 @@ impl Daemon {
 
     fn on_alert(&mut self, event: &Event, alert: &Alert) {
         let session = event.session;
-        match alert.action {
-            Action::Kill => self.killing.push(session),
-            Action::Ask => {
-                let already = self
-                    .sessions
-                    .get(&session)
-                    .is_some_and(|s| s.stopped_for.is_some());
-                // Every process of the session stops now, not at its next
-                // traced syscall.
-                self.signal_session(session, Signal::SIGSTOP);
-                let pids = self.engine.core().maps.session_pids(session);
-                self.stopped.insert(session, pids);
-                if !already {
-                    self.open_request(event, alert);
-                }
-            }
-            _ => {}
+        self.responder
+            .on_alert(&mut self.engine, session, alert.action);
+        let asked = self
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.stopped_for.is_some());
+        if alert.action == Action::Ask && !asked {
+            self.open_request(event, alert);
         }
     }
 
@@ -534,7 +518,7 @@ impl Daemon {
     fn decide(&mut self, decision: Decision) {
         // The socket checked a snapshot; the kernel's map is exact, and a
         // process joins its session before it runs a single instruction.
-        let maps = &self.engine.core().maps;
+        let maps = self.engine.maps();
         if discovery::ancestry(decision.peer.pid)
             .into_iter()
             .any(|pid| maps.is_tracked(pid))
@@ -583,27 +567,19 @@ impl Daemon {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.stopped_for = None;
         }
-        self.stopped.remove(session);
         let message = if verdict == Verdict::Approve {
-            let maps = &mut self.engine.core().maps;
-            let resumed = maps
-                .allow_once(session, pending.addr)
-                .and_then(|()| maps.set_session_flags(session, 0));
-            if let Err(error) = resumed {
+            if let Err(error) = self
+                .responder
+                .resume(&mut self.engine, session, pending.addr)
+            {
                 warn!("approving request {id}: {error:#}");
             }
-            self.signal_session(session, Signal::SIGCONT);
             format!(
                 "request {id} approved: session {session} resumed; its next call to {} goes through once",
                 pending.addr
             )
         } else {
-            let _ = self
-                .engine
-                .core()
-                .maps
-                .set_session_flags(session, session_flags::KILLED);
-            self.killing.push(session);
+            self.responder.kill(&mut self.engine, session);
             format!("request {id} denied: session {session} killed")
         };
         if let Some(request) = request {
@@ -626,21 +602,9 @@ impl Daemon {
         Ok(message)
     }
 
-    fn signal_session(&mut self, session: u32, sig: Signal) {
-        for pid in self.engine.core().maps.session_pids(session) {
-            let _ = kill(Pid::from_raw(pid as i32), sig);
-        }
-    }
-
     /// Kills what is left of sessions the kernel or a denial killed.
     async fn sweep(&mut self) {
-        let mut still = Vec::new();
-        for session in std::mem::take(&mut self.killing) {
-            if !self.engine.sweep(session).await {
-                still.push(session);
-            }
-        }
-        self.killing = still;
+        self.responder.sweep(&mut self.engine).await;
     }
 
     /// Once a second: sessions that ended, unanswered requests, metrics and
@@ -656,7 +620,7 @@ impl Daemon {
             let _ = self.resolve(id, Verdict::Timeout);
         }
         let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for (pid, session) in self.engine.core().maps.processes() {
+        for (pid, session) in self.engine.maps().processes() {
             members.entry(session).or_default().push(pid);
         }
         let ended: Vec<u32> = self
@@ -668,9 +632,9 @@ impl Daemon {
         for session in ended {
             self.end_session(session);
         }
-        if self.sessions.values().all(|s| s.action != Action::Kill) && self.killing.is_empty() {
-            let _ = self.engine.probes.disarm_kill_switch();
-        }
+        let kill_sessions = self.sessions.values().any(|s| s.action == Action::Kill);
+        self.responder
+            .disarm_unless(&mut self.engine, kill_sessions);
         self.adopt_unknown_sessions(&members);
         self.release_lost_holds();
         if self.sessions.is_empty() {
@@ -695,7 +659,7 @@ impl Daemon {
         {
             warn!("session for pid {pid}: {error:#}");
         }
-        self.engine.core().maps.release_held(pid);
+        self.engine.maps_mut().release_held(pid);
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
         matched
     }
@@ -703,7 +667,7 @@ impl Daemon {
     /// Interpreters still held whose exec event was lost: decided from
     /// /proc, so none stays stopped.
     fn release_lost_holds(&mut self) {
-        for pid in self.engine.core().maps.held() {
+        for pid in self.engine.maps().held() {
             let argv = read_process(pid).map(|view| view.argv).unwrap_or_default();
             self.release_held(pid, &argv);
         }
@@ -734,9 +698,7 @@ impl Daemon {
         let Some(ended) = self.sessions.remove(&session) else {
             return;
         };
-        let core = self.engine.core();
-        core.maps.remove_session(session);
-        core.guard.credentials.forget(session);
+        self.engine.end_session(session);
         let ids: Vec<u64> = self
             .pending
             .iter()
@@ -763,18 +725,18 @@ impl Daemon {
 
     fn refresh_status(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
         let losses = self.engine.losses().ok();
-        let core = self.engine.core();
-        let fill = core.maps.fill();
+        let engine = &self.engine;
+        let fill = engine.maps().fill();
         let mut sessions = Vec::new();
         for (id, session) in &self.sessions {
-            let held =
-                core.maps.session(*id).map_or(0, |state| state.creds) | core.maps.user_taint(*id);
+            let held = engine.maps().session(*id).map_or(0, |state| state.creds)
+                | engine.maps().user_taint(*id);
             let processes = members
                 .get(id)
                 .into_iter()
                 .flatten()
                 .map(|pid| {
-                    let known = core.guard.procs.get(*pid);
+                    let known = engine.process(*pid);
                     ProcessInfo {
                         pid: *pid,
                         ppid: known.map_or(0, |p| p.ppid),
@@ -790,7 +752,7 @@ impl Daemon {
                 started: humantime::format_rfc3339_seconds(session.started).to_string(),
                 action: session.action.to_string(),
                 stopped: session.stopped_for.is_some(),
-                credentials: core.guard.tables.class_names(held),
+                credentials: engine.tables().class_names(held),
                 processes,
             });
         }
@@ -853,7 +815,6 @@ impl Daemon {
         self.agents = Agents::new(policy.agents.clone());
         let result = self
             .engine
-            .core()
             .replace_policy(policy)
             .and_then(|()| self.enable_discovery());
         match result {
@@ -870,8 +831,7 @@ impl Daemon {
             let _ = self.resolve(id, Verdict::Deny);
         }
         self.sweep().await;
-        let core = self.engine.core();
-        let _ = core.maps.set_config(Config {
+        let _ = self.engine.maps_mut().set_config(Config {
             scan_all_env: 0,
             discover: 0,
             ..Config::default()

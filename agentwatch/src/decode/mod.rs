@@ -1,6 +1,8 @@
 //! Kernel records → [`Event`]s. Pure functions of the bytes, so everything
 //! here is tested without loading any program.
 
+pub mod path;
+
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, SystemTime},
@@ -17,7 +19,7 @@ use agentwatch_common::{
 };
 use aya::Pod;
 
-use super::{Alert, Body, Connect, Event, Exec, Exit, Open, path};
+use crate::event::{Alert, Body, Connect, Event, Exec, Exit, Open};
 
 /// A decoded ring buffer record.
 #[derive(Debug, Clone, PartialEq)]

@@ -378,8 +378,8 @@ fn truncate_left(s: &str, max: usize) -> String {
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use crate::commands::top::model::tests::{alert_event, open_event, pending_request, status};
     use crate::control::protocol::Response;
-    use crate::top::model::tests::{alert_event, open_event, pending_request, status};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     use ratatui::buffer::Buffer;

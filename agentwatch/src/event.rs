@@ -1,8 +1,5 @@
-//! Events as agentwatch reports them: decoded from the kernel's records, with
-//! a stable JSON form (one object per line; the schema is in the README).
-
-pub mod decode;
-pub mod path;
+//! Events as agentwatch reports them: decoded from the kernel's records
+//! (`crate::decode`), named (`crate::enrich`), with a stable JSON form (one object per line; the schema is in the README).
 
 use std::time::SystemTime;
 

@@ -19,11 +19,12 @@ use tracing::warn;
 
 use crate::{
     engine::{Engine, EngineOptions},
+    enrich::state::Process,
     event::{Body, Event},
-    guard::{alert_line, state::Process, tables::Tables},
     policy::{Action, Policy},
     privileges::{Account, require_privileges},
-    sink::JsonLines,
+    respond::Responder,
+    sinks::{alert_line::alert_line, json_lines::JsonLines},
 };
 
 /// Session id of the one session `run` watches.
@@ -61,21 +62,15 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         homes: vec![home],
     })
     .await?;
-    let core = engine.core();
-    core.add_workspace(&std::env::current_dir().context("the working directory")?)?;
-    core.add_session(SESSION, action)?;
-    // Under kill, each process of the session must die at its next system
-    // call once the kernel has denied a connect, not when user space gets
-    // round to it: the switch costs every syscall a tracepoint hit, so it
-    // is armed only for kill sessions.
-    if action == Action::Kill {
-        engine.probes.arm_kill_switch()?;
-    }
+    engine.add_workspace(&std::env::current_dir().context("the working directory")?)?;
+    engine.add_session(SESSION, action)?;
+    Responder::prepare(&mut engine, action)?;
+    let mut responder = Responder::new(None);
 
     // Every process this one forks while registered joins the session from
     // its first instruction, so nothing the command does runs unwatched.
     let me = std::process::id();
-    let maps = &mut engine.core().maps;
+    let maps = engine.maps_mut();
     maps.add_spawner(me, SESSION)?;
     let spawned = spawn(&options.command, account.as_ref());
     maps.remove_spawner(me)?;
@@ -92,7 +87,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     };
     let child_pid = child.id().map(|pid| Pid::from_raw(pid as i32));
     if let Some(pid) = child.id() {
-        engine.core().guard.procs.insert(
+        engine.add_process(
             pid,
             Process {
                 ppid: me,
@@ -113,7 +108,6 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut events = Vec::new();
-    let mut killing = false;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
@@ -122,21 +116,18 @@ pub async fn run(options: RunOptions) -> Result<i32> {
             _ = terminate.recv() => forward(child_pid, Signal::SIGTERM),
             _ = hangup.recv() => forward(child_pid, Signal::SIGHUP),
         }
-        killing |= publish(&mut sink, &mut events, &engine.core().guard.tables);
-        if killing {
-            killing = !engine.sweep(SESSION).await;
-        }
+        publish(&mut sink, &mut events, &mut engine, &mut responder);
+        responder.sweep(&mut engine).await;
     };
     // The kernel wrote the command's last records before the wait returned.
     engine.drain(&mut events);
-    if publish(&mut sink, &mut events, &engine.core().guard.tables) {
-        engine.sweep(SESSION).await;
-    }
+    publish(&mut sink, &mut events, &mut engine, &mut responder);
+    responder.sweep(&mut engine).await;
     sink.flush()?;
     for line in engine.losses()?.describe() {
         eprintln!("agentwatch: {line}");
     }
-    let remaining = engine.core().maps.session_pids(SESSION);
+    let remaining = engine.maps().session_pids(SESSION);
     if !remaining.is_empty() {
         eprintln!(
             "agentwatch: the command exited but {} of its processes still run and are no longer watched: {remaining:?}",
@@ -146,14 +137,18 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     Ok(exit_code(status))
 }
 
-/// Writes the events out, alerts also as a line on stderr; returns whether
-/// one of them killed the session.
-fn publish(sink: &mut JsonLines, events: &mut Vec<Event>, tables: &Tables) -> bool {
-    let mut killed = false;
+/// Writes the events out, alerts also as a line on stderr, and has the
+/// responder carry out what the kernel decided in them.
+fn publish(
+    sink: &mut JsonLines,
+    events: &mut Vec<Event>,
+    engine: &mut Engine,
+    responder: &mut Responder,
+) {
     for event in events.drain(..) {
         if let Body::Alert(alert) = &event.body {
-            killed |= alert.action == Action::Kill;
-            if let Some(line) = alert_line(&event, tables)
+            responder.on_alert(engine, event.session, alert.action);
+            if let Some(line) = alert_line(&event, engine.tables())
                 && alert.action != Action::Observe
             {
                 eprintln!("{line}");
@@ -163,7 +158,6 @@ fn publish(sink: &mut JsonLines, events: &mut Vec<Event>, tables: &Tables) -> bo
             warn!("cannot write event: {error:#}");
         }
     }
-    killed
 }
 
 fn forward(pid: Option<Pid>, sig: Signal) {

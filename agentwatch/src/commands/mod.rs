@@ -1,0 +1,6 @@
+//! The subcommands, thin users of the pipeline's stages.
+
+pub mod check;
+pub mod daemon;
+pub mod run;
+pub mod top;
