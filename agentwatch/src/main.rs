@@ -187,7 +187,8 @@ fn execute(command: Command) -> anyhow::Result<u8> {
                 None => policy::Policy::builtin(),
             };
             let scanner = scan::Scanner::new(&engine::credential_env(&policy));
-            let found = scan::scan_command(&dir, &scanner, &mut std::io::stdout().lock())?;
+            let found =
+                scan::workspace::scan_command(&dir, &scanner, &mut std::io::stdout().lock())?;
             Ok(if found { 1 } else { 0 })
         }
         Command::Policy {

@@ -15,13 +15,14 @@ use std::{
 use agentwatch_common::maps::CredKey;
 use tokio::sync::mpsc;
 
-use crate::scan::{Finding, MAX_SCAN_BYTES, Scanner};
+use crate::scan::{Finding, MAX_SCAN_BYTES, Scanner, workspace::in_skipped_dir};
 
 /// Files waiting to be scanned; beyond this, reads are counted as unscanned.
 const QUEUE: usize = 512;
 /// Files remembered as scanned, so a file read a thousand times is read once.
 const SEEN: usize = 100_000;
-/// Where no one keeps a secret they found: system files, dependencies, VCS.
+/// Where no one keeps a secret they found: system files (dependencies and
+/// VCS are the workspace walks' skipped directories).
 const SKIPPED_PREFIXES: &[&str] = &[
     "/proc/",
     "/sys/",
@@ -36,13 +37,6 @@ const SKIPPED_PREFIXES: &[&str] = &[
     "/var/lib/",
     "/var/cache/",
     "/nix/store/",
-];
-const SKIPPED_PARTS: &[&str] = &[
-    "/node_modules/",
-    "/.git/",
-    "/target/",
-    "/__pycache__/",
-    "/.venv/",
 ];
 
 /// A file a session read, with what the alert will need to say about it.
@@ -87,7 +81,7 @@ pub fn worth_scanning(path: &str) -> bool {
         && !SKIPPED_PREFIXES
             .iter()
             .any(|prefix| path.starts_with(prefix))
-        && !SKIPPED_PARTS.iter().any(|part| path.contains(part))
+        && !in_skipped_dir(path)
 }
 
 impl ContentScans {
@@ -173,6 +167,8 @@ mod tests {
             "/usr/lib/x.so",
             "/proc/1/environ",
             "/w/node_modules/a/index.js",
+            "/w/venv/lib/site.py",
+            "/w/.venv/lib/site.py",
             "rel",
         ] {
             assert!(!worth_scanning(path), "{path}");
@@ -181,6 +177,7 @@ mod tests {
             "/home/u/notes.txt",
             "/srv/app/.env.local",
             "/tmp/x/deploy.md",
+            "/w/target.env",
         ] {
             assert!(worth_scanning(path), "{path}");
         }

@@ -13,7 +13,7 @@ use agentwatch_common::{maps::CredKey, offsets::kernel_dev};
 use glob::{MatchOptions, Pattern};
 use walkdir::WalkDir;
 
-use crate::{policy::CredentialClass, scan::skipped_dir};
+use crate::{policy::CredentialClass, scan::workspace::skipped_dir};
 
 /// A credential file found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
