@@ -182,18 +182,19 @@ fn execute(command: Command) -> anyhow::Result<u8> {
         )),
         Command::Top { socket } => block_on(top::top_command(&socket)),
         Command::Scan { dir, policy } => {
-            let policy = match policy {
-                Some(path) => policy::Policy::load(&path)?,
-                None => policy::Policy::builtin(),
-            };
-            let scanner = scan::Scanner::new(&engine::credential_env(&policy));
-            let found =
-                scan::workspace::scan_command(&dir, &scanner, &mut std::io::stdout().lock())?;
-            Ok(if found { 1 } else { 0 })
+            Ok(if commands::scan::scan_command(&dir, policy.as_deref())? {
+                1
+            } else {
+                0
+            })
         }
         Command::Policy {
             command: PolicyCommand::Check { file },
-        } => Ok(if policy::check_command(&file)? { 0 } else { 1 }),
+        } => Ok(if commands::policy::check_command(&file)? {
+            0
+        } else {
+            1
+        }),
     }
 }
 

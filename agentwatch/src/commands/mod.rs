@@ -2,5 +2,7 @@
 
 pub mod check;
 pub mod daemon;
+pub mod policy;
 pub mod run;
+pub mod scan;
 pub mod top;
