@@ -33,8 +33,9 @@ use tracing::{info, warn};
 
 use crate::{
     control::{
+        authorize::Authority,
+        listener,
         protocol::{PendingRequest, ProcessInfo, SessionInfo, Status},
-        server::{self, Authority},
     },
     engine::{Engine, EngineOptions},
     event::{Alert, Body, Event, RequestChange, SessionChange},
@@ -133,7 +134,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         None => None,
     };
     // The socket first: a second daemon stops here, before touching the kernel.
-    let listener = server::bind(&options.socket, admin_gid)?;
+    let listener = listener::bind(&options.socket, admin_gid)?;
     let stopped = StoppedSessions::beside(&options.socket);
     let denied = stopped.deny_leftovers();
     if denied > 0 {
@@ -163,7 +164,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     prometheus::serve(options.metrics, metrics.clone()).await?;
     let (decisions, mut decided) = mpsc::channel(64);
     let handler = Arc::new(Handler::new(decisions));
-    tokio::spawn(server::serve(
+    tokio::spawn(listener::serve(
         listener,
         Arc::new(Authority { admin_gid }),
         handler.clone(),

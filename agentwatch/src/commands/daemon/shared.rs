@@ -12,8 +12,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::discovery::ancestry;
 use crate::control::{
+    ControlHandler, Peer,
     protocol::{PendingRequest, Status},
-    server::{ControlHandler, Peer},
 };
 
 /// Events replayed to a client that subscribes.
