@@ -3,9 +3,13 @@
 //! scan at start), end when their last process exits, and are judged like
 //! `run`'s; `ask` stops a session until a human answers on the control socket.
 
+mod ask;
 pub mod discovery;
+mod requests;
 pub mod saved;
+mod sessions;
 pub mod shared;
+mod status;
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +22,7 @@ use std::{
 use agentwatch_common::{
     event::agent::{HELD, PAUSED},
     maps::{Config, DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
-    names::{FoundBy, SessionTransition, Verdict},
+    names::{FoundBy, Verdict},
 };
 use anyhow::{Context as _, Result};
 use nix::{
@@ -32,13 +36,9 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    control::{
-        authorize::Authority,
-        listener,
-        protocol::{PendingRequest, ProcessInfo, SessionInfo, Status},
-    },
+    control::{authorize::Authority, listener},
     engine::{Engine, EngineOptions},
-    event::{Alert, Body, Event, RequestChange, SessionChange},
+    event::{Body, Event},
     policy::{Action, Policy},
     privileges::require_privileges,
     respond::{Responder, stopped::StoppedSessions},
@@ -47,9 +47,10 @@ use crate::{
         prometheus::{self, Metrics},
     },
 };
-use discovery::{Agents, descendants, process_parents, read_process, start_time};
-use saved::{SavedSession, SavedSessions};
-use shared::{Decision, Handler};
+use discovery::Agents;
+use requests::Requests;
+use saved::SavedSessions;
+use shared::Handler;
 
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
 
@@ -95,12 +96,6 @@ struct Session {
     stopped_for: Option<u64>,
 }
 
-struct Pending {
-    session: u32,
-    addr: std::net::IpAddr,
-    deadline: Instant,
-}
-
 struct Daemon {
     engine: Engine,
     policy_path: Option<PathBuf>,
@@ -109,8 +104,7 @@ struct Daemon {
     ask_timeout: Duration,
     agents: Agents,
     sessions: BTreeMap<u32, Session>,
-    pending: BTreeMap<u64, Pending>,
-    next_request: u64,
+    requests: Requests,
     responder: Responder,
     saved: SavedSessions,
     /// Seconds without any session; the tracepoints detach at IDLE_TICKS.
@@ -177,8 +171,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         ask_timeout,
         agents,
         sessions: BTreeMap::new(),
-        pending: BTreeMap::new(),
-        next_request: 1,
+        requests: Requests::default(),
         responder: Responder::new(Some(stopped)),
         saved: SavedSessions::beside(&options.socket),
         idle_ticks: 0,
@@ -297,98 +290,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// Agents already running when the daemon starts (or restarts) get
-    /// their sessions now, with every descendant.
-    fn adopt_running_agents(&mut self) -> Result<()> {
-        let saved = self.saved.load();
-        let parents = process_parents();
-        let me = std::process::id();
-        let mut taken = std::collections::HashSet::<u32>::new();
-        let mut pids: Vec<u32> = parents.keys().copied().collect();
-        pids.sort();
-        for pid in pids {
-            if pid == me || taken.contains(&pid) {
-                continue;
-            }
-            let Some(agent) = read_process(pid).and_then(|view| self.agents.match_process(&view))
-            else {
-                continue;
-            };
-            let members = descendants(pid, &parents);
-            taken.extend(&members);
-            self.open_session(pid, agent, FoundBy::Running)?;
-            for member in members {
-                self.engine.maps_mut().add_process(member, pid)?;
-            }
-            // What it held before the restart, it still holds.
-            if let Some(session) = saved.get(&pid) {
-                self.engine.restore_credentials(pid, &session.credentials)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Registers a session the kernel (or a scan) opened with id `session`.
-    fn open_session(&mut self, session: u32, agent: u32, found_by: FoundBy) -> Result<()> {
-        if self.sessions.contains_key(&session) {
-            return Ok(());
-        }
-        self.set_watching(true)?;
-        // The kernel opened the others itself (and may have tainted them).
-        if matches!(found_by, FoundBy::Running | FoundBy::Argv) {
-            self.engine.add_session(session, self.action)?;
-            self.engine.maps_mut().add_process(session, session)?;
-        }
-        if let Ok(cwd) = std::fs::read_link(format!("/proc/{session}/cwd"))
-            && cwd != Path::new("/")
-        {
-            self.engine.add_workspace(&cwd)?;
-        }
-        Responder::prepare(&mut self.engine, self.action)?;
-        let name = self.agents.name(agent);
-        info!(
-            "session {session}: {name} ({}), pid {session}, found by {found_by}",
-            self.agents.id(agent)
-        );
-        self.sessions.insert(
-            session,
-            Session {
-                agent: name.clone(),
-                started: SystemTime::now(),
-                action: self.action,
-                stopped_for: None,
-            },
-        );
-        self.publish(self.session_event(session, SessionTransition::Start, name, found_by));
-        Ok(())
-    }
-
-    fn session_event(
-        &self,
-        session: u32,
-        state: SessionTransition,
-        agent: String,
-        found_by: FoundBy,
-    ) -> Event {
-        let comm = read_process(session)
-            .map(|view| view.comm)
-            .unwrap_or_default();
-        Event {
-            ts: SystemTime::now(),
-            session,
-            pid: session,
-            tid: session,
-            ppid: discovery::parent_of(session).unwrap_or(0),
-            uid: 0,
-            comm,
-            body: Body::Session(SessionChange {
-                state,
-                agent,
-                found_by,
-            }),
-        }
-    }
-
     fn handle(&mut self, mut event: Event) {
         {
             let metrics = self.metrics.lock().expect("metrics");
@@ -440,169 +341,6 @@ impl Daemon {
         self.publish(event);
     }
 
-    fn on_alert(&mut self, event: &Event, alert: &Alert) {
-        let session = event.session;
-        self.responder
-            .on_alert(&mut self.engine, session, alert.action);
-        let asked = self
-            .sessions
-            .get(&session)
-            .is_some_and(|s| s.stopped_for.is_some());
-        if alert.action == Action::Ask && !asked {
-            self.open_request(event, alert);
-        }
-    }
-
-    fn open_request(&mut self, event: &Event, alert: &Alert) {
-        let session = event.session;
-        let Ok(addr) = alert.addr.parse() else {
-            return;
-        };
-        let id = self.next_request;
-        self.next_request += 1;
-        let host = alert.host.clone().unwrap_or_else(|| alert.addr.clone());
-        let credential = alert
-            .credential
-            .as_ref()
-            .map(|used| format!("{}: {}", used.class, used.source))
-            .unwrap_or_else(|| alert.credentials.join(", "));
-        let agent = self
-            .sessions
-            .get(&session)
-            .map_or_else(|| "watched session".to_string(), |s| s.agent.clone());
-        let request = PendingRequest {
-            id,
-            session,
-            agent: agent.clone(),
-            pid: event.pid,
-            comm: event.comm.clone(),
-            credential: credential.clone(),
-            host: host.clone(),
-            addr: alert.addr.clone(),
-            port: alert.port,
-            since: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            expires_in_secs: self.ask_timeout.as_secs(),
-        };
-        self.pending.insert(
-            id,
-            Pending {
-                session,
-                addr,
-                deadline: Instant::now() + self.ask_timeout,
-            },
-        );
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.stopped_for = Some(id);
-        }
-        self.handler
-            .shared
-            .lock()
-            .expect("shared state")
-            .pending
-            .insert(id, request);
-        self.publish(Event {
-            body: Body::Request(RequestChange {
-                id,
-                host: host.clone(),
-                port: alert.port,
-                verdict: None,
-            }),
-            ..event.clone()
-        });
-        notify(&format!(
-            "{agent} wants to call {host} holding {credential}. `agentwatch approve {id}` or `agentwatch deny {id}` (denied in {}s)",
-            self.ask_timeout.as_secs()
-        ));
-    }
-
-    /// A human's answer from the control socket.
-    fn decide(&mut self, decision: Decision) {
-        // The socket checked a snapshot; the kernel's map is exact, and a
-        // process joins its session before it runs a single instruction.
-        let maps = self.engine.maps();
-        if discovery::ancestry(decision.peer.pid)
-            .into_iter()
-            .any(|pid| maps.is_tracked(pid))
-        {
-            let _ = decision.reply.send(Err(format!(
-                "refused: pid {} is inside a watched session, and a watched session cannot approve or deny requests",
-                decision.peer.pid
-            )));
-            return;
-        }
-        let answer = self.resolve(
-            decision.id,
-            if decision.approve {
-                Verdict::Approve
-            } else {
-                Verdict::Deny
-            },
-        );
-        info!(
-            "request {}: {} by uid {} (pid {})",
-            decision.id,
-            if decision.approve {
-                "approved"
-            } else {
-                "denied"
-            },
-            decision.peer.uid,
-            decision.peer.pid
-        );
-        let _ = decision.reply.send(answer);
-    }
-
-    fn resolve(&mut self, id: u64, verdict: Verdict) -> Result<String, String> {
-        let pending = self
-            .pending
-            .remove(&id)
-            .ok_or_else(|| format!("no pending request {id}"))?;
-        let request = self
-            .handler
-            .shared
-            .lock()
-            .expect("shared state")
-            .pending
-            .remove(&id);
-        let session = pending.session;
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.stopped_for = None;
-        }
-        let message = if verdict == Verdict::Approve {
-            if let Err(error) = self
-                .responder
-                .resume(&mut self.engine, session, pending.addr)
-            {
-                warn!("approving request {id}: {error:#}");
-            }
-            format!(
-                "request {id} approved: session {session} resumed; its next call to {} goes through once",
-                pending.addr
-            )
-        } else {
-            self.responder.kill(&mut self.engine, session);
-            format!("request {id} denied: session {session} killed")
-        };
-        if let Some(request) = request {
-            self.publish(Event {
-                ts: SystemTime::now(),
-                session,
-                pid: request.pid,
-                tid: request.pid,
-                ppid: 0,
-                uid: 0,
-                comm: request.comm,
-                body: Body::Request(RequestChange {
-                    id,
-                    host: request.host,
-                    port: request.port,
-                    verdict: Some(verdict),
-                }),
-            });
-        }
-        Ok(message)
-    }
-
     /// Kills what is left of sessions the kernel or a denial killed.
     async fn sweep(&mut self) {
         self.responder.sweep(&mut self.engine).await;
@@ -611,13 +349,7 @@ impl Daemon {
     /// Once a second: sessions that ended, unanswered requests, metrics and
     /// the status the control socket serves.
     async fn tick(&mut self) {
-        let expired: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= Instant::now())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
+        for id in self.requests.expired(Instant::now()) {
             let _ = self.resolve(id, Verdict::Timeout);
         }
         let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
@@ -651,155 +383,6 @@ impl Daemon {
         self.refresh_status(&members);
     }
 
-    /// Decides on an interpreter the kernel held at exec: a session if its
-    /// argv names an agent; resumed either way.
-    fn release_held(&mut self, pid: u32, argv: &[String]) -> Option<u32> {
-        let matched = self.agents.match_argv(argv);
-        if let Some(agent) = matched
-            && let Err(error) = self.open_session(pid, agent, FoundBy::Argv)
-        {
-            warn!("session for pid {pid}: {error:#}");
-        }
-        self.engine.maps_mut().release_held(pid);
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
-        matched
-    }
-
-    /// Interpreters still held whose exec event was lost: decided from
-    /// /proc, so none stays stopped.
-    fn release_lost_holds(&mut self) {
-        for pid in self.engine.maps().held() {
-            let argv = read_process(pid).map(|view| view.argv).unwrap_or_default();
-            self.release_held(pid, &argv);
-        }
-    }
-
-    /// Sessions the kernel opened whose exec event was lost (ring buffer
-    /// full): registered now, and resumed if discovery paused them.
-    fn adopt_unknown_sessions(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
-        let unknown: Vec<u32> = members
-            .keys()
-            .filter(|session| !self.sessions.contains_key(session))
-            .copied()
-            .collect();
-        for session in unknown {
-            let agent = read_process(session)
-                .and_then(|view| self.agents.match_process(&view))
-                .unwrap_or(0);
-            if let Err(error) = self.open_session(session, agent, FoundBy::LostEvent) {
-                warn!("session {session}: {error:#}");
-            }
-            if discovery::is_stopped(session) {
-                let _ = kill(Pid::from_raw(session as i32), Signal::SIGCONT);
-            }
-        }
-    }
-
-    fn end_session(&mut self, session: u32) {
-        let Some(ended) = self.sessions.remove(&session) else {
-            return;
-        };
-        self.engine.end_session(session);
-        let ids: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.session == session)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.pending.remove(&id);
-            self.handler
-                .shared
-                .lock()
-                .expect("shared state")
-                .pending
-                .remove(&id);
-        }
-        info!("session {session} ({}) ended", ended.agent);
-        self.publish(self.session_event(
-            session,
-            SessionTransition::End,
-            ended.agent,
-            FoundBy::Exec,
-        ));
-    }
-
-    fn refresh_status(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
-        let losses = self.engine.losses().ok();
-        let engine = &self.engine;
-        let fill = engine.maps().fill();
-        let mut sessions = Vec::new();
-        for (id, session) in &self.sessions {
-            let held = engine.maps().session(*id).map_or(0, |state| state.creds)
-                | engine.maps().user_taint(*id);
-            let processes = members
-                .get(id)
-                .into_iter()
-                .flatten()
-                .map(|pid| {
-                    let known = engine.process(*pid);
-                    ProcessInfo {
-                        pid: *pid,
-                        ppid: known.map_or(0, |p| p.ppid),
-                        comm: known.map(|p| p.comm.clone()).unwrap_or_default(),
-                        argv: known.map(|p| p.argv.clone()).unwrap_or_default(),
-                    }
-                })
-                .collect();
-            sessions.push(SessionInfo {
-                id: *id,
-                agent: session.agent.clone(),
-                root_pid: *id,
-                started: humantime::format_rfc3339_seconds(session.started).to_string(),
-                action: session.action.to_string(),
-                stopped: session.stopped_for.is_some(),
-                credentials: engine.tables().class_names(held),
-                processes,
-            });
-        }
-        let tracked: usize = members.values().map(Vec::len).sum();
-        let lost = losses.map_or(0, |l| l.kernel.lost_total());
-        {
-            let mut metrics = self.metrics.lock().expect("metrics");
-            metrics.sessions_active.set(self.sessions.len() as i64);
-            metrics.tracked_processes.set(tracked as i64);
-            metrics.pending_requests.set(self.pending.len() as i64);
-            if let Some(losses) = losses {
-                metrics.update_losses(losses);
-            }
-            metrics.update_fill(&fill);
-        }
-        self.saved.save(
-            sessions
-                .iter()
-                .filter_map(|session| {
-                    Some(SavedSession {
-                        root: session.root_pid,
-                        started: start_time(session.root_pid)?,
-                        credentials: session.credentials.clone(),
-                    })
-                })
-                .collect(),
-        );
-        let mut shared = self.handler.shared.lock().expect("shared state");
-        shared.watched = members.values().flatten().copied().collect();
-        for request in shared.pending.values_mut() {
-            if let Some(pending) = self.pending.get(&request.id) {
-                request.expires_in_secs = pending
-                    .deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_secs();
-            }
-        }
-        shared.status = Status {
-            mode: self.action.to_string(),
-            sessions,
-            tracked_processes: tracked as u64,
-            events_lost: lost,
-            alerts: self.alerts,
-        };
-    }
-
     /// SIGHUP: a new policy replaces the old only if it is valid.
     fn reload(&mut self) {
         let policy = match load_policy(self.policy_path.as_deref()) {
@@ -827,8 +410,7 @@ impl Daemon {
     /// No answer means deny: sessions waiting for one are killed rather
     /// than left stopped with no daemon to resume them.
     async fn shutdown(&mut self) {
-        let ids: Vec<u64> = self.pending.keys().copied().collect();
-        for id in ids {
+        for id in self.requests.ids() {
             let _ = self.resolve(id, Verdict::Deny);
         }
         self.sweep().await;
