@@ -13,6 +13,7 @@ mod privileges;
 mod respond;
 mod scan;
 mod sinks;
+mod sys;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 

@@ -1,11 +1,11 @@
 //! Who may ask what of the daemon. Kept small and apart so it can be
 //! audited on its own: an agent must never approve its own request.
 
-use std::fs;
-use std::path::Path;
-
 use super::{ControlHandler, Peer};
-use crate::control::protocol::Request;
+use crate::{
+    control::protocol::Request,
+    sys::proc::{self, supplementary_groups},
+};
 
 /// Who may do what on the socket.
 pub struct Authority {
@@ -46,7 +46,7 @@ impl Authority {
         };
         // The pid is checked before anything else is decided from it: a pid the daemon cannot
         // see cannot be checked against the watched sessions.
-        if peer.pid == 0 || !Path::new(&format!("/proc/{}", peer.pid)).exists() {
+        if !proc::exists(peer.pid) {
             return Err(format!(
                 "refused to {verb}: the requesting process (pid {}) is not visible to the daemon",
                 peer.pid
@@ -74,24 +74,4 @@ impl Authority {
         };
         peer.gid == admin || supplementary_groups(peer.pid).contains(&admin)
     }
-}
-
-/// The `Groups:` of /proc/PID/status; empty when it cannot be read.
-pub(super) fn supplementary_groups(pid: u32) -> Vec<u32> {
-    if pid == 0 {
-        return Vec::new();
-    }
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Groups:"))
-        .map(|groups| {
-            groups
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -9,9 +9,11 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::sys::proc::supplementary_groups;
+
 use super::{
     ControlHandler, Peer,
-    authorize::{Authority, supplementary_groups},
+    authorize::Authority,
     client::{self, Subscription},
     connection::{MAX_REQUEST_LINE, Out},
     fake::{Fake, event, pending_request, require_root, start},

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use crate::sys::proc;
+
 /// Credential classes named by an environment block (`NAME=VALUE\0...`):
 /// a variable counts when its value is non-empty.
 pub fn classes_in(environ: &[u8], names: &HashMap<String, u64>) -> u64 {
@@ -20,14 +22,10 @@ pub fn classes_in(environ: &[u8], names: &HashMap<String, u64>) -> u64 {
 /// (pid, classes) of every running process whose environment holds a
 /// credential variable.
 pub fn running_processes(names: &HashMap<String, u64>) -> Vec<(u32, u64)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+    proc::pids()
+        .into_iter()
         .filter_map(|pid| {
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let environ = proc::environ_block(pid)?;
             let classes = classes_in(&environ, names);
             (classes != 0).then_some((pid, classes))
         })

@@ -13,7 +13,7 @@ use nix::{
 };
 use tracing::warn;
 
-use crate::commands::daemon::discovery::is_stopped;
+use crate::sys::proc::is_stopped;
 
 pub struct StoppedSessions {
     path: PathBuf,

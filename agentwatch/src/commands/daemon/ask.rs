@@ -8,11 +8,12 @@ use std::time::{Instant, SystemTime};
 use agentwatch_common::names::Verdict;
 use tracing::{info, warn};
 
-use super::{Daemon, discovery, notify, requests::Pending, shared::Decision};
+use super::{Daemon, notify, requests::Pending, shared::Decision};
 use crate::{
     control::protocol::PendingRequest,
     event::{Alert, Body, Event, RequestChange},
     policy::Action,
+    sys::proc,
 };
 
 impl Daemon {
@@ -91,7 +92,7 @@ impl Daemon {
         // The socket checked a snapshot; the kernel's map is exact, and a
         // process joins its session before it runs a single instruction.
         let maps = self.engine.maps();
-        if discovery::ancestry(decision.peer.pid)
+        if proc::ancestry(decision.peer.pid)
             .into_iter()
             .any(|pid| maps.is_tracked(pid))
         {

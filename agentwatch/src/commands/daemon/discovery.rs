@@ -3,7 +3,7 @@
 //! applied in user space to argv (interpreters held at exec) and to the
 //! processes already running when the daemon starts.
 
-use std::{collections::HashMap, fs, path::Path};
+use std::collections::HashMap;
 
 use agentwatch_common::{
     event::agent::HELD,
@@ -14,6 +14,7 @@ use anyhow::Result;
 use crate::{
     kernel::maps::KernelMaps,
     policy::{AgentMatcher, EnvMarker},
+    sys::proc,
 };
 
 /// Executables node-, python- or bun-based agents run as: with argv
@@ -148,71 +149,11 @@ fn marker_hash(marker: &EnvMarker) -> u64 {
 
 /// A running process as the matchers see it; `None` once it is gone.
 pub fn read_process(pid: u32) -> Option<ProcessView> {
-    let dir = Path::new("/proc").join(pid.to_string());
-    let comm = fs::read_to_string(dir.join("comm")).ok()?;
-    let split = |bytes: Vec<u8>| -> Vec<String> {
-        bytes
-            .split(|&b| b == 0)
-            .filter(|part| !part.is_empty())
-            .map(|part| String::from_utf8_lossy(part).into_owned())
-            .collect()
-    };
     Some(ProcessView {
-        comm: comm.trim_end().to_string(),
-        argv: split(fs::read(dir.join("cmdline")).unwrap_or_default()),
-        environ: split(fs::read(dir.join("environ")).unwrap_or_default()),
+        comm: proc::comm(pid)?,
+        argv: proc::cmdline(pid),
+        environ: proc::environ(pid),
     })
-}
-
-/// pid → parent pid of every running process.
-pub fn process_parents() -> HashMap<u32, u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return HashMap::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| Some((pid, parent_of(pid)?)))
-        .collect()
-}
-
-/// The parent pid from `/proc/PID/stat`.
-pub fn parent_of(pid: u32) -> Option<u32> {
-    stat_field(pid, 4)?.parse().ok()
-}
-
-/// Whether a process is stopped (`T` in `/proc/PID/stat`).
-pub fn is_stopped(pid: u32) -> bool {
-    stat_field(pid, 3).is_some_and(|state| state == "T")
-}
-
-/// When a process started, in clock ticks since boot: with the pid, it
-/// names one process for the life of the boot.
-pub fn start_time(pid: u32) -> Option<u64> {
-    stat_field(pid, 22)?.parse().ok()
-}
-
-/// Field `number` (1-based, as proc(5) counts) of `/proc/PID/stat`, for
-/// the fields after the parenthesised comm, which may itself contain spaces
-/// and parentheses.
-fn stat_field(pid: u32, number: usize) -> Option<String> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace()
-        .nth(number.checked_sub(3)?)
-        .map(str::to_string)
-}
-
-/// `pid` and its ancestors up to init, nearest first (bounded).
-pub fn ancestry(pid: u32) -> Vec<u32> {
-    let mut chain = vec![pid];
-    while let Some(parent) = chain.last().and_then(|&pid| parent_of(pid)) {
-        if parent == 0 || chain.contains(&parent) || chain.len() == 64 {
-            break;
-        }
-        chain.push(parent);
-    }
-    chain
 }
 
 /// `root` and all its descendants, from a parent map.
@@ -310,16 +251,5 @@ mod tests {
         let mut tree = descendants(2, &parents);
         tree.sort();
         assert_eq!(tree, [2, 3, 4, 6]);
-    }
-
-    #[test]
-    fn the_parent_of_this_process() {
-        assert_eq!(
-            parent_of(std::process::id()),
-            Some(std::os::unix::process::parent_id())
-        );
-        // Running, and started some time after boot.
-        assert!(!is_stopped(std::process::id()));
-        assert!(start_time(std::process::id()).is_some_and(|ticks| ticks > 0));
     }
 }

@@ -46,6 +46,7 @@ use crate::{
         alert_line::alert_line,
         prometheus::{self, Metrics},
     },
+    sys::users,
 };
 use discovery::Agents;
 use requests::Requests;
@@ -77,7 +78,7 @@ pub struct DaemonOptions {
     #[arg(long, value_name = "GROUP")]
     pub admin_group: Option<String>,
     /// Home directory whose `~/` credentials count, besides those of
-    /// root and login users in /etc/passwd (repeatable).
+    /// root and login users in the user database (repeatable).
     #[arg(long = "home", value_name = "DIR")]
     pub homes: Vec<PathBuf>,
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = crate::parse_ring_buffer_size)]
@@ -232,15 +233,11 @@ fn load_policy(path: Option<&Path>) -> Result<Policy> {
 
 /// Home directories of root and of login users (uid ≥ 1000).
 fn user_homes() -> Vec<PathBuf> {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            let uid: u32 = fields.get(2)?.parse().ok()?;
-            let home = PathBuf::from(fields.get(5)?);
-            ((uid == 0 || (1000..65534).contains(&uid)) && home.is_dir()).then_some(home)
-        })
+    users::all()
+        .into_iter()
+        .filter(|user| user.uid == 0 || (1000..65534).contains(&user.uid))
+        .map(|user| user.home)
+        .filter(|home| home.is_dir())
         .collect()
 }
 

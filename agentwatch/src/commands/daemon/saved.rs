@@ -11,7 +11,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::discovery::start_time;
+use crate::sys::proc::start_time;
 
 /// A session as saved: its root process (with its start time, so a reused
 /// pid is not mistaken for it) and the credential classes it held.

@@ -15,11 +15,12 @@ use tracing::{info, warn};
 
 use super::{
     Daemon, Session,
-    discovery::{self, descendants, process_parents, read_process},
+    discovery::{descendants, read_process},
 };
 use crate::{
     event::{Body, Event, SessionChange},
     respond::Responder,
+    sys::proc,
 };
 
 impl Daemon {
@@ -27,7 +28,7 @@ impl Daemon {
     /// their sessions now, with every descendant.
     pub(super) fn adopt_running_agents(&mut self) -> Result<()> {
         let saved = self.saved.load();
-        let parents = process_parents();
+        let parents = proc::parents();
         let me = std::process::id();
         let mut taken = std::collections::HashSet::<u32>::new();
         let mut pids: Vec<u32> = parents.keys().copied().collect();
@@ -70,7 +71,7 @@ impl Daemon {
             self.engine.add_session(session, self.action)?;
             self.engine.maps_mut().add_process(session, session)?;
         }
-        if let Ok(cwd) = std::fs::read_link(format!("/proc/{session}/cwd"))
+        if let Some(cwd) = proc::cwd(session)
             && cwd != Path::new("/")
         {
             self.engine.add_workspace(&cwd)?;
@@ -109,7 +110,7 @@ impl Daemon {
             session,
             pid: session,
             tid: session,
-            ppid: discovery::parent_of(session).unwrap_or(0),
+            ppid: proc::parent_of(session).unwrap_or(0),
             uid: 0,
             comm,
             body: Body::Session(SessionChange {
@@ -158,7 +159,7 @@ impl Daemon {
             if let Err(error) = self.open_session(session, agent, FoundBy::LostEvent) {
                 warn!("session {session}: {error:#}");
             }
-            if discovery::is_stopped(session) {
+            if proc::is_stopped(session) {
                 let _ = kill(Pid::from_raw(session as i32), Signal::SIGCONT);
             }
         }

@@ -10,11 +10,11 @@ use std::{
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::discovery::ancestry;
 use crate::control::{
     ControlHandler, Peer,
     protocol::{PendingRequest, Status},
 };
+use crate::sys::proc::ancestry;
 
 /// Events replayed to a client that subscribes.
 const RECENT: usize = 10_000;

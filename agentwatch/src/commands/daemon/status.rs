@@ -3,8 +3,9 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use super::{Daemon, discovery::start_time, saved::SavedSession};
+use super::{Daemon, saved::SavedSession};
 use crate::control::protocol::{ProcessInfo, SessionInfo, Status};
+use crate::sys::proc::start_time;
 
 impl Daemon {
     pub(super) fn refresh_status(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
