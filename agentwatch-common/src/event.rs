@@ -16,31 +16,6 @@ pub const ARGV_CAP: usize = 2048;
 /// Bytes kept of the `struct sockaddr` given to connect (a `sockaddr_un` is 110).
 pub const SOCKADDR_CAP: usize = 112;
 
-/// `EventHeader::kind` values. Kept as plain integers on the wire so that a
-/// corrupt record cannot produce an invalid Rust enum.
-pub mod kind {
-    pub const OPEN: u32 = 1;
-    pub const CONNECT: u32 = 2;
-    pub const EXEC: u32 = 3;
-    pub const FORK: u32 = 4;
-    pub const EXIT: u32 = 5;
-    /// A connection to an infrastructure host by a session holding a
-    /// credential that counts against it (sent by the cgroup hook).
-    pub const ALERT: u32 = 6;
-    /// A DNS response seen on the host (no process context).
-    pub const DNS: u32 = 7;
-    /// One past the highest kind; sizes per-kind counters.
-    pub const COUNT: u32 = 8;
-}
-
-/// Which system call an [`OpenEvent`] came from.
-pub mod open_syscall {
-    pub const OPEN: u8 = 1;
-    pub const OPENAT: u8 = 2;
-    pub const OPENAT2: u8 = 3;
-    pub const CREAT: u8 = 4;
-}
-
 /// Bits of the `truncated` field of events carrying text.
 pub mod truncated {
     pub const PATH: u8 = 1;
@@ -57,6 +32,7 @@ use core::cmp::min;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventHeader {
+    /// [`crate::names::Kind`] code.
     pub kind: u32,
     /// Thread-group id: what user space calls the pid.
     pub pid: u32,
@@ -86,6 +62,7 @@ pub struct OpenEvent {
     pub path_len: u16,
     /// Length of the base directory, which ends at `base[BASE_CAP]`.
     pub base_len: u16,
+    /// [`crate::names::OpenSyscall`] code.
     pub syscall: u8,
     /// [`truncated`] bits.
     pub truncated: u8,
@@ -151,7 +128,7 @@ pub struct AlertEvent {
     /// The classes the session took last, and when (`CLOCK_BOOTTIME` ns).
     pub last_classes: u64,
     pub last_ns: u64,
-    /// [`crate::maps::action`] taken.
+    /// [`crate::names::Action`] code of what was done.
     pub action: u32,
     /// Index of the matched infrastructure domain in user space's table.
     pub domain: u32,

@@ -8,20 +8,11 @@ pub struct ProcInfo {
     pub _pad: u32,
 }
 
-/// What a session does when it connects to an infrastructure host holding a
-/// credential that counts against it (`SessionState::action`).
-pub mod action {
-    /// Record the connection only.
-    pub const OBSERVE: u32 = 0;
-    /// Allow it and raise an alert.
-    pub const ALERT: u32 = 1;
-    /// Refuse it (EPERM) and raise an alert.
-    pub const BLOCK: u32 = 2;
-    /// Refuse it, kill every process of the session, raise an alert.
-    pub const KILL: u32 = 3;
-    /// Refuse it, stop the session and ask a human.
-    pub const ASK: u32 = 4;
-}
+/// Processes the kernel can track in sessions at once (`PROCS`), unless
+/// the daemon's `--max-processes` says otherwise.
+pub const DEFAULT_MAX_PROCESSES: u32 = 65536;
+/// Bytes of the ring buffer (`EVENTS`), unless `--ring-buffer-size` says otherwise.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
 
 /// Bits of `SessionState::flags`.
 pub mod session_flags {
@@ -51,6 +42,7 @@ pub struct SessionState {
     /// The classes the session took last, and when (`CLOCK_BOOTTIME` ns).
     pub last_classes: u64,
     pub last_ns: u64,
+    /// [`crate::names::Action`] code.
     pub action: u32,
     pub flags: u32,
 }

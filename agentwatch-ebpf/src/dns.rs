@@ -7,9 +7,9 @@ use core::ffi::c_void;
 
 use agentwatch_common::{
     dns::{DNS_CAP, DnsParser, MAX_LABELS, MAX_STEPS, Step},
-    event::kind,
     hash::{SUFFIX_SEED, suffix_step},
     maps::counter,
+    names::Kind,
 };
 use aya_ebpf::{
     helpers::generated::{bpf_ktime_get_boot_ns, bpf_loop, bpf_skb_load_bytes},
@@ -95,7 +95,7 @@ fn learn(ctx: &SkBuffContext) -> Option<()> {
     // Every response goes to user space too, for its address → name cache.
     let event = &mut scratch.event;
     event.header = Default::default();
-    event.header.kind = kind::DNS;
+    event.header.kind = Kind::Dns.code();
     event.header.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     event.len = len as u32;
     event.domain = if scratch.matched != 0 {
@@ -103,7 +103,7 @@ fn learn(ctx: &SkBuffContext) -> Option<()> {
     } else {
         0
     };
-    send(event as *const _, event.wire_len(), kind::DNS);
+    send(event as *const _, event.wire_len(), Kind::Dns);
     Some(())
 }
 

@@ -1,6 +1,6 @@
 //! Filling record headers and sending records to user space.
 
-use agentwatch_common::{event::EventHeader, maps::counter};
+use agentwatch_common::{event::EventHeader, maps::counter, names::Kind};
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::bpf_ktime_get_boot_ns,
@@ -12,9 +12,9 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn fill_header(header: &mut EventHeader, kind: u32, session: u32) {
+pub fn fill_header(header: &mut EventHeader, kind: Kind, session: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    header.kind = kind;
+    header.kind = kind.code();
     header.pid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
     header.ppid = current_ppid();
@@ -55,12 +55,12 @@ fn wakeup_flags(urgency: Urgency) -> u64 {
 /// Copies the first `len` bytes of `record` to the ring buffer, counting the
 /// record as lost when the buffer is full.
 #[inline(always)]
-pub fn send<T>(record: *const T, len: usize, kind: u32) {
+pub fn send<T>(record: *const T, len: usize, kind: Kind) {
     send_with(record, len, kind, Urgency::Batched);
 }
 
 #[inline(always)]
-pub fn send_with<T>(record: *const T, len: usize, kind: u32, urgency: Urgency) {
+pub fn send_with<T>(record: *const T, len: usize, kind: Kind, urgency: Urgency) {
     let len = if len > core::mem::size_of::<T>() {
         core::mem::size_of::<T>()
     } else {
@@ -68,12 +68,12 @@ pub fn send_with<T>(record: *const T, len: usize, kind: u32, urgency: Urgency) {
     };
     let bytes = unsafe { core::slice::from_raw_parts(record.cast::<u8>(), len) };
     if EVENTS.output::<[u8]>(bytes, wakeup_flags(urgency)).is_err() {
-        count(counter::LOST_BASE + kind);
+        count(counter::LOST_BASE + kind.code());
     }
 }
 
 /// Sends a small record built on the stack.
 #[inline(always)]
-pub fn send_value<T>(record: &T, kind: u32, urgency: Urgency) {
+pub fn send_value<T>(record: &T, kind: Kind, urgency: Urgency) {
     send_with(record as *const T, core::mem::size_of::<T>(), kind, urgency);
 }

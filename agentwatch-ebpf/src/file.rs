@@ -3,8 +3,9 @@
 //! path, and the identity (device, inode) of the file actually opened.
 
 use agentwatch_common::{
-    event::{AT_FDCWD, PATH_CAP, kind, open_syscall, truncated},
+    event::{AT_FDCWD, PATH_CAP, truncated},
     maps::{CredKey, OpenArgs, counter},
+    names::{Kind, OpenSyscall},
 };
 use aya_ebpf::{
     helpers::{
@@ -35,7 +36,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     save_open(
         arg(&ctx, 1),
         arg(&ctx, 0) as i32,
-        open_syscall::OPENAT,
+        OpenSyscall::Openat,
         || arg(&ctx, 2) as u32,
     )
 }
@@ -45,7 +46,7 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     save_open(
         arg(&ctx, 1),
         arg(&ctx, 0) as i32,
-        open_syscall::OPENAT2,
+        OpenSyscall::Openat2,
         || {
             // `struct open_how` starts with the u64 flags.
             let mut flags: u64 = 0;
@@ -59,20 +60,20 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    save_open(arg(&ctx, 0), AT_FDCWD, open_syscall::OPEN, || {
+    save_open(arg(&ctx, 0), AT_FDCWD, OpenSyscall::Open, || {
         arg(&ctx, 1) as u32
     })
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    save_open(arg(&ctx, 0), AT_FDCWD, open_syscall::CREAT, || {
+    save_open(arg(&ctx, 0), AT_FDCWD, OpenSyscall::Creat, || {
         O_CREAT | O_WRONLY | O_TRUNC
     })
 }
 
 #[inline(always)]
-fn save_open(path: u64, dirfd: i32, syscall: u8, flags: impl FnOnce() -> u32) -> u32 {
+fn save_open(path: u64, dirfd: i32, syscall: OpenSyscall, flags: impl FnOnce() -> u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(member) = member((pid_tgid >> 32) as u32) else {
         return 0;
@@ -82,7 +83,7 @@ fn save_open(path: u64, dirfd: i32, syscall: u8, flags: impl FnOnce() -> u32) ->
         session: member.session,
         dirfd,
         flags: flags(),
-        syscall,
+        syscall: syscall.code(),
         _pad: [0; 3],
     };
     if PENDING_OPENS.insert(pid_tgid, args, 0).is_err() {
@@ -123,7 +124,7 @@ fn report_open(ctx: &TracePointContext) -> u32 {
     };
     let scratch: &mut OpenScratch = unsafe { &mut *scratch };
     let event = &mut scratch.event;
-    fill_header(&mut event.header, kind::OPEN, args.session);
+    fill_header(&mut event.header, Kind::Open, args.session);
     let result = ret(ctx);
     event.ret = result;
     event.flags = args.flags;
@@ -169,7 +170,7 @@ fn report_open(ctx: &TracePointContext) -> u32 {
     send(
         &scratch.event as *const _,
         scratch.event.wire_len(),
-        kind::OPEN,
+        Kind::Open,
     );
     0
 }

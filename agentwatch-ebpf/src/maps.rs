@@ -1,9 +1,10 @@
 //! Maps shared by the programs. Sizes here are defaults; user space may resize
-//! them before load.
+//! them before load. Each static's name is its map's name, which user space
+//! looks up through `agentwatch_common::names::map_name` (tested to match).
 
 use agentwatch_common::maps::{
-    AllowKey, Config, ConnectArgs, CredKey, EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo,
-    SessionState, counter,
+    AllowKey, Config, ConnectArgs, CredKey, DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES,
+    EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo, SessionState, counter,
 };
 use aya_ebpf::{
     macros::map,
@@ -12,7 +13,7 @@ use aya_ebpf::{
 
 /// Thread-group id → session, for every process of every session.
 #[map]
-pub static PROCS: HashMap<u32, ProcInfo> = HashMap::with_max_entries(32768, 0);
+pub static PROCS: HashMap<u32, ProcInfo> = HashMap::with_max_entries(DEFAULT_MAX_PROCESSES, 0);
 
 /// Thread-group id → session for processes whose children start a session
 /// (`agentwatch run` itself) without being part of it.
@@ -83,7 +84,7 @@ pub static PENDING_CONNECTS: HashMap<u64, ConnectArgs> = HashMap::with_max_entri
 pub static PENDING_EXECS: HashMap<u64, ExecArgs> = HashMap::with_max_entries(4096, 0);
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);

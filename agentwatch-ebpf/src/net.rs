@@ -3,8 +3,9 @@
 //! datagram, for QUIC) is refused before any byte leaves — io_uring included.
 
 use agentwatch_common::{
-    event::{AlertEvent, ConnectEvent, SOCKADDR_CAP, kind},
-    maps::{AllowKey, ConnectArgs, HostClass, action, counter},
+    event::{AlertEvent, ConnectEvent, SOCKADDR_CAP},
+    maps::{AllowKey, ConnectArgs, HostClass, counter},
+    names::{Action, Kind},
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
@@ -56,7 +57,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let event: &mut ConnectEvent = unsafe { &mut *event };
-    fill_header(&mut event.header, kind::CONNECT, args.session);
+    fill_header(&mut event.header, Kind::Connect, args.session);
     event.ret = ret(&ctx);
     let mut len = args.addr_len as usize;
     if len > SOCKADDR_CAP {
@@ -77,7 +78,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     send(
         event as *const ConnectEvent,
         event.wire_len(),
-        kind::CONNECT,
+        Kind::Connect,
     );
     0
 }
@@ -177,7 +178,7 @@ fn judge(family: u16, addr: [u8; 16], port: u16, host: impl FnOnce() -> Option<H
         return ALLOW;
     }
     let mut alert = AlertEvent::default();
-    fill_header(&mut alert.header, kind::ALERT, member.session);
+    fill_header(&mut alert.header, Kind::Alert, member.session);
     alert.held = held;
     alert.last_classes = state.last_classes;
     alert.last_ns = state.last_ns;
@@ -186,17 +187,17 @@ fn judge(family: u16, addr: [u8; 16], port: u16, host: impl FnOnce() -> Option<H
     alert.family = family;
     alert.port = port;
     alert.addr = addr;
-    send_value(&alert, kind::ALERT, Urgency::Now);
-    match state.action {
-        action::OBSERVE | action::ALERT => ALLOW,
-        action::KILL => {
+    send_value(&alert, Kind::Alert, Urgency::Now);
+    match Action::try_from(state.action) {
+        Ok(Action::Observe | Action::Alert) => ALLOW,
+        Ok(Action::Kill) => {
             member.kill();
             DENY
         }
-        action::ASK => {
+        Ok(Action::Ask) => {
             member.stop();
             DENY
         }
-        _ => DENY,
+        Ok(Action::Block) | Err(_) => DENY,
     }
 }

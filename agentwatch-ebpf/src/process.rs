@@ -3,8 +3,9 @@
 //! reports fork, exec and exit.
 
 use agentwatch_common::{
-    event::{ARGV_CAP, ExecEvent, ExitEvent, FILENAME_CAP, ForkEvent, agent, kind, truncated},
+    event::{ARGV_CAP, ExecEvent, ExitEvent, FILENAME_CAP, ForkEvent, agent, truncated},
     maps::{ExecArgs, ProcInfo, counter},
+    names::Kind,
 };
 use aya_ebpf::{
     helpers::{
@@ -49,9 +50,9 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     }
     if parent_in_session {
         let mut event = ForkEvent::default();
-        fill_header(&mut event.header, kind::FORK, session);
+        fill_header(&mut event.header, Kind::Fork, session);
         event.child = child_tgid;
-        send_value(&event, kind::FORK, Urgency::Batched);
+        send_value(&event, Kind::Fork, Urgency::Batched);
     }
     0
 }
@@ -93,7 +94,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let event = unsafe { &mut *event };
-    fill_header(&mut event.header, kind::EXEC, session);
+    fill_header(&mut event.header, Kind::Exec, session);
     event.env_classes = environment.classes;
     event.agent = agent;
     event.ret = 0;
@@ -118,7 +119,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     send_with(
         event as *const ExecEvent,
         event.wire_len(),
-        kind::EXEC,
+        Kind::Exec,
         urgency,
     );
     0
@@ -174,9 +175,9 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let mut event = ExitEvent::default();
-    fill_header(&mut event.header, kind::EXIT, session);
+    fill_header(&mut event.header, Kind::Exit, session);
     event.exit_code = read::<u32>(task, off!(task_exit_code));
-    send_value(&event, kind::EXIT, Urgency::Batched);
+    send_value(&event, Kind::Exit, Urgency::Batched);
     let _ = PROCS.remove(tgid);
     0
 }
@@ -235,7 +236,7 @@ fn report_failed_exec(ctx: &TracePointContext) -> u32 {
         return 0;
     };
     let event = unsafe { &mut *event };
-    fill_header(&mut event.header, kind::EXEC, args.session);
+    fill_header(&mut event.header, Kind::Exec, args.session);
     event.env_classes = 0;
     event.ret = result as i32;
     event.truncated = 0;
@@ -248,7 +249,7 @@ fn report_failed_exec(ctx: &TracePointContext) -> u32 {
     };
     event.filename_len = string_len(len, FILENAME_CAP, &mut event.truncated, truncated::FILENAME);
     event.argv_len = 0;
-    send(event as *const ExecEvent, event.wire_len(), kind::EXEC);
+    send(event as *const ExecEvent, event.wire_len(), Kind::Exec);
     0
 }
 

@@ -1,34 +1,30 @@
-//! The pipeline `run` and the daemon share: kernel probes → decoder →
-//! guard state → events, plus everything that keeps the kernel's tables
+//! The pipeline `run` and the daemon share: `kernel` (probes, ring buffer)
+//! → `decode` → `enrich` → events, with `feed` keeping the kernel's tables
 //! current (credential files, infrastructure addresses, content scans).
-//! Decisions are the kernel's; nothing here is on the path of a syscall.
+//! What the events ask of user space is carried out by `respond`, and they
+//! are written out by `sinks`. Decisions are the kernel's; nothing here is
+//! on the path of a syscall.
 
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use agentwatch_common::maps::{Config, SessionState};
 use anyhow::{Context as _, Result};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
 use tokio::time::{Instant, Interval, interval_at};
 use tracing::{info, warn};
 
 use crate::{
-    event::{
-        Body, CredentialUse, Event, Found,
-        decode::{Clock, Record, decode},
-    },
-    guard::{
-        Guard,
+    decode::{Clock, Record, decode},
+    enrich::{Enricher, state::Process},
+    event::{Body, CredentialUse, Event, Found},
+    feed::{
         content::{ContentScans, ScanJob, ScanResult, ScanStats, worth_scanning},
-        credentials::{expand, expand_workspace, watch_dirs},
+        credentials::{CredentialFile, expand, expand_workspace, watch_dirs},
         environ,
-        hosts::{self, REFRESH_INTERVAL, is_localhost},
+        resolver::{self, REFRESH_INTERVAL, is_localhost},
         tables::Tables,
         watch::DirWatcher,
     },
@@ -37,7 +33,7 @@ use crate::{
         probes::{LoadOptions, Probes},
         ringbuf::RecordStream,
     },
-    policy::Policy,
+    policy::{Action, Policy},
     scan::Scanner,
 };
 
@@ -61,7 +57,7 @@ pub struct Losses {
 }
 
 pub struct Engine {
-    pub probes: Probes,
+    probes: Probes,
     records: RecordStream,
     core: Core,
     watcher: DirWatcher,
@@ -70,10 +66,10 @@ pub struct Engine {
 }
 
 /// The state a record is handled against (apart from the streams feeding it).
-pub struct Core {
-    pub maps: KernelMaps,
-    pub guard: Guard,
-    pub policy: Policy,
+struct Core {
+    maps: KernelMaps,
+    enrich: Enricher,
+    policy: Policy,
     clock: Clock,
     homes: Vec<PathBuf>,
     workspaces: BTreeSet<PathBuf>,
@@ -120,7 +116,7 @@ impl Engine {
         let scanner = Scanner::new(&credential_env(&options.policy));
         let mut core = Core {
             maps,
-            guard: Guard::new(tables),
+            enrich: Enricher::new(tables),
             policy: options.policy,
             clock: Clock::now(),
             homes: options.homes,
@@ -147,8 +143,71 @@ impl Engine {
         })
     }
 
-    pub fn core(&mut self) -> &mut Core {
-        &mut self.core
+    pub fn probes(&self) -> &Probes {
+        &self.probes
+    }
+
+    pub fn probes_mut(&mut self) -> &mut Probes {
+        &mut self.probes
+    }
+
+    pub fn maps(&self) -> &KernelMaps {
+        &self.core.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut KernelMaps {
+        &mut self.core.maps
+    }
+
+    /// The policy as compiled for the kernel, to name classes and providers.
+    pub fn tables(&self) -> &Tables {
+        &self.core.enrich.tables
+    }
+
+    /// What user space knows of a process of a session.
+    pub fn process(&self, pid: u32) -> Option<&Process> {
+        self.core.enrich.procs.get(pid)
+    }
+
+    /// A process user space started itself (`run`'s command), named before
+    /// its first event.
+    pub fn add_process(&mut self, pid: u32, process: Process) {
+        self.core.enrich.procs.insert(pid, process);
+    }
+
+    /// Starts a session in the kernel's tables.
+    pub fn add_session(&mut self, session: u32, action: Action) -> Result<()> {
+        self.core.maps.add_session(
+            session,
+            SessionState {
+                action: action.code(),
+                ..SessionState::default()
+            },
+        )
+    }
+
+    /// Gives a session (adopted after a restart) the credentials it held.
+    pub fn restore_credentials(&mut self, session: u32, classes: &[String]) -> Result<()> {
+        let mask = self.core.enrich.tables.class_mask(classes);
+        self.core.maps.add_user_taint(session, mask)
+    }
+
+    /// Forgets a session whose last process exited.
+    pub fn end_session(&mut self, session: u32) {
+        self.core.maps.remove_session(session);
+        self.core.enrich.credentials.forget(session);
+    }
+
+    /// A session's working directory is searched for workspace credentials.
+    pub fn add_workspace(&mut self, dir: &Path) -> Result<()> {
+        self.core.add_workspace(dir)
+    }
+
+    /// Puts a new policy in force: its tables are added to the kernel's
+    /// (entries the old policy had and the new one drops stay until restart)
+    /// and credential files are expanded again.
+    pub fn replace_policy(&mut self, policy: Policy) -> Result<()> {
+        self.core.replace_policy(policy)
     }
 
     /// Waits for the next piece of work and appends the events it produced.
@@ -190,37 +249,20 @@ impl Engine {
             scans: self.scans.stats(),
         })
     }
-
-    /// Kills every process of `session` until none is left (bounded); the
-    /// kernel already refuses the session everything.
-    pub async fn sweep(&mut self, session: u32) -> bool {
-        self.probes.arm_kill_switch().ok();
-        for _ in 0..200 {
-            let pids = self.core.maps.session_pids(session);
-            if pids.is_empty() {
-                return true;
-            }
-            for pid in pids {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        self.core.maps.session_pids(session).is_empty()
-    }
 }
 
 impl Core {
     fn handle(&mut self, record: &[u8], out: &mut Vec<Event>) {
         match decode(&self.clock, record) {
             Ok(Record::Event(event)) => {
-                let event = self.guard.event(event);
+                let event = self.enrich.event(event);
                 if let Some(job) = scan_job(&event) {
                     self.to_scan.push(job);
                 }
                 out.push(event);
             }
-            Ok(Record::Alert(event, raw)) => out.push(self.guard.alert(event, raw)),
-            Ok(Record::Dns(answer)) => self.guard.dns(&answer),
+            Ok(Record::Alert(event, raw)) => out.push(self.enrich.alert(event, raw)),
+            Ok(Record::Dns(answer)) => self.enrich.dns(&answer),
             Err(error) => {
                 self.decode_errors += 1;
                 warn!("undecodable record: {error}");
@@ -228,31 +270,16 @@ impl Core {
         }
     }
 
-    /// Puts a new policy in force: its tables are added to the kernel's
-    /// (entries the old policy had and the new one drops stay until restart)
-    /// and credential files are expanded again.
-    pub fn replace_policy(&mut self, policy: Policy) -> Result<()> {
+    fn replace_policy(&mut self, policy: Policy) -> Result<()> {
         let tables = Tables::compile(&policy);
         tables.load_into(&mut self.maps)?;
-        self.guard.tables = tables;
+        self.enrich.tables = tables;
         self.policy = policy;
         self.workspaces.clear();
         self.load_credentials()
     }
 
-    /// Starts a session in the kernel's tables.
-    pub fn add_session(&mut self, session: u32, action: u32) -> Result<()> {
-        self.maps.add_session(
-            session,
-            SessionState {
-                action,
-                ..SessionState::default()
-            },
-        )
-    }
-
-    /// A session's working directory is searched for workspace credentials.
-    pub fn add_workspace(&mut self, dir: &Path) -> Result<()> {
+    fn add_workspace(&mut self, dir: &Path) -> Result<()> {
         if self.workspaces.insert(dir.to_path_buf()) {
             self.add_files(expand_workspace(&self.policy.classes, dir))?;
         }
@@ -274,10 +301,10 @@ impl Core {
         self.add_files(files)
     }
 
-    fn add_files(&mut self, files: Vec<crate::guard::credentials::CredentialFile>) -> Result<()> {
+    fn add_files(&mut self, files: Vec<CredentialFile>) -> Result<()> {
         for file in files {
             self.maps.add_credential(file.key, file.class as u32)?;
-            self.guard.files.insert(file.key, file.path);
+            self.enrich.files.insert(file.key, file.path);
         }
         Ok(())
     }
@@ -292,9 +319,9 @@ impl Core {
     /// Resolves the exact infrastructure hostnames through the system
     /// resolver (which covers /etc/hosts) and records their addresses.
     async fn resolve_hosts(&mut self) -> Result<()> {
-        for (name, addrs) in hosts::resolve_all(&self.guard.tables.exact_hosts).await {
-            self.guard.hosts.learn(&name, &addrs);
-            let Some(domain) = self.guard.tables.lookup(&name) else {
+        for (name, addrs) in resolver::resolve_all(&self.enrich.tables.exact_hosts).await {
+            self.enrich.hosts.learn(&name, &addrs);
+            let Some(domain) = self.enrich.tables.lookup(&name) else {
                 continue;
             };
             let host = domain.host;
@@ -321,9 +348,9 @@ impl Core {
         let mask = 1u64 << class;
         self.maps.add_user_taint(job.session, mask)?;
         self.maps.add_credential(job.key, class as u32)?;
-        self.guard.files.insert(job.key, PathBuf::from(&job.path));
+        self.enrich.files.insert(job.key, PathBuf::from(&job.path));
         let credential = self.policy.classes[class].id.clone();
-        self.guard.credentials.record(
+        self.enrich.credentials.record(
             job.session,
             mask,
             CredentialUse {
@@ -340,7 +367,7 @@ impl Core {
             pid: job.pid,
             tid: job.pid,
             ppid: self
-                .guard
+                .enrich
                 .procs
                 .get(job.pid)
                 .map_or(0, |process| process.ppid),

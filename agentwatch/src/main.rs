@@ -1,22 +1,24 @@
 //! agentwatch: a runtime guard for AI coding agents.
 
-mod check;
+mod commands;
 mod control;
-mod daemon;
+mod decode;
 mod engine;
+mod enrich;
 mod event;
-mod guard;
+mod feed;
 mod kernel;
 mod policy;
 mod privileges;
-mod run;
+mod respond;
 mod scan;
-mod sink;
-mod top;
+mod sinks;
+mod sys;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use commands::{check, daemon, run, top};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -38,7 +40,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
         /// Bytes of the kernel-to-user ring buffer (a power of two, at least a page).
-        #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = parse_ring_buffer_size)]
+        #[arg(long, value_name = "BYTES", default_value_t = agentwatch_common::maps::DEFAULT_RING_BUFFER_BYTES, value_parser = parse_ring_buffer_size)]
         ring_buffer_size: u32,
         /// Policy file extending the built-in catalog.
         #[arg(long, value_name = "FILE")]
@@ -181,17 +183,19 @@ fn execute(command: Command) -> anyhow::Result<u8> {
         )),
         Command::Top { socket } => block_on(top::top_command(&socket)),
         Command::Scan { dir, policy } => {
-            let policy = match policy {
-                Some(path) => policy::Policy::load(&path)?,
-                None => policy::Policy::builtin(),
-            };
-            let scanner = scan::Scanner::new(&engine::credential_env(&policy));
-            let found = scan::scan_command(&dir, &scanner, &mut std::io::stdout().lock())?;
-            Ok(if found { 1 } else { 0 })
+            Ok(if commands::scan::scan_command(&dir, policy.as_deref())? {
+                1
+            } else {
+                0
+            })
         }
         Command::Policy {
             command: PolicyCommand::Check { file },
-        } => Ok(if policy::check_command(&file)? { 0 } else { 1 }),
+        } => Ok(if commands::policy::check_command(&file)? {
+            0
+        } else {
+            1
+        }),
     }
 }
 

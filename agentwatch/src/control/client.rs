@@ -234,7 +234,7 @@ mod tests {
     use tokio::net::UnixListener;
 
     use super::*;
-    use crate::control::server::tests::{Fake, event, pending_request, require_root, start};
+    use crate::control::fake::{Fake, event, pending_request, require_root, start};
 
     /// A one-connection daemon that answers any request with `lines`, then hangs up.
     fn scripted(lines: &'static str) -> (tempfile::TempDir, std::path::PathBuf) {

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use agentwatch_common::{
-    event::kind,
     maps::{AllowKey, Config, CredKey, EnvName, HostClass, ProcInfo, SessionState, counter},
+    names::{Kind, map_name},
 };
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -16,7 +16,7 @@ use aya::{
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelCounters {
     /// Records that found the ring buffer full, by event kind.
-    pub lost: [u64; kind::COUNT as usize],
+    pub lost: [u64; Kind::COUNT as usize],
     pub procs_full: u64,
     pub pending_full: u64,
     pub read_failed: u64,
@@ -54,12 +54,12 @@ pub struct KernelMaps {
 
 /// Maps whose fill is reported: (label, map name).
 const FILLED: &[(&str, &str)] = &[
-    ("procs", "PROCS"),
-    ("sessions", "SESSIONS"),
-    ("credentials", "CREDS"),
-    ("infrastructure_ipv4", "INFRA4"),
-    ("infrastructure_ipv6", "INFRA6"),
-    ("environment_classes", "ENV_CLASSES"),
+    ("procs", map_name::PROCS),
+    ("sessions", map_name::SESSIONS),
+    ("credentials", map_name::CREDS),
+    ("infrastructure_ipv4", map_name::INFRA4),
+    ("infrastructure_ipv6", map_name::INFRA6),
+    ("environment_classes", map_name::ENV_CLASSES),
 ];
 
 /// How full a kernel map is.
@@ -100,22 +100,22 @@ impl KernelMaps {
             .collect();
         Ok(Self {
             capacities,
-            procs: take(ebpf, "PROCS")?,
-            spawners: take(ebpf, "SPAWNERS")?,
-            sessions: take(ebpf, "SESSIONS")?,
-            user_taint: take(ebpf, "USER_TAINT")?,
-            creds: take(ebpf, "CREDS")?,
-            domains: take(ebpf, "DOMAINS")?,
-            infra4: take(ebpf, "INFRA4")?,
-            infra6: take(ebpf, "INFRA6")?,
-            env_names: take(ebpf, "ENV_NAMES")?,
-            env_classes: take(ebpf, "ENV_CLASSES")?,
-            agent_comms: take(ebpf, "AGENT_COMMS")?,
-            agent_markers: take(ebpf, "AGENT_MARKERS")?,
-            allow_once: take(ebpf, "ALLOW_ONCE")?,
-            held: take(ebpf, "HELD")?,
-            config: take(ebpf, "CONFIG")?,
-            counters: take(ebpf, "COUNTERS")?,
+            procs: take(ebpf, map_name::PROCS)?,
+            spawners: take(ebpf, map_name::SPAWNERS)?,
+            sessions: take(ebpf, map_name::SESSIONS)?,
+            user_taint: take(ebpf, map_name::USER_TAINT)?,
+            creds: take(ebpf, map_name::CREDS)?,
+            domains: take(ebpf, map_name::DOMAINS)?,
+            infra4: take(ebpf, map_name::INFRA4)?,
+            infra6: take(ebpf, map_name::INFRA6)?,
+            env_names: take(ebpf, map_name::ENV_NAMES)?,
+            env_classes: take(ebpf, map_name::ENV_CLASSES)?,
+            agent_comms: take(ebpf, map_name::AGENT_COMMS)?,
+            agent_markers: take(ebpf, map_name::AGENT_MARKERS)?,
+            allow_once: take(ebpf, map_name::ALLOW_ONCE)?,
+            held: take(ebpf, map_name::HELD)?,
+            config: take(ebpf, map_name::CONFIG)?,
+            counters: take(ebpf, map_name::COUNTERS)?,
         })
     }
 
@@ -323,8 +323,8 @@ impl KernelMaps {
     pub fn counters(&self) -> Result<KernelCounters> {
         let sum = |index: u32| -> Result<u64> { Ok(self.counters.get(&index, 0)?.iter().sum()) };
         let mut counters = KernelCounters::default();
-        for kind in 0..kind::COUNT {
-            counters.lost[kind as usize] = sum(counter::LOST_BASE + kind)?;
+        for code in 0..Kind::COUNT {
+            counters.lost[code as usize] = sum(counter::LOST_BASE + code)?;
         }
         counters.procs_full = sum(counter::PROCS_FULL)?;
         counters.pending_full = sum(counter::PENDING_FULL)?;

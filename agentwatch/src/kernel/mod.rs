@@ -7,3 +7,6 @@ pub mod maps;
 pub mod mounts;
 pub mod probes;
 pub mod ringbuf;
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,12 @@
 
 use std::{fs::File, path::Path};
 
-use agentwatch_common::{features, offsets::KernelOffsets};
+use agentwatch_common::{
+    features,
+    maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
+    names::map_name,
+    offsets::KernelOffsets,
+};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -18,7 +23,8 @@ use super::{
     mounts,
 };
 
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentwatch"));
+pub(super) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentwatch"));
 
 /// Where a program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +113,8 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            max_processes: 32768,
-            ring_buffer_bytes: 8 << 20,
+            max_processes: DEFAULT_MAX_PROCESSES,
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
         }
     }
 }
@@ -135,8 +141,8 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
         .override_global(features::GLOBAL, &support.features, true)
-        .map_max_entries("PROCS", options.max_processes)
-        .map_max_entries("EVENTS", options.ring_buffer_bytes)
+        .map_max_entries(map_name::PROCS, options.max_processes)
+        .map_max_entries(map_name::EVENTS, options.ring_buffer_bytes)
         .load(EBPF_OBJECT)
         .context("loading the kernel programs")?;
     let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;

@@ -3,6 +3,7 @@
 use anyhow::{Context as _, Result, anyhow};
 use std::time::Duration;
 
+use agentwatch_common::names::map_name;
 use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
@@ -20,9 +21,9 @@ pub struct RecordStream {
 impl RecordStream {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
         let map = ebpf
-            .take_map("EVENTS")
-            .ok_or_else(|| anyhow!("map EVENTS missing from the object"))?;
-        let ring = RingBuf::try_from(map).context("map EVENTS")?;
+            .take_map(map_name::EVENTS)
+            .ok_or_else(|| anyhow!("map {} missing from the object", map_name::EVENTS))?;
+        let ring = RingBuf::try_from(map).with_context(|| format!("map {}", map_name::EVENTS))?;
         // SAFETY: the ring buffer owns its map fd, which stays open and the
         // same for as long as the AsyncFd owns the ring buffer.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }

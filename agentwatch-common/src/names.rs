@@ -1,0 +1,265 @@
+//! Every name and code the kernel programs and user space share: each enum
+//! here is the one place its codes (on the wire, in maps) and its names (in
+//! events, policies, metrics and the control protocol) are written down.
+//!
+//! Codes stay plain integers in `#[repr(C)]` structs so that a corrupt record
+//! cannot produce an invalid Rust enum; they become enums through `TryFrom`,
+//! which refuses a code it does not know rather than guessing.
+
+/// A code no variant of the enum has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownCode(pub u32);
+
+/// A name no variant of the enum has (parsing policies and command lines).
+#[cfg(feature = "user")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub name: String,
+    pub expected: &'static [&'static str],
+}
+
+#[cfg(feature = "user")]
+impl core::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "unknown {} {:?} (expected one of {})",
+            self.what,
+            self.name,
+            self.expected.join(", ")
+        )
+    }
+}
+
+#[cfg(feature = "user")]
+impl std::error::Error for UnknownName {}
+
+/// Declares an enum with a code and a name per variant, and the conversions
+/// between them (and, in user space, serde and `FromStr` through the names).
+macro_rules! named_codes {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident: $repr:ty, $what:literal {
+            $($(#[$variant_meta:meta])* $variant:ident = $code:literal => $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant = $code,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            pub const fn code(self) -> $repr {
+                self as $repr
+            }
+        }
+
+        impl TryFrom<$repr> for $name {
+            type Error = UnknownCode;
+
+            fn try_from(code: $repr) -> Result<Self, UnknownCode> {
+                match code {
+                    $($code => Ok($name::$variant),)+
+                    other => Err(UnknownCode(other as u32)),
+                }
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        #[cfg(feature = "user")]
+        impl core::str::FromStr for $name {
+            type Err = UnknownName;
+
+            fn from_str(text: &str) -> Result<Self, UnknownName> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|value| value.name() == text)
+                    .ok_or_else(|| UnknownName {
+                        what: $what,
+                        name: text.into(),
+                        expected: Self::NAMES,
+                    })
+            }
+        }
+
+        #[cfg(feature = "user")]
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.name())
+            }
+        }
+
+        #[cfg(feature = "user")]
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse()
+                    .map_err(|_| serde::de::Error::unknown_variant(&text, Self::NAMES))
+            }
+        }
+    };
+}
+
+named_codes! {
+    /// What a session does when it connects to an infrastructure host holding
+    /// a credential that counts against it (`SessionState::action`,
+    /// `AlertEvent::action`, a policy's `action`).
+    #[derive(Default)]
+    pub enum Action: u32, "action" {
+        /// Record the connection only.
+        Observe = 0 => "observe",
+        /// Allow it and raise an alert.
+        Alert = 1 => "alert",
+        /// Refuse it (EPERM) and raise an alert.
+        #[default]
+        Block = 2 => "block",
+        /// Refuse it, kill every process of the session, raise an alert.
+        Kill = 3 => "kill",
+        /// Refuse it, stop the session and ask a human.
+        Ask = 4 => "ask",
+    }
+}
+
+named_codes! {
+    /// `EventHeader::kind`: which record struct follows the header.
+    pub enum Kind: u32, "event kind" {
+        Open = 1 => "open",
+        Connect = 2 => "connect",
+        Exec = 3 => "exec",
+        Fork = 4 => "fork",
+        Exit = 5 => "exit",
+        /// A connection to an infrastructure host by a session holding a
+        /// credential that counts against it (sent by the cgroup hook).
+        Alert = 6 => "alert",
+        /// A DNS response seen on the host (no process context).
+        Dns = 7 => "dns",
+    }
+}
+
+impl Kind {
+    /// One past the highest code; sizes per-kind counters.
+    pub const COUNT: u32 = 8;
+}
+
+named_codes! {
+    /// Which system call an `OpenEvent` came from.
+    pub enum OpenSyscall: u8, "open syscall" {
+        Open = 1 => "open",
+        Openat = 2 => "openat",
+        Openat2 = 3 => "openat2",
+        Creat = 4 => "creat",
+    }
+}
+
+named_codes! {
+    /// What happened to a session (`kind: "session"` events).
+    pub enum SessionTransition: u32, "session state" {
+        Start = 1 => "start",
+        End = 2 => "end",
+    }
+}
+
+named_codes! {
+    /// How the daemon found a session's agent.
+    pub enum FoundBy: u32, "discovery" {
+        /// The kernel matched the executable (or its environment) at exec.
+        Exec = 1 => "exec",
+        /// User space matched the argv of an interpreter the kernel held.
+        Argv = 2 => "argv",
+        /// Found running in /proc when the daemon started.
+        Running = 3 => "running",
+        /// The kernel opened it but its exec event was lost.
+        LostEvent = 4 => "lost-event",
+    }
+}
+
+named_codes! {
+    /// How an ask-mode request was answered.
+    pub enum Verdict: u32, "verdict" {
+        Approve = 1 => "approve",
+        Deny = 2 => "deny",
+        /// Nobody answered in time: treated as a denial.
+        Timeout = 3 => "timeout",
+    }
+}
+
+/// Names of the maps in the kernel object, for `#[map]` statics (whose
+/// identifiers are these names) and for user space's lookups. A test in
+/// agentwatch checks that every one is in the built object.
+pub mod map_name {
+    pub const PROCS: &str = "PROCS";
+    pub const SPAWNERS: &str = "SPAWNERS";
+    pub const SESSIONS: &str = "SESSIONS";
+    pub const USER_TAINT: &str = "USER_TAINT";
+    pub const CREDS: &str = "CREDS";
+    pub const DOMAINS: &str = "DOMAINS";
+    pub const INFRA4: &str = "INFRA4";
+    pub const INFRA6: &str = "INFRA6";
+    pub const ENV_NAMES: &str = "ENV_NAMES";
+    pub const ENV_CLASSES: &str = "ENV_CLASSES";
+    pub const AGENT_COMMS: &str = "AGENT_COMMS";
+    pub const AGENT_MARKERS: &str = "AGENT_MARKERS";
+    pub const HELD: &str = "HELD";
+    pub const ALLOW_ONCE: &str = "ALLOW_ONCE";
+    pub const CONFIG: &str = "CONFIG";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const EVENTS: &str = "EVENTS";
+    /// Every name user space looks up.
+    pub const ALL: &[&str] = &[
+        PROCS,
+        SPAWNERS,
+        SESSIONS,
+        USER_TAINT,
+        CREDS,
+        DOMAINS,
+        INFRA4,
+        INFRA6,
+        ENV_NAMES,
+        ENV_CLASSES,
+        AGENT_COMMS,
+        AGENT_MARKERS,
+        HELD,
+        ALLOW_ONCE,
+        CONFIG,
+        COUNTERS,
+        EVENTS,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_names_round_trip() {
+        for action in Action::ALL {
+            assert_eq!(Action::try_from(action.code()), Ok(*action));
+        }
+        for kind in Kind::ALL {
+            assert!(kind.code() < Kind::COUNT);
+            assert_eq!(Kind::try_from(kind.code()), Ok(*kind));
+        }
+        assert_eq!(Action::try_from(5), Err(UnknownCode(5)));
+        assert_eq!(Kind::try_from(0), Err(UnknownCode(0)));
+        assert_eq!(OpenSyscall::try_from(9), Err(UnknownCode(9)));
+        assert_eq!(FoundBy::LostEvent.name(), "lost-event");
+    }
+}

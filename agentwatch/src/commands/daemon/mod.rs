@@ -1,0 +1,445 @@
+//! `agentwatch daemon`: watches every agent on the machine. Sessions open
+//! by themselves for agent processes (in the kernel at exec, or from a /proc
+//! scan at start), end when their last process exits, and are judged like
+//! `run`'s; `ask` stops a session until a human answers on the control socket.
+
+mod ask;
+pub mod discovery;
+mod requests;
+pub mod saved;
+mod sessions;
+pub mod shared;
+mod status;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use agentwatch_common::{
+    event::agent::{HELD, PAUSED},
+    maps::{Config, DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
+    names::{FoundBy, Verdict},
+};
+use anyhow::{Context as _, Result};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::{Group, Pid},
+};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{info, warn};
+
+use crate::{
+    control::{authorize::Authority, listener},
+    engine::{Engine, EngineOptions},
+    event::{Body, Event},
+    policy::{Action, Policy},
+    privileges::require_privileges,
+    respond::{Responder, stopped::StoppedSessions},
+    sinks::{
+        alert_line::alert_line,
+        prometheus::{self, Metrics},
+    },
+    sys::users,
+};
+use discovery::Agents;
+use requests::Requests;
+use saved::SavedSessions;
+use shared::Handler;
+
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+
+/// Seconds without a session before the syscall tracepoints are detached:
+/// short enough that an idle machine pays nothing, long enough that an
+/// agent restarting in a loop is not paused at every exec.
+const IDLE_TICKS: u32 = 5;
+
+/// `agentwatch daemon`'s options, as the command line gives them.
+#[derive(clap::Args)]
+pub struct DaemonOptions {
+    /// Policy file extending the built-in catalog (reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// observe, alert, block, kill or ask (default: the policy's).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<Action>,
+    /// Where Prometheus scrapes /metrics.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS)]
+    pub metrics: SocketAddr,
+    #[arg(long, value_name = "PATH", default_value = crate::control::protocol::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Group whose members may approve and deny, besides root.
+    #[arg(long, value_name = "GROUP")]
+    pub admin_group: Option<String>,
+    /// Home directory whose `~/` credentials count, besides those of
+    /// root and login users in the user database (repeatable).
+    #[arg(long = "home", value_name = "DIR")]
+    pub homes: Vec<PathBuf>,
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = crate::parse_ring_buffer_size)]
+    pub ring_buffer_size: u32,
+    /// Processes the kernel can track in sessions at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES)]
+    pub max_processes: u32,
+}
+
+/// A session the daemon knows about; its id is its root process's pid.
+struct Session {
+    agent: String,
+    started: SystemTime,
+    action: Action,
+    /// The pending request it is stopped for.
+    stopped_for: Option<u64>,
+}
+
+struct Daemon {
+    engine: Engine,
+    policy_path: Option<PathBuf>,
+    mode: Option<Action>,
+    action: Action,
+    ask_timeout: Duration,
+    agents: Agents,
+    sessions: BTreeMap<u32, Session>,
+    requests: Requests,
+    responder: Responder,
+    saved: SavedSessions,
+    /// Seconds without any session; the tracepoints detach at IDLE_TICKS.
+    idle_ticks: u32,
+    handler: Arc<Handler>,
+    metrics: Arc<Mutex<Metrics>>,
+    alerts: u64,
+}
+
+pub async fn daemon(options: DaemonOptions) -> Result<i32> {
+    require_privileges("agentwatch daemon")?;
+    let policy = load_policy(options.config.as_deref())?;
+    let action = options.mode.unwrap_or(policy.action);
+    let admin_gid = match &options.admin_group {
+        Some(name) => Some(
+            Group::from_name(name)?
+                .with_context(|| format!("no group named {name}"))?
+                .gid
+                .as_raw(),
+        ),
+        None => None,
+    };
+    // The socket first: a second daemon stops here, before touching the kernel.
+    let listener = listener::bind(&options.socket, admin_gid)?;
+    let stopped = StoppedSessions::beside(&options.socket);
+    let denied = stopped.deny_leftovers();
+    if denied > 0 {
+        eprintln!(
+            "agentwatch: killed {denied} processes an earlier daemon left stopped awaiting approval (no answer means deny)"
+        );
+    }
+    let agents = Agents::new(policy.agents.clone());
+    let ask_timeout = policy.ask_timeout;
+    let engine = Engine::start(EngineOptions {
+        ring_buffer_bytes: options.ring_buffer_size,
+        max_processes: options.max_processes,
+        policy,
+        homes: user_homes().into_iter().chain(options.homes).collect(),
+    })
+    .await?;
+    let metrics = Arc::new(Mutex::new(Metrics::new()));
+    {
+        let metrics = metrics.lock().expect("metrics");
+        for failure in &engine.probes().attach_failures {
+            metrics
+                .probe_attach_failures
+                .with_label_values(&[failure.program])
+                .set(1);
+        }
+    }
+    prometheus::serve(options.metrics, metrics.clone()).await?;
+    let (decisions, mut decided) = mpsc::channel(64);
+    let handler = Arc::new(Handler::new(decisions));
+    tokio::spawn(listener::serve(
+        listener,
+        Arc::new(Authority { admin_gid }),
+        handler.clone(),
+    ));
+    let mut daemon = Daemon {
+        engine,
+        policy_path: options.config,
+        mode: options.mode,
+        action,
+        ask_timeout,
+        agents,
+        sessions: BTreeMap::new(),
+        requests: Requests::default(),
+        responder: Responder::new(Some(stopped)),
+        saved: SavedSessions::beside(&options.socket),
+        idle_ticks: 0,
+        handler,
+        metrics,
+        alerts: 0,
+    };
+    daemon.enable_discovery()?;
+    daemon.adopt_running_agents()?;
+    if daemon.sessions.is_empty() {
+        daemon.set_watching(false)?;
+    }
+    info!(
+        "watching agents: mode {action}, metrics on http://{}/metrics, control socket {}",
+        options.metrics,
+        options.socket.display()
+    );
+    eprintln!(
+        "agentwatch: daemon watching agents (mode {action}); metrics on http://{}/metrics, control socket {}",
+        options.metrics,
+        options.socket.display()
+    );
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            stepped = daemon.engine.step(&mut events) => {
+                if let Err(error) = stepped {
+                    warn!("{error:#}");
+                }
+            }
+            Some(decision) = decided.recv() => daemon.decide(decision),
+            _ = tick.tick() => daemon.tick().await,
+            _ = hangup.recv() => daemon.reload(),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+        for event in events.drain(..) {
+            daemon.handle(event);
+        }
+        daemon.sweep().await;
+    }
+    daemon.shutdown().await;
+    let _ = std::fs::remove_file(&options.socket);
+    Ok(0)
+}
+
+fn load_policy(path: Option<&Path>) -> Result<Policy> {
+    Ok(match path {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    })
+}
+
+/// Home directories of root and of login users (uid ≥ 1000).
+fn user_homes() -> Vec<PathBuf> {
+    users::all()
+        .into_iter()
+        .filter(|user| user.uid == 0 || (1000..65534).contains(&user.uid))
+        .map(|user| user.home)
+        .filter(|home| home.is_dir())
+        .collect()
+}
+
+impl Daemon {
+    fn enable_discovery(&mut self) -> Result<()> {
+        self.agents.load_into(self.engine.maps_mut())?;
+        self.write_config()
+    }
+
+    fn write_config(&mut self) -> Result<()> {
+        let syscalls_attached = u32::from(self.engine.probes().syscalls_attached());
+        self.engine.maps_mut().set_config(Config {
+            scan_all_env: 1,
+            discover: 1,
+            default_action: self.action.code(),
+            syscalls_attached,
+        })
+    }
+
+    /// Attaches the syscall tracepoints (a session exists) or detaches them
+    /// (none has for a while). The kernel is told first when detaching and
+    /// last when attaching, so an agent found meanwhile is paused, not missed.
+    fn set_watching(&mut self, on: bool) -> Result<()> {
+        if on == self.engine.probes().syscalls_attached() {
+            return Ok(());
+        }
+        if on {
+            self.engine.probes_mut().attach_syscalls()?;
+            self.write_config()?;
+        } else {
+            self.engine.probes_mut().detach_syscalls()?;
+            self.write_config()?;
+        }
+        self.metrics
+            .lock()
+            .expect("metrics")
+            .syscall_probes_attached
+            .set(i64::from(on));
+        info!(
+            "syscall tracepoints {}",
+            if on {
+                "attached"
+            } else {
+                "detached: no session to watch"
+            }
+        );
+        Ok(())
+    }
+
+    fn handle(&mut self, mut event: Event) {
+        {
+            let metrics = self.metrics.lock().expect("metrics");
+            let kind = event.body.kind();
+            metrics.events.with_label_values(&[kind]).inc();
+            if let Ok(age) = SystemTime::now().duration_since(event.ts) {
+                metrics.decision_latency.observe(age.as_secs_f64());
+            }
+        }
+        match &mut event.body {
+            Body::Exec(exec) if exec.agent_id & HELD != 0 => {
+                let matched = self.release_held(event.pid, &exec.argv);
+                let Some(agent) = matched else {
+                    return;
+                };
+                exec.agent = Some(self.agents.name(agent));
+                event.session = event.pid;
+            }
+            Body::Exec(exec)
+                if exec.agent_id != 0 && !self.sessions.contains_key(&event.session) =>
+            {
+                let agent = exec.agent_id & !PAUSED;
+                exec.agent = Some(self.agents.name(agent));
+                if let Err(error) = self.open_session(event.session, agent, FoundBy::Exec) {
+                    warn!("session {}: {error:#}", event.session);
+                }
+                if exec.agent_id & PAUSED != 0 {
+                    // Stopped at exec while the tracepoints were detached;
+                    // open_session has attached them.
+                    let _ = kill(Pid::from_raw(event.pid as i32), Signal::SIGCONT);
+                }
+            }
+            Body::Alert(alert) => {
+                let alert = alert.clone();
+                self.alerts += 1;
+                self.metrics
+                    .lock()
+                    .expect("metrics")
+                    .alerts
+                    .with_label_values(&[alert.action.name()])
+                    .inc();
+                if let Some(line) = alert_line(&event, self.engine.tables()) {
+                    eprintln!("{line}");
+                }
+                self.on_alert(&event, &alert);
+            }
+            _ => {}
+        }
+        self.publish(event);
+    }
+
+    /// Kills what is left of sessions the kernel or a denial killed.
+    async fn sweep(&mut self) {
+        self.responder.sweep(&mut self.engine).await;
+    }
+
+    /// Once a second: sessions that ended, unanswered requests, metrics and
+    /// the status the control socket serves.
+    async fn tick(&mut self) {
+        for id in self.requests.expired(Instant::now()) {
+            let _ = self.resolve(id, Verdict::Timeout);
+        }
+        let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (pid, session) in self.engine.maps().processes() {
+            members.entry(session).or_default().push(pid);
+        }
+        let ended: Vec<u32> = self
+            .sessions
+            .keys()
+            .filter(|id| !members.contains_key(id))
+            .copied()
+            .collect();
+        for session in ended {
+            self.end_session(session);
+        }
+        let kill_sessions = self.sessions.values().any(|s| s.action == Action::Kill);
+        self.responder
+            .disarm_unless(&mut self.engine, kill_sessions);
+        self.adopt_unknown_sessions(&members);
+        self.release_lost_holds();
+        if self.sessions.is_empty() {
+            self.idle_ticks += 1;
+            if self.idle_ticks == IDLE_TICKS
+                && let Err(error) = self.set_watching(false)
+            {
+                warn!("detaching the syscall tracepoints: {error:#}");
+            }
+        } else {
+            self.idle_ticks = 0;
+        }
+        self.refresh_status(&members);
+    }
+
+    /// SIGHUP: a new policy replaces the old only if it is valid.
+    fn reload(&mut self) {
+        let policy = match load_policy(self.policy_path.as_deref()) {
+            Ok(policy) => policy,
+            Err(error) => {
+                eprintln!(
+                    "agentwatch: policy reload failed, keeping the running policy:\n{error:#}"
+                );
+                return;
+            }
+        };
+        self.action = self.mode.unwrap_or(policy.action);
+        self.ask_timeout = policy.ask_timeout;
+        self.agents = Agents::new(policy.agents.clone());
+        let result = self
+            .engine
+            .replace_policy(policy)
+            .and_then(|()| self.enable_discovery());
+        match result {
+            Ok(()) => eprintln!("agentwatch: policy reloaded (mode {})", self.action),
+            Err(error) => eprintln!("agentwatch: policy reload incomplete: {error:#}"),
+        }
+    }
+
+    /// No answer means deny: sessions waiting for one are killed rather
+    /// than left stopped with no daemon to resume them.
+    async fn shutdown(&mut self) {
+        for id in self.requests.ids() {
+            let _ = self.resolve(id, Verdict::Deny);
+        }
+        self.sweep().await;
+        let _ = self.engine.maps_mut().set_config(Config {
+            scan_all_env: 0,
+            discover: 0,
+            ..Config::default()
+        });
+    }
+
+    fn publish(&self, event: Event) {
+        match serde_json::to_value(&event) {
+            Ok(value) => self.handler.publish(value),
+            Err(error) => warn!("cannot encode event: {error}"),
+        }
+    }
+}
+
+/// A desktop notification where `notify-send` exists; best effort.
+fn notify(message: &str) {
+    eprintln!("agentwatch: {message}");
+    let _ = std::process::Command::new("notify-send")
+        .args([
+            "--app-name=agentwatch",
+            "--urgency=critical",
+            "agentwatch",
+            message,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(|mut child| {
+            std::thread::spawn(move || child.wait());
+        });
+}

@@ -1,0 +1,94 @@
+//! What the kernel knew about each session, saved beside the control socket
+//! every second: a restarted daemon adopts running agents again and gives
+//! them back the credentials they held, so a restart does not launder a
+//! credential read before it.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::sys::proc::start_time;
+
+/// A session as saved: its root process (with its start time, so a reused
+/// pid is not mistaken for it) and the credential classes it held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSession {
+    pub root: u32,
+    pub started: u64,
+    pub credentials: Vec<String>,
+}
+
+pub struct SavedSessions {
+    path: PathBuf,
+    last: Vec<SavedSession>,
+}
+
+impl SavedSessions {
+    pub fn beside(socket: &Path) -> Self {
+        Self {
+            path: socket.with_file_name("sessions.json"),
+            last: Vec::new(),
+        }
+    }
+
+    /// What an earlier daemon saved, by root pid, keeping only sessions
+    /// whose root is still the same process.
+    pub fn load(&self) -> BTreeMap<u32, SavedSession> {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return BTreeMap::new();
+        };
+        let saved: Vec<SavedSession> = serde_json::from_str(&text).unwrap_or_default();
+        saved
+            .into_iter()
+            .filter(|session| start_time(session.root) == Some(session.started))
+            .map(|session| (session.root, session))
+            .collect()
+    }
+
+    /// Writes the sessions out when they changed.
+    pub fn save(&mut self, sessions: Vec<SavedSession>) {
+        if sessions == self.last {
+            return;
+        }
+        let written = serde_json::to_vec(&sessions)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&self.path, bytes));
+        match written {
+            Ok(()) => self.last = sessions,
+            Err(error) => warn!("saving sessions to {}: {error}", self.path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_whose_root_is_still_running_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agentwatch.sock");
+        let me = std::process::id();
+        let mut saved = SavedSessions::beside(&socket);
+        saved.save(vec![
+            SavedSession {
+                root: me,
+                started: start_time(me).unwrap(),
+                credentials: vec!["aws".into()],
+            },
+            // The same pid with another start time is another process.
+            SavedSession {
+                root: 1,
+                started: u64::MAX,
+                credentials: vec!["railway".into()],
+            },
+        ]);
+        let loaded = SavedSessions::beside(&socket).load();
+        assert_eq!(loaded.keys().copied().collect::<Vec<_>>(), [me]);
+        assert_eq!(loaded[&me].credentials, ["aws"]);
+    }
+}

@@ -1,0 +1,118 @@
+//! What the daemon's loop shares with the control socket's clients: a
+//! status snapshot, pending requests, recent events and the live feed.
+//! Decisions (approve, deny) travel back to the loop, which owns the kernel.
+
+use std::{
+    collections::{BTreeMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::control::{
+    ControlHandler, Peer,
+    protocol::{PendingRequest, Status},
+};
+use crate::sys::proc::ancestry;
+
+/// Events replayed to a client that subscribes.
+const RECENT: usize = 10_000;
+/// Events a slow subscriber may fall behind before it is told it lost some.
+const FEED: usize = 4096;
+
+#[derive(Default)]
+pub struct Shared {
+    pub status: Status,
+    pub pending: BTreeMap<u64, PendingRequest>,
+    /// Every pid in a watched session, refreshed by the loop.
+    pub watched: HashSet<u32>,
+    recent: VecDeque<Arc<Value>>,
+}
+
+/// A human's answer, on its way to the loop.
+pub struct Decision {
+    pub id: u64,
+    pub approve: bool,
+    pub peer: Peer,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+pub struct Handler {
+    pub shared: Arc<Mutex<Shared>>,
+    pub feed: broadcast::Sender<Arc<Value>>,
+    pub decisions: mpsc::Sender<Decision>,
+}
+
+impl Handler {
+    pub fn new(decisions: mpsc::Sender<Decision>) -> Self {
+        Self {
+            shared: Arc::default(),
+            feed: broadcast::channel(FEED).0,
+            decisions,
+        }
+    }
+
+    /// Adds an event to the replay buffer and the live feed.
+    pub fn publish(&self, event: Value) {
+        let event = Arc::new(event);
+        let mut shared = self.shared.lock().expect("shared state");
+        if shared.recent.len() == RECENT {
+            shared.recent.pop_front();
+        }
+        shared.recent.push_back(event.clone());
+        // Under the lock, so a subscriber's replay and feed never overlap.
+        let _ = self.feed.send(event);
+    }
+
+    fn decide(&self, id: u64, approve: bool, peer: Peer) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        self.decisions
+            .blocking_send(Decision {
+                id,
+                approve,
+                peer,
+                reply,
+            })
+            .map_err(|_| "the daemon is shutting down".to_string())?;
+        answer
+            .blocking_recv()
+            .map_err(|_| "the daemon is shutting down".to_string())?
+    }
+}
+
+impl ControlHandler for Handler {
+    fn pending(&self) -> Vec<PendingRequest> {
+        let shared = self.shared.lock().expect("shared state");
+        shared.pending.values().cloned().collect()
+    }
+
+    fn status(&self) -> Status {
+        self.shared.lock().expect("shared state").status.clone()
+    }
+
+    fn approve(&self, id: u64, peer: Peer) -> Result<String, String> {
+        self.decide(id, true, peer)
+    }
+
+    fn deny(&self, id: u64, peer: Peer) -> Result<String, String> {
+        self.decide(id, false, peer)
+    }
+
+    fn events(&self) -> (Vec<Arc<Value>>, broadcast::Receiver<Arc<Value>>) {
+        let shared = self.shared.lock().expect("shared state");
+        (
+            shared.recent.iter().cloned().collect(),
+            self.feed.subscribe(),
+        )
+    }
+
+    fn is_watched(&self, pid: u32) -> bool {
+        // The pid or any ancestor: a process forked since the last refresh
+        // descends from one that was in the set. Decisions are checked
+        // again against the kernel's map by the loop.
+        let chain = ancestry(pid);
+        let shared = self.shared.lock().expect("shared state");
+        chain.iter().any(|pid| shared.watched.contains(pid))
+    }
+}

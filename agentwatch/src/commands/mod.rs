@@ -1,0 +1,8 @@
+//! The subcommands, thin users of the pipeline's stages.
+
+pub mod check;
+pub mod daemon;
+pub mod policy;
+pub mod run;
+pub mod scan;
+pub mod top;

@@ -1,0 +1,206 @@
+//! `agentwatch run -- CMD`: start CMD as a new watched session, report what
+//! it and all its descendants do, and enforce the policy on it.
+
+use std::{
+    ffi::OsString, io, os::unix::process::ExitStatusExt as _, path::PathBuf, process::ExitStatus,
+};
+
+use agentwatch_common::maps::DEFAULT_MAX_PROCESSES;
+use anyhow::{Context as _, Result, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::{Pid, setgid, setgroups, setuid},
+};
+use tokio::{
+    process::{Child, Command},
+    signal::unix::{SignalKind, signal},
+};
+use tracing::warn;
+
+use crate::{
+    engine::{Engine, EngineOptions},
+    enrich::state::Process,
+    event::{Body, Event},
+    policy::{Action, Policy},
+    privileges::{Account, require_privileges},
+    respond::Responder,
+    sinks::{alert_line::alert_line, json_lines::JsonLines},
+};
+
+/// Session id of the one session `run` watches.
+const SESSION: u32 = 1;
+
+pub struct RunOptions {
+    pub events: Option<PathBuf>,
+    pub ring_buffer_size: u32,
+    pub policy: Option<PathBuf>,
+    pub mode: Option<Action>,
+    pub command: Vec<OsString>,
+}
+
+/// Runs the command and returns the exit status agentwatch should exit with.
+pub async fn run(options: RunOptions) -> Result<i32> {
+    require_privileges("agentwatch run")?;
+    let policy = match &options.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    };
+    let action = options.mode.unwrap_or(policy.action);
+    if action == Action::Ask {
+        bail!("--mode ask needs the daemon (`agentwatch daemon`): there is no one to ask here");
+    }
+    let account = Account::invoking_user().context("finding the sudo user")?;
+    let home = match &account {
+        Some(account) => account.home.clone(),
+        None => std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from),
+    };
+    let mut sink = JsonLines::open(options.events.as_deref())?;
+    let mut engine = Engine::start(EngineOptions {
+        ring_buffer_bytes: options.ring_buffer_size,
+        max_processes: DEFAULT_MAX_PROCESSES,
+        policy,
+        homes: vec![home],
+    })
+    .await?;
+    engine.add_workspace(&std::env::current_dir().context("the working directory")?)?;
+    engine.add_session(SESSION, action)?;
+    Responder::prepare(&mut engine, action)?;
+    let mut responder = Responder::new(None);
+
+    // Every process this one forks while registered joins the session from
+    // its first instruction, so nothing the command does runs unwatched.
+    let me = std::process::id();
+    let maps = engine.maps_mut();
+    maps.add_spawner(me, SESSION)?;
+    let spawned = spawn(&options.command, account.as_ref());
+    maps.remove_spawner(me)?;
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => {
+            let program = options.command[0].to_string_lossy();
+            eprintln!("agentwatch: {program}: {error}");
+            return Ok(match error.kind() {
+                io::ErrorKind::NotFound => 127,
+                _ => 126,
+            });
+        }
+    };
+    let child_pid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    if let Some(pid) = child.id() {
+        engine.add_process(
+            pid,
+            Process {
+                ppid: me,
+                session: SESSION,
+                comm: options.command[0].to_string_lossy().into_owned(),
+                argv: options
+                    .command
+                    .iter()
+                    .map(|arg| arg.to_string_lossy().into_owned())
+                    .collect(),
+            },
+        );
+    }
+
+    // Ctrl-C reaches the command through the terminal; agentwatch stays to
+    // report what happens. SIGTERM and SIGHUP are passed on.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut events = Vec::new();
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.context("waiting for the command")?,
+            stepped = engine.step(&mut events) => stepped?,
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => forward(child_pid, Signal::SIGTERM),
+            _ = hangup.recv() => forward(child_pid, Signal::SIGHUP),
+        }
+        publish(&mut sink, &mut events, &mut engine, &mut responder);
+        responder.sweep(&mut engine).await;
+    };
+    // The kernel wrote the command's last records before the wait returned.
+    engine.drain(&mut events);
+    publish(&mut sink, &mut events, &mut engine, &mut responder);
+    responder.sweep(&mut engine).await;
+    sink.flush()?;
+    for line in engine.losses()?.describe() {
+        eprintln!("agentwatch: {line}");
+    }
+    let remaining = engine.maps().session_pids(SESSION);
+    if !remaining.is_empty() {
+        eprintln!(
+            "agentwatch: the command exited but {} of its processes still run and are no longer watched: {remaining:?}",
+            remaining.len()
+        );
+    }
+    Ok(exit_code(status))
+}
+
+/// Writes the events out, alerts also as a line on stderr, and has the
+/// responder carry out what the kernel decided in them.
+fn publish(
+    sink: &mut JsonLines,
+    events: &mut Vec<Event>,
+    engine: &mut Engine,
+    responder: &mut Responder,
+) {
+    for event in events.drain(..) {
+        if let Body::Alert(alert) = &event.body {
+            responder.on_alert(engine, event.session, alert.action);
+            if let Some(line) = alert_line(&event, engine.tables())
+                && alert.action != Action::Observe
+            {
+                eprintln!("{line}");
+            }
+        }
+        if let Err(error) = sink.write(&event) {
+            warn!("cannot write event: {error:#}");
+        }
+    }
+}
+
+fn forward(pid: Option<Pid>, sig: Signal) {
+    if let Some(pid) = pid {
+        let _ = kill(pid, sig);
+    }
+}
+
+/// Shell convention: the exit status, or 128 + the signal that killed it.
+fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Starts the command, as the sudo user when agentwatch was started by sudo.
+fn spawn(command: &[OsString], account: Option<&Account>) -> io::Result<Child> {
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    if let Some(account) = account.cloned() {
+        cmd.env("HOME", &account.home)
+            .env("USER", &account.name)
+            .env("LOGNAME", &account.name);
+        // SAFETY: only async-signal-safe system calls run between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                setgroups(&account.groups)?;
+                setgid(account.gid)?;
+                setuid(account.uid)?;
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_code_follows_shell_convention() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+    }
+}

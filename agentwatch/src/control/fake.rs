@@ -1,0 +1,113 @@
+//! A daemon stand-in for tests of the socket's server and clients.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::{
+    ControlHandler, Peer,
+    authorize::Authority,
+    listener::{bind, serve},
+    protocol::{PendingRequest, Status},
+};
+
+/// A daemon stand-in: one pending request (id 1), a replay buffer and a live feed.
+pub struct Fake {
+    pub watched: AtomicBool,
+    pub events: broadcast::Sender<Arc<Value>>,
+    pub recent: Vec<Arc<Value>>,
+    pub decisions: Mutex<Vec<(u64, bool, Peer)>>,
+}
+
+impl Fake {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            watched: AtomicBool::new(false),
+            events: broadcast::channel(capacity).0,
+            recent: (1..=4u32)
+                .map(|n| Arc::new(event(n.into(), n % 2 + 1)))
+                .collect(),
+            decisions: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn decide(&self, id: u64, approve: bool, peer: Peer) -> Result<String, String> {
+        if id != 1 {
+            return Err(format!("no pending request {id}"));
+        }
+        self.decisions.lock().unwrap().push((id, approve, peer));
+        Ok(format!(
+            "request {id} {}",
+            if approve { "approved" } else { "denied" }
+        ))
+    }
+}
+
+pub fn event(n: u64, session: u32) -> Value {
+    json!({"ts": "2026-01-01T00:00:00Z", "kind": "exec", "n": n, "session": session})
+}
+
+pub fn pending_request() -> PendingRequest {
+    PendingRequest {
+        id: 1,
+        session: 2,
+        agent: "Claude Code".into(),
+        pid: 4242,
+        comm: "curl".into(),
+        credential: "railway: /home/u/.railway/config.json".into(),
+        host: "backboard.railway.app".into(),
+        addr: "1.2.3.4".into(),
+        port: 443,
+        since: "2026-01-01T00:00:00Z".into(),
+        expires_in_secs: 55,
+    }
+}
+
+impl ControlHandler for Fake {
+    fn pending(&self) -> Vec<PendingRequest> {
+        vec![pending_request()]
+    }
+    fn status(&self) -> Status {
+        Status {
+            mode: "ask".into(),
+            sessions: Vec::new(),
+            tracked_processes: 3,
+            events_lost: 0,
+            alerts: 1,
+        }
+    }
+    fn approve(&self, id: u64, peer: Peer) -> Result<String, String> {
+        self.decide(id, true, peer)
+    }
+    fn deny(&self, id: u64, peer: Peer) -> Result<String, String> {
+        self.decide(id, false, peer)
+    }
+    fn events(&self) -> (Vec<Arc<Value>>, broadcast::Receiver<Arc<Value>>) {
+        (self.recent.clone(), self.events.subscribe())
+    }
+    fn is_watched(&self, _pid: u32) -> bool {
+        self.watched.load(Ordering::Relaxed)
+    }
+}
+
+/// These tests check what root may do: run as anyone else they fail,
+/// as agentwatch's tests do, rather than skip.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test must run as root"
+    );
+}
+
+/// Serves `fake` on a socket in a fresh temp dir.
+pub fn start(fake: &Arc<Fake>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run/agentwatch.sock");
+    let listener = bind(&path, None).unwrap();
+    let authority = Arc::new(Authority { admin_gid: None });
+    tokio::spawn(serve(listener, authority, fake.clone()));
+    (dir, path)
+}

@@ -1,0 +1,208 @@
+//! Events as agentwatch reports them: decoded from the kernel's records
+//! (`crate::decode`), named (`crate::enrich`), with a stable JSON form (one object per line; the schema is in the README).
+
+use std::time::SystemTime;
+
+use agentwatch_common::names::{Action, FoundBy, Kind, OpenSyscall, SessionTransition, Verdict};
+use serde::{Serialize, Serializer};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    #[serde(serialize_with = "rfc3339")]
+    pub ts: SystemTime,
+    pub session: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Body {
+    Open(Open),
+    Connect(Connect),
+    Exec(Exec),
+    Fork {
+        child: u32,
+    },
+    Exit(Exit),
+    Alert(Alert),
+    Found(Found),
+    Session(SessionChange),
+    /// An ask-mode request was opened (`verdict` absent) or answered.
+    Request(RequestChange),
+}
+
+/// A session opened (an agent found) or ended (its last process exited).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionChange {
+    pub state: SessionTransition,
+    pub agent: String,
+    pub found_by: FoundBy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestChange {
+    pub id: u64,
+    pub host: String,
+    pub port: u16,
+    /// Absent while pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+/// A credential found by content in a file a session read: the session
+/// holds it from now on, and the file counts as a credential file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Found {
+    pub path: String,
+    pub line: usize,
+    /// The pattern that matched, e.g. `github-pat`, `generic-assignment`.
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Never the secret itself: a few characters of it.
+    pub redacted: String,
+    /// The class the session now holds.
+    pub credential: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Open {
+    /// The path as the process passed it.
+    pub path: String,
+    /// `path` made absolute against the working directory or `dirfd`, with
+    /// `.` and `..` resolved lexically.
+    pub resolved: String,
+    pub flags: u32,
+    /// File descriptor, or `-errno`.
+    pub ret: i64,
+    /// `st_dev` and `st_ino` of the opened file (0 when the open failed).
+    pub dev: u64,
+    pub ino: u64,
+    pub syscall: OpenSyscall,
+    #[serde(skip_serializing_if = "is_false")]
+    pub truncated: bool,
+    /// Credential classes this open gave the session (bit = class index).
+    #[serde(skip)]
+    pub cred_classes: u64,
+    /// Ids of those classes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Connect {
+    /// `inet`, `inet6`, `unix`, `unspec` or the family number.
+    pub family: String,
+    /// The IP address, or the socket path (`@name` for an abstract socket).
+    pub addr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// 0, or `-errno`.
+    pub ret: i64,
+    /// The name DNS (or the system resolver) gave for `addr`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exec {
+    pub filename: String,
+    pub argv: Vec<String>,
+    /// 0, or `-errno` of a failed exec.
+    pub ret: i32,
+    #[serde(skip_serializing_if = "is_false")]
+    pub truncated: bool,
+    /// Credential classes the new image's environment holds.
+    #[serde(skip)]
+    pub env_classes: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
+    /// Discovery's verdict in the kernel (`agent::HELD` bit for a held
+    /// interpreter); named in `agent` once user space has decided.
+    #[serde(skip)]
+    pub agent_id: u32,
+    /// The agent this exec was recognised as, opening a session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exit {
+    /// The exit status, or 128 + the signal, as a shell reports it.
+    pub code: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// A session holding a credential connected to an infrastructure host that
+/// credential counts against.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// What was done.
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub addr: String,
+    pub port: u16,
+    /// Provider whose infrastructure the host is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The credential that counted (the latest taken), and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialUse>,
+    /// Ids of every credential class the session held that counted.
+    pub credentials: Vec<String>,
+    /// The connecting process and its ancestors, nearest first.
+    pub ancestry: Vec<Ancestor>,
+}
+
+/// How a session came to hold a credential.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CredentialUse {
+    /// Class id (a provider, or a `[credentials.X]` entry).
+    pub class: String,
+    /// The path read, `env:NAME`, `/proc/PID/environ`, or `content:RULE in PATH`.
+    pub source: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub comm: String,
+    pub argv: Vec<String>,
+}
+
+impl Body {
+    /// The `kind` field of the event's JSON form.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Open(_) => Kind::Open.name(),
+            Body::Connect(_) => Kind::Connect.name(),
+            Body::Exec(_) => Kind::Exec.name(),
+            Body::Fork { .. } => Kind::Fork.name(),
+            Body::Exit(_) => Kind::Exit.name(),
+            Body::Alert(_) => Kind::Alert.name(),
+            Body::Found(_) => "found",
+            Body::Session(_) => "session",
+            Body::Request(_) => "request",
+        }
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn rfc3339<S: Serializer>(ts: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_micros(*ts))
+}

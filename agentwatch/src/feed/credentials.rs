@@ -1,0 +1,230 @@
+//! Credential files by identity: the catalog's path patterns expanded, for a
+//! home directory and a workspace, into the (device, inode) pairs the kernel
+//! matches opens against — so symlinks, hardlinks, relative paths,
+//! `/proc/self/fd/N` and bind mounts all match.
+
+use std::{
+    collections::BTreeSet,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use agentwatch_common::{maps::CredKey, offsets::kernel_dev};
+use glob::{MatchOptions, Pattern};
+use walkdir::WalkDir;
+
+use crate::{policy::CredentialClass, scan::workspace::skipped_dir};
+
+/// A credential file found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialFile {
+    pub class: usize,
+    pub path: PathBuf,
+    pub key: CredKey,
+}
+
+/// Bounds of a workspace walk: an agent's checkout can be huge.
+pub const WORKSPACE_MAX_DEPTH: usize = 8;
+pub const WORKSPACE_MAX_ENTRIES: usize = 50_000;
+
+const MATCH: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+/// `~/x` → `home/x`; other patterns unchanged.
+pub fn expand_home(pattern: &str, home: &Path) -> PathBuf {
+    match pattern.strip_prefix("~/") {
+        Some(rest) => home.join(rest),
+        None => PathBuf::from(pattern),
+    }
+}
+
+fn identity(path: &Path) -> Option<CredKey> {
+    let meta = std::fs::metadata(path).ok()?;
+    meta.is_file().then(|| CredKey {
+        dev: kernel_dev(meta.dev()),
+        _pad: 0,
+        ino: meta.ino(),
+    })
+}
+
+/// Every existing regular file the classes' `files` patterns name under `home`.
+pub fn expand(classes: &[CredentialClass], home: &Path) -> Vec<CredentialFile> {
+    let mut found = Vec::new();
+    for (class, entry) in classes.iter().enumerate() {
+        let excluded: Vec<Pattern> = entry
+            .exclude_files
+            .iter()
+            .filter_map(|pattern| Pattern::new(&expand_home(pattern, home).to_string_lossy()).ok())
+            .collect();
+        for pattern in &entry.files {
+            let full = expand_home(pattern, home);
+            let Ok(paths) = glob::glob_with(&full.to_string_lossy(), MATCH) else {
+                continue;
+            };
+            for path in paths.filter_map(Result::ok) {
+                if excluded.iter().any(|ex| ex.matches_path_with(&path, MATCH)) {
+                    continue;
+                }
+                if let Some(key) = identity(&path) {
+                    found.push(CredentialFile { class, path, key });
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Files under `root` whose names match a class's `workspace_names`, within
+/// [`WORKSPACE_MAX_DEPTH`] and [`WORKSPACE_MAX_ENTRIES`].
+pub fn expand_workspace(classes: &[CredentialClass], root: &Path) -> Vec<CredentialFile> {
+    let names: Vec<(usize, Pattern)> = classes
+        .iter()
+        .enumerate()
+        .flat_map(|(class, entry)| {
+            entry
+                .workspace_names
+                .iter()
+                .filter_map(move |name| Pattern::new(name).ok().map(|p| (class, p)))
+        })
+        .collect();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let walk = WalkDir::new(root)
+        .max_depth(WORKSPACE_MAX_DEPTH)
+        .into_iter()
+        .filter_entry(|entry| !skipped_dir(entry))
+        .take(WORKSPACE_MAX_ENTRIES);
+    let mut found = Vec::new();
+    for entry in walk.filter_map(Result::ok) {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy();
+        if let Some((class, _)) = names.iter().find(|(_, pattern)| pattern.matches(&name))
+            && let Some(key) = identity(entry.path())
+        {
+            found.push(CredentialFile {
+                class: *class,
+                path: entry.into_path(),
+                key,
+            });
+        }
+    }
+    found
+}
+
+/// Directories to watch so that credential files appearing later are found:
+/// for each pattern, its nearest existing ancestor directory.
+pub fn watch_dirs(classes: &[CredentialClass], home: &Path) -> BTreeSet<PathBuf> {
+    classes
+        .iter()
+        .flat_map(|entry| &entry.files)
+        .filter_map(|pattern| {
+            let full = expand_home(pattern, home);
+            // The part before the first glob character names a directory.
+            let literal: PathBuf = full
+                .components()
+                .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+                .collect();
+            literal
+                .ancestors()
+                .find(|dir| dir.is_dir())
+                .map(Path::to_path_buf)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn class(files: &[&str], exclude: &[&str], names: &[&str]) -> CredentialClass {
+        CredentialClass {
+            id: "test".into(),
+            name: "test".into(),
+            providers: None,
+            files: files.iter().map(|s| s.to_string()).collect(),
+            exclude_files: exclude.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            workspace_names: names.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn globs_excludes_and_identity() {
+        let home = tempfile::tempdir().unwrap();
+        let ssh = home.path().join(".ssh");
+        std::fs::create_dir(&ssh).unwrap();
+        for name in ["id_ed25519", "id_ed25519.pub", "id_rsa", "known_hosts"] {
+            std::fs::write(ssh.join(name), "x").unwrap();
+        }
+        let classes = [class(&["~/.ssh/id_*"], &["~/.ssh/*.pub"], &[])];
+        let mut names: Vec<String> = expand(&classes, home.path())
+            .iter()
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["id_ed25519", "id_rsa"]);
+        let meta = std::fs::metadata(ssh.join("id_rsa")).unwrap();
+        let found = expand(&classes, home.path());
+        let rsa = found.iter().find(|f| f.path.ends_with("id_rsa")).unwrap();
+        assert_eq!(rsa.key.ino, meta.ino());
+        assert_eq!(rsa.key.dev, kernel_dev(meta.dev()));
+    }
+
+    #[test]
+    fn missing_files_and_directories_are_not_errors() {
+        let home = tempfile::tempdir().unwrap();
+        let classes = [class(
+            &["~/.railway/config.json", "/nonexistent/*"],
+            &[],
+            &[],
+        )];
+        assert!(expand(&classes, home.path()).is_empty());
+        // Watch the nearest existing ancestor, so ~/.railway appearing is seen.
+        let dirs = watch_dirs(&classes, home.path());
+        assert!(dirs.contains(home.path()), "{dirs:?}");
+        assert!(dirs.contains(Path::new("/")));
+    }
+
+    #[test]
+    fn a_symlinked_credential_has_the_targets_identity() {
+        let home = tempfile::tempdir().unwrap();
+        let real = home.path().join("real.json");
+        std::fs::write(&real, "{}").unwrap();
+        symlink(&real, home.path().join("link.json")).unwrap();
+        let found = expand(&[class(&["~/link.json"], &[], &[])], home.path());
+        assert_eq!(found[0].key.ino, std::fs::metadata(&real).unwrap().ino());
+    }
+
+    #[test]
+    fn workspace_names_anywhere_but_skipped_dirs() {
+        let root = tempfile::tempdir().unwrap();
+        let nested = root.path().join("services/api");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::create_dir_all(root.path().join("node_modules/pkg")).unwrap();
+        std::fs::write(nested.join(".env.production"), "A=b").unwrap();
+        std::fs::write(root.path().join("main.tfvars"), "x").unwrap();
+        std::fs::write(root.path().join("node_modules/pkg/.env"), "x").unwrap();
+        std::fs::write(root.path().join("README.md"), "x").unwrap();
+        let classes = [class(&[], &[], &[".env", ".env.*", "*.tfvars"])];
+        let mut found: Vec<String> = expand_workspace(&classes, root.path())
+            .iter()
+            .map(|f| {
+                f.path
+                    .strip_prefix(root.path())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        found.sort();
+        assert_eq!(found, ["main.tfvars", "services/api/.env.production"]);
+    }
+}

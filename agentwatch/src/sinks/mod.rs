@@ -1,0 +1,7 @@
+//! Where events go: JSON lines (`run --events`), the alert line on stderr,
+//! and Prometheus metrics (the daemon). The daemon's control socket, which
+//! streams events to `events` and `top`, is `crate::control`.
+
+pub mod alert_line;
+pub mod json_lines;
+pub mod prometheus;
