@@ -195,6 +195,34 @@ fn a_credential_file_created_during_the_session_counts() {
 }
 
 #[test]
+fn a_workspace_secret_deep_in_a_large_tree_counts() {
+    let lab = Lab::new();
+    // Thousands of directories before it, breadth first: more than the
+    // start waits for, so the rest of the walk finds it while the command
+    // already runs.
+    for group in 0..150 {
+        for dir in 0..150 {
+            std::fs::create_dir_all(lab.path(&format!("big/g{group}/d{dir}"))).unwrap();
+        }
+    }
+    write(&lab.path("big/g149/d149/infra/terraform.tfstate"), "{}");
+    let railway = lab.listen(RAILWAY);
+    let watched = lab.run(
+        &[],
+        &[],
+        "sleep 1
+cat big/g149/d149/infra/terraform.tfstate >/dev/null
+         $PROBE connect-host backboard.railway.app:443",
+    );
+    assert_blocked(
+        &watched,
+        &railway,
+        "workspace secret found by the background walk",
+    );
+    expect_event!(watched.events, "alert", { "credential/class" => "workspace" });
+}
+
+#[test]
 fn a_siblings_read_taints_the_whole_session() {
     let lab = Lab::new();
     let railway = lab.listen(RAILWAY);

@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use agentwatch_common::maps::{Config, SessionState};
@@ -22,11 +22,12 @@ use crate::{
     event::{Body, CredentialUse, Event, Found},
     feed::{
         content::{ContentScans, ScanJob, ScanResult, ScanStats, worth_scanning},
-        credentials::{CredentialFile, expand, expand_workspace, watch_dirs},
+        credentials::{CredentialFile, expand, watch_dirs},
         environ,
         resolver::{self, REFRESH_INTERVAL, is_localhost},
         tables::Tables,
         watch::DirWatcher,
+        workspace::{self, START_BUDGET, Walks},
     },
     kernel::{
         maps::{KernelCounters, KernelMaps},
@@ -63,6 +64,8 @@ pub struct Engine {
     watcher: DirWatcher,
     refresh: Interval,
     scans: ContentScans,
+    /// Workspace walks still going on after a session's start.
+    walks: Walks,
 }
 
 /// The state a record is handled against (apart from the streams feeding it).
@@ -73,6 +76,9 @@ struct Core {
     clock: Clock,
     homes: Vec<PathBuf>,
     workspaces: BTreeSet<PathBuf>,
+    /// Bumped by every policy change: a background walk's finds carry class
+    /// indices of the policy it started under, and stale ones are dropped.
+    policy_generation: u64,
     decode_errors: u64,
     /// Files read by sessions, waiting to be handed to the scanner.
     to_scan: Vec<ScanJob>,
@@ -121,6 +127,7 @@ impl Engine {
             clock: Clock::now(),
             homes: options.homes,
             workspaces: BTreeSet::new(),
+            policy_generation: 0,
             decode_errors: 0,
             to_scan: Vec::new(),
         };
@@ -140,6 +147,7 @@ impl Engine {
             watcher,
             refresh: interval_at(Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL),
             scans: ContentScans::start(scanner),
+            walks: Walks::new(),
         })
     }
 
@@ -199,15 +207,17 @@ impl Engine {
     }
 
     /// A session's working directory is searched for workspace credentials.
+    /// The part nearest `dir` is walked now, for at most [`START_BUDGET`];
+    /// the rest in the background (see `feed::workspace`).
     pub fn add_workspace(&mut self, dir: &Path) -> Result<()> {
-        self.core.add_workspace(dir)
+        self.core.add_workspace(dir, &self.walks)
     }
 
     /// Puts a new policy in force: its tables are added to the kernel's
     /// (entries the old policy had and the new one drops stay until restart)
     /// and credential files are expanded again.
     pub fn replace_policy(&mut self, policy: Policy) -> Result<()> {
-        self.core.replace_policy(policy)
+        self.core.replace_policy(policy, &self.walks)
     }
 
     /// Waits for the next piece of work and appends the events it produced.
@@ -225,6 +235,11 @@ impl Engine {
             }
             _ = self.refresh.tick() => self.core.resolve_hosts().await?,
             result = self.scans.next() => self.core.found(result, out)?,
+            found = self.walks.next() => {
+                if found.generation == self.core.policy_generation {
+                    self.core.add_files(found.files)?;
+                }
+            }
         }
         self.submit_scans();
         Ok(())
@@ -270,34 +285,39 @@ impl Core {
         }
     }
 
-    fn replace_policy(&mut self, policy: Policy) -> Result<()> {
+    fn replace_policy(&mut self, policy: Policy, walks: &Walks) -> Result<()> {
         let tables = Tables::compile(&policy);
         tables.load_into(&mut self.maps)?;
         self.enrich.tables = tables;
         self.policy = policy;
-        self.workspaces.clear();
-        self.load_credentials()
-    }
-
-    fn add_workspace(&mut self, dir: &Path) -> Result<()> {
-        if self.workspaces.insert(dir.to_path_buf()) {
-            self.add_files(expand_workspace(&self.policy.classes, dir))?;
+        self.policy_generation += 1;
+        self.load_credentials()?;
+        // The new policy's workspace names, in every workspace, from scratch.
+        let names = workspace::names(&self.policy.classes);
+        for dir in &self.workspaces {
+            walks.start(names.clone(), dir, self.policy_generation, Duration::ZERO);
         }
         Ok(())
     }
 
-    /// Puts the identities of credential files (catalog paths under each
-    /// home, catalog names in the workspaces) in the kernel's map.
+    fn add_workspace(&mut self, dir: &Path, walks: &Walks) -> Result<()> {
+        if !self.workspaces.insert(dir.to_path_buf()) {
+            return Ok(());
+        }
+        let names = workspace::names(&self.policy.classes);
+        let found = walks.start(names, dir, self.policy_generation, START_BUDGET);
+        self.add_files(found)
+    }
+
+    /// Puts the identities of the catalog's credential files under each
+    /// home in the kernel's map (workspaces are walked by `add_workspace`).
     fn load_credentials(&mut self) -> Result<()> {
         let classes = &self.policy.classes;
-        let mut files: Vec<_> = self
+        let files: Vec<_> = self
             .homes
             .iter()
             .flat_map(|home| expand(classes, home))
             .collect();
-        for workspace in &self.workspaces {
-            files.extend(expand_workspace(classes, workspace));
-        }
         self.add_files(files)
     }
 

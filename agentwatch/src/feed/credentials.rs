@@ -1,5 +1,5 @@
 //! Credential files by identity: the catalog's path patterns expanded, for a
-//! home directory and a workspace, into the (device, inode) pairs the kernel
+//! home directory (and by `workspace` for a workspace), into the (device, inode) pairs the kernel
 //! matches opens against — so symlinks, hardlinks, relative paths,
 //! `/proc/self/fd/N` and bind mounts all match.
 
@@ -11,9 +11,8 @@ use std::{
 
 use agentwatch_common::{maps::CredKey, offsets::kernel_dev};
 use glob::{MatchOptions, Pattern};
-use walkdir::WalkDir;
 
-use crate::{policy::CredentialClass, scan::workspace::skipped_dir};
+use crate::policy::CredentialClass;
 
 /// A credential file found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,10 +21,6 @@ pub struct CredentialFile {
     pub path: PathBuf,
     pub key: CredKey,
 }
-
-/// Bounds of a workspace walk: an agent's checkout can be huge.
-pub const WORKSPACE_MAX_DEPTH: usize = 8;
-pub const WORKSPACE_MAX_ENTRIES: usize = 50_000;
 
 const MATCH: MatchOptions = MatchOptions {
     case_sensitive: true,
@@ -41,7 +36,8 @@ pub fn expand_home(pattern: &str, home: &Path) -> PathBuf {
     }
 }
 
-fn identity(path: &Path) -> Option<CredKey> {
+/// The identity of the regular file at `path` (following symlinks).
+pub(super) fn identity(path: &Path) -> Option<CredKey> {
     let meta = std::fs::metadata(path).ok()?;
     meta.is_file().then(|| CredKey {
         dev: kernel_dev(meta.dev()),
@@ -72,46 +68,6 @@ pub fn expand(classes: &[CredentialClass], home: &Path) -> Vec<CredentialFile> {
                     found.push(CredentialFile { class, path, key });
                 }
             }
-        }
-    }
-    found
-}
-
-/// Files under `root` whose names match a class's `workspace_names`, within
-/// [`WORKSPACE_MAX_DEPTH`] and [`WORKSPACE_MAX_ENTRIES`].
-pub fn expand_workspace(classes: &[CredentialClass], root: &Path) -> Vec<CredentialFile> {
-    let names: Vec<(usize, Pattern)> = classes
-        .iter()
-        .enumerate()
-        .flat_map(|(class, entry)| {
-            entry
-                .workspace_names
-                .iter()
-                .filter_map(move |name| Pattern::new(name).ok().map(|p| (class, p)))
-        })
-        .collect();
-    if names.is_empty() {
-        return Vec::new();
-    }
-    let walk = WalkDir::new(root)
-        .max_depth(WORKSPACE_MAX_DEPTH)
-        .into_iter()
-        .filter_entry(|entry| !skipped_dir(entry))
-        .take(WORKSPACE_MAX_ENTRIES);
-    let mut found = Vec::new();
-    for entry in walk.filter_map(Result::ok) {
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy();
-        if let Some((class, _)) = names.iter().find(|(_, pattern)| pattern.matches(&name))
-            && let Some(key) = identity(entry.path())
-        {
-            found.push(CredentialFile {
-                class: *class,
-                path: entry.into_path(),
-                key,
-            });
         }
     }
     found
@@ -201,30 +157,5 @@ mod tests {
         symlink(&real, home.path().join("link.json")).unwrap();
         let found = expand(&[class(&["~/link.json"], &[], &[])], home.path());
         assert_eq!(found[0].key.ino, std::fs::metadata(&real).unwrap().ino());
-    }
-
-    #[test]
-    fn workspace_names_anywhere_but_skipped_dirs() {
-        let root = tempfile::tempdir().unwrap();
-        let nested = root.path().join("services/api");
-        std::fs::create_dir_all(&nested).unwrap();
-        std::fs::create_dir_all(root.path().join("node_modules/pkg")).unwrap();
-        std::fs::write(nested.join(".env.production"), "A=b").unwrap();
-        std::fs::write(root.path().join("main.tfvars"), "x").unwrap();
-        std::fs::write(root.path().join("node_modules/pkg/.env"), "x").unwrap();
-        std::fs::write(root.path().join("README.md"), "x").unwrap();
-        let classes = [class(&[], &[], &[".env", ".env.*", "*.tfvars"])];
-        let mut found: Vec<String> = expand_workspace(&classes, root.path())
-            .iter()
-            .map(|f| {
-                f.path
-                    .strip_prefix(root.path())
-                    .unwrap()
-                    .display()
-                    .to_string()
-            })
-            .collect();
-        found.sort();
-        assert_eq!(found, ["main.tfvars", "services/api/.env.production"]);
     }
 }

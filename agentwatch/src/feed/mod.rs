@@ -9,3 +9,4 @@ pub mod environ;
 pub mod resolver;
 pub mod tables;
 pub mod watch;
+pub mod workspace;

@@ -29,9 +29,12 @@ pub fn in_skipped_dir(path: &str) -> bool {
 
 /// Whether a workspace walk should skip `entry` (never the walk's root).
 pub fn skipped_dir(entry: &walkdir::DirEntry) -> bool {
-    entry.depth() > 0
-        && entry.file_type().is_dir()
-        && WALK_SKIP_DIRS.iter().any(|skip| entry.file_name() == *skip)
+    entry.depth() > 0 && entry.file_type().is_dir() && is_skipped_dir_name(entry.file_name())
+}
+
+/// Whether a directory of this name is skipped by every workspace walk.
+pub fn is_skipped_dir_name(name: &std::ffi::OsStr) -> bool {
+    WALK_SKIP_DIRS.iter().any(|skip| name == *skip)
 }
 
 /// `agentwatch scan DIR`: walks DIR (skipping .git, node_modules, target, .venv, venv, __pycache__; not following symlinks; bounded to 100_000 files, depth 16), prints one line per finding to `out`: "{relative path}:{line}: {rule} ({provider or "unknown provider"}) {redacted}", then a summary line "{n} credentials in {m} files" (or "no credentials found in {k} files scanned"); returns Ok(true) if anything was found. Unreadable files are reported to stderr and skipped.
