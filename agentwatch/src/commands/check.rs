@@ -140,11 +140,34 @@ fn probe_programs(report: &mut Report) {
                 "ring buffer",
                 format!("{} MiB", options.ring_buffer_bytes >> 20),
             );
+            let support = &attached.support;
             report.add(
                 Status::Ok,
                 "kill and stop at a refusal",
-                attached.support.signal_at_refusal(),
+                support.signal_at_refusal(),
             );
+            if support.first_write_missing.is_empty() {
+                report.add(
+                    Status::Ok,
+                    "first-write hooks",
+                    "available in this kernel (sock_ops, sk_msg, sockhash, socket storage)",
+                );
+            } else {
+                report.add(
+                    Status::Warn,
+                    "first-write hooks",
+                    format!("missing: {}", support.first_write_missing.join(", ")),
+                );
+            }
+            if support.uprobes {
+                report.add(
+                    Status::Ok,
+                    "uprobes",
+                    "available in this kernel (uprobe PMU)",
+                );
+            } else {
+                report.add(Status::Warn, "uprobes", "missing: no uprobe PMU");
+            }
             for spec in PROGRAMS {
                 let what = format!("{:?} {}", spec.hook, spec.name);
                 match attached

@@ -3,20 +3,32 @@
 //! lacking something gets a clear message or a fallback, never a raw
 //! verifier log.
 
+use std::path::Path;
+
 use agentwatch_common::features::KernelFeatures;
 use anyhow::{Context as _, Result, bail};
 use aya::{
+    maps::MapType,
     programs::ProgramType,
-    sys::{BpfHelper, is_helper_supported},
+    sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported},
 };
+
+/// Present when the kernel can attach uprobes through perf events.
+const UPROBE_PMU: &str = "/sys/bus/event_source/devices/uprobe/type";
 
 /// The oldest kernel the matrix (`cargo xtask test --kernels all`) passes.
 pub const TESTED_FROM: &str = "6.1";
 
 /// What was probed, for the programs and for `agentwatch check`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Support {
     pub features: KernelFeatures,
+    /// What a socket's first write could be judged with (sock_ops, sk_msg,
+    /// a sockhash, socket storage) that this kernel lacks; empty when all
+    /// are there.
+    pub first_write_missing: Vec<&'static str>,
+    /// The uprobe PMU, for watching a TLS library's `SSL_write`.
+    pub uprobes: bool,
 }
 
 impl Support {
@@ -36,10 +48,25 @@ impl Support {
         }
         let sock_addr_signal =
             supported(ProgramType::CgroupSockAddr, BpfHelper::BPF_FUNC_send_signal)?;
+        // An unexpected probe error counts as missing: these only widen
+        // what `check` reports, they gate nothing that runs today.
+        let program = |program_type| is_program_supported(program_type).unwrap_or(false);
+        let map = |map_type| is_map_supported(map_type).unwrap_or(false);
+        let first_write_missing = [
+            ("sock_ops", program(ProgramType::SockOps)),
+            ("sk_msg", program(ProgramType::SkMsg)),
+            ("sockhash", map(MapType::SockHash)),
+            ("socket storage", map(MapType::SkStorage)),
+        ]
+        .into_iter()
+        .filter_map(|(what, supported)| (!supported).then_some(what))
+        .collect();
         Ok(Self {
             features: KernelFeatures {
                 sock_addr_signal: sock_addr_signal.into(),
             },
+            first_write_missing,
+            uprobes: Path::new(UPROBE_PMU).exists(),
         })
     }
 
