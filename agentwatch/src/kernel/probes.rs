@@ -16,6 +16,7 @@ use aya::{
         ProgramError, TracePoint, trace_point::TracePointLinkId,
     },
 };
+use tracing::debug;
 
 use super::{
     btf::{KernelBtf, VMLINUX_BTF},
@@ -302,19 +303,37 @@ fn attach(
     result.map_err(describe)
 }
 
-/// Verifier logs run to thousands of lines; the verdict is at the end.
+/// Verifier logs run to thousands of lines; the verdict is their last line
+/// before the statistics. The rest is logged at debug level, for a bug report.
 fn describe(error: ProgramError) -> anyhow::Error {
-    const KEPT_LINES: usize = 12;
     match error {
         ProgramError::LoadError {
             io_error,
             verifier_log,
         } => {
             let log = verifier_log.to_string();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(KEPT_LINES)..].join("\n");
-            anyhow!("the verifier rejected it ({io_error}); end of its log:\n{tail}")
+            debug!("verifier log:\n{log}");
+            anyhow!(
+                "this kernel's verifier rejected it ({io_error}): {} \
+                 (RUST_LOG=debug shows its whole log)",
+                verifier_verdict(&log)
+            )
         }
         other => other.into(),
     }
+}
+
+/// The line of a verifier log that says why it refused.
+pub(super) fn verifier_verdict(log: &str) -> &str {
+    const STATISTICS: &[&str] = &[
+        "processed ",
+        "verification time",
+        "stack depth",
+        "-- END PROG LOAD LOG --",
+    ];
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !STATISTICS.iter().any(|s| line.starts_with(s)))
+        .unwrap_or("no reason given")
 }
