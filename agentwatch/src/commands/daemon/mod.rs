@@ -158,7 +158,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     }
     prometheus::serve(options.metrics, metrics.clone()).await?;
     let (decisions, mut decided) = mpsc::channel(64);
-    let handler = Arc::new(Handler::new(decisions));
+    let handler = Arc::new(Handler::new(decisions, action));
     tokio::spawn(listener::serve(
         listener,
         Arc::new(Authority { admin_gid }),
@@ -419,10 +419,7 @@ impl Daemon {
     }
 
     fn publish(&self, event: Event) {
-        match serde_json::to_value(&event) {
-            Ok(value) => self.handler.publish(value),
-            Err(error) => warn!("cannot encode event: {error}"),
-        }
+        self.handler.publish(event);
     }
 }
 

@@ -35,7 +35,7 @@ impl Daemon {
                 agent: session.agent.clone(),
                 root_pid: *id,
                 started: humantime::format_rfc3339_seconds(session.started).to_string(),
-                action: session.action.to_string(),
+                action: session.action,
                 stopped: session.stopped_for.is_some(),
                 credentials: engine.tables().class_names(held),
                 processes,
@@ -73,7 +73,7 @@ impl Daemon {
             }
         }
         shared.status = Status {
-            mode: self.action.to_string(),
+            mode: self.action,
             sessions,
             tracked_processes: tracked as u64,
             events_lost: lost,
