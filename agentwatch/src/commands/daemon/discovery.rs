@@ -12,7 +12,7 @@ use agentwatch_common::{
 use anyhow::Result;
 
 use crate::{
-    kernel::maps::KernelMaps,
+    engine::Engine,
     policy::{AgentMatcher, EnvMarker},
     sys::proc,
 };
@@ -61,20 +61,20 @@ impl Agents {
     }
 
     /// Fills the kernel's exec-time tables.
-    pub fn load_into(&self, maps: &mut KernelMaps) -> Result<()> {
+    pub fn load_into(&self, engine: &mut Engine) -> Result<()> {
         let mut holds = false;
         for (id, matcher) in self.ids() {
             for executable in &matcher.executables {
-                maps.add_agent_comm(executable_hash(executable), id)?;
+                engine.add_agent_executable(executable_hash(executable), id)?;
             }
             for marker in &matcher.env {
-                maps.add_agent_marker(marker_hash(marker), id)?;
+                engine.add_agent_marker(marker_hash(marker), id)?;
             }
             holds |= !matcher.argv.is_empty();
         }
         if holds {
             for interpreter in INTERPRETERS {
-                maps.add_agent_comm(executable_hash(interpreter), HELD)?;
+                engine.add_agent_executable(executable_hash(interpreter), HELD)?;
             }
         }
         Ok(())

@@ -45,7 +45,7 @@ impl Daemon {
             taken.extend(&members);
             self.open_session(pid, agent, FoundBy::Running)?;
             for member in members {
-                self.engine.maps_mut().add_process(member, pid)?;
+                self.engine.track_process(member, pid)?;
             }
             // What it held before the restart, it still holds.
             if let Some(session) = saved.get(&pid) {
@@ -69,7 +69,7 @@ impl Daemon {
         // The kernel opened the others itself (and may have tainted them).
         if matches!(found_by, FoundBy::Running | FoundBy::Argv) {
             self.engine.add_session(session, self.action)?;
-            self.engine.maps_mut().add_process(session, session)?;
+            self.engine.track_process(session, session)?;
         }
         if let Some(cwd) = proc::cwd(session)
             && cwd != Path::new("/")
@@ -130,7 +130,7 @@ impl Daemon {
         {
             warn!("session for pid {pid}: {error:#}");
         }
-        self.engine.maps_mut().release_held(pid);
+        self.engine.release_held(pid);
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
         matched
     }
@@ -138,7 +138,7 @@ impl Daemon {
     /// Interpreters still held whose exec event was lost: decided from
     /// /proc, so none stays stopped.
     pub(super) fn release_lost_holds(&mut self) {
-        for pid in self.engine.maps().held() {
+        for pid in self.engine.held_processes() {
             let argv = read_process(pid).map(|view| view.argv).unwrap_or_default();
             self.release_held(pid, &argv);
         }

@@ -11,11 +11,10 @@ impl Daemon {
     pub(super) fn refresh_status(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
         let losses = self.engine.losses().ok();
         let engine = &self.engine;
-        let fill = engine.maps().fill();
+        let fill = engine.map_fill();
         let mut sessions = Vec::new();
         for (id, session) in &self.sessions {
-            let held = engine.maps().session(*id).map_or(0, |state| state.creds)
-                | engine.maps().user_taint(*id);
+            let held = engine.credentials_held(*id);
             let processes = members
                 .get(id)
                 .into_iter()
