@@ -43,7 +43,7 @@ fn me(uid: u32, gid: u32) -> Peer {
 
 /// A gid this test process is not a member of.
 fn foreign_gid() -> u32 {
-    let mine = supplementary_groups(std::process::id());
+    let mine = supplementary_groups(std::process::id()).unwrap();
     (900_000..).find(|g| !mine.contains(g)).unwrap()
 }
 

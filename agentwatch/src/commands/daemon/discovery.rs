@@ -14,7 +14,7 @@ use anyhow::Result;
 use crate::{
     engine::Engine,
     policy::{AgentMatcher, EnvMarker},
-    sys::proc,
+    sys::proc::{self, ProcError},
 };
 
 /// Executables node-, python- or bun-based agents run as: with argv
@@ -147,12 +147,14 @@ fn marker_hash(marker: &EnvMarker) -> u64 {
     }
 }
 
-/// A running process as the matchers see it; `None` once it is gone.
-pub fn read_process(pid: u32) -> Option<ProcessView> {
-    Some(ProcessView {
+/// A running process as the matchers see it.
+pub fn read_process(pid: u32) -> Result<ProcessView, ProcError> {
+    // A kernel thread or a zombie has no argv or environment to read: it is
+    // matched on its comm alone.
+    Ok(ProcessView {
         comm: proc::comm(pid)?,
-        argv: proc::cmdline(pid),
-        environ: proc::environ(pid),
+        argv: proc::cmdline(pid).unwrap_or_default(),
+        environ: proc::environ(pid).unwrap_or_default(),
     })
 }
 

@@ -37,7 +37,9 @@ impl Daemon {
             if pid == me || taken.contains(&pid) {
                 continue;
             }
-            let Some(agent) = read_process(pid).and_then(|view| self.agents.match_process(&view))
+            let Some(agent) = read_process(pid)
+                .ok()
+                .and_then(|view| self.agents.match_process(&view))
             else {
                 continue;
             };
@@ -71,7 +73,7 @@ impl Daemon {
             self.engine.add_session(session, self.action)?;
             self.engine.track_process(session, session)?;
         }
-        if let Some(cwd) = proc::cwd(session)
+        if let Ok(cwd) = proc::cwd(session)
             && cwd != Path::new("/")
         {
             self.engine.add_workspace(&cwd)?;
@@ -102,9 +104,7 @@ impl Daemon {
         agent: String,
         found_by: FoundBy,
     ) -> Event {
-        let comm = read_process(session)
-            .map(|view| view.comm)
-            .unwrap_or_default();
+        let comm = proc::comm(session).unwrap_or_default();
         Event {
             ts: SystemTime::now(),
             session,
@@ -154,12 +154,13 @@ impl Daemon {
             .collect();
         for session in unknown {
             let agent = read_process(session)
+                .ok()
                 .and_then(|view| self.agents.match_process(&view))
                 .unwrap_or(0);
             if let Err(error) = self.open_session(session, agent, FoundBy::LostEvent) {
                 warn!("session {session}: {error:#}");
             }
-            if proc::is_stopped(session) {
+            if matches!(proc::is_stopped(session), Ok(true)) {
                 let _ = kill(Pid::from_raw(session as i32), Signal::SIGCONT);
             }
         }

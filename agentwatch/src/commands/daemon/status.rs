@@ -58,7 +58,7 @@ impl Daemon {
                 .filter_map(|session| {
                     Some(SavedSession {
                         root: session.root_pid,
-                        started: start_time(session.root_pid)?,
+                        started: start_time(session.root_pid).ok()?,
                         credentials: session.credentials.clone(),
                     })
                 })
