@@ -7,11 +7,12 @@
 
 use std::{
     collections::BTreeSet,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
 
-use agentwatch_common::maps::{Config, SessionState};
+use agentwatch_common::maps::{Config, SessionState, session_flags};
 use anyhow::{Context as _, Result};
 use tokio::time::{Instant, Interval, interval_at};
 use tracing::{info, warn};
@@ -30,7 +31,7 @@ use crate::{
         workspace::{self, START_BUDGET, Walks},
     },
     kernel::{
-        maps::{KernelCounters, KernelMaps},
+        maps::{KernelCounters, KernelMaps, MapFill},
         probes::{LoadOptions, Probes},
         ringbuf::RecordStream,
     },
@@ -155,16 +156,121 @@ impl Engine {
         &self.probes
     }
 
-    pub fn probes_mut(&mut self) -> &mut Probes {
-        &mut self.probes
+    /// While armed, every process of a killed session dies at its next syscall.
+    pub fn arm_kill_switch(&mut self) -> Result<()> {
+        self.probes.arm_kill_switch()
     }
 
-    pub fn maps(&self) -> &KernelMaps {
-        &self.core.maps
+    pub fn disarm_kill_switch(&mut self) -> Result<()> {
+        self.probes.disarm_kill_switch()
     }
 
-    pub fn maps_mut(&mut self) -> &mut KernelMaps {
-        &mut self.core.maps
+    /// The syscall tracepoints cost every process on the machine: attached
+    /// only while there is a session to watch.
+    pub fn attach_syscalls(&mut self) -> Result<()> {
+        self.probes.attach_syscalls()
+    }
+
+    pub fn detach_syscalls(&mut self) -> Result<()> {
+        self.probes.detach_syscalls()
+    }
+
+    /// Turns the kernel's agent discovery on: an agent found at exec opens a
+    /// session under `default_action`. The same config tells the kernel
+    /// whether the syscall tracepoints are attached, so it is written again
+    /// after they are attached or detached.
+    pub fn configure_discovery(&mut self, default_action: Action) -> Result<()> {
+        self.core.maps.set_config(Config {
+            scan_all_env: 1,
+            discover: 1,
+            default_action: default_action.code(),
+            syscalls_attached: u32::from(self.probes.syscalls_attached()),
+        })
+    }
+
+    /// Discovery and environment scans off, for the kernel programs that
+    /// outlive the daemon by a moment as it exits.
+    pub fn disable_discovery(&mut self) -> Result<()> {
+        self.core.maps.set_config(Config {
+            scan_all_env: 0,
+            discover: 0,
+            ..Config::default()
+        })
+    }
+
+    /// An executable whose name (`hash`) marks `agent` at exec.
+    pub fn add_agent_executable(&mut self, hash: u64, agent: u32) -> Result<()> {
+        self.core.maps.add_agent_comm(hash, agent)
+    }
+
+    /// An environment entry (`hash`) that marks `agent` at exec.
+    pub fn add_agent_marker(&mut self, hash: u64, agent: u32) -> Result<()> {
+        self.core.maps.add_agent_marker(hash, agent)
+    }
+
+    /// While registered, whatever `tgid` forks joins `session` from its first instruction.
+    pub fn add_spawner(&mut self, tgid: u32, session: u32) -> Result<()> {
+        self.core.maps.add_spawner(tgid, session)
+    }
+
+    pub fn remove_spawner(&mut self, tgid: u32) -> Result<()> {
+        self.core.maps.remove_spawner(tgid)
+    }
+
+    /// Makes a running process (found in /proc) a process of `session` in the kernel's eyes.
+    pub fn track_process(&mut self, pid: u32, session: u32) -> Result<()> {
+        self.core.maps.add_process(pid, session)
+    }
+
+    /// Whether the kernel counts `pid` as a process of some session.
+    pub fn is_tracked(&self, pid: u32) -> bool {
+        self.core.maps.is_tracked(pid)
+    }
+
+    /// Every process of every session, as (pid, session).
+    pub fn tracked_processes(&self) -> Vec<(u32, u32)> {
+        self.core.maps.processes()
+    }
+
+    pub fn session_pids(&self, session: u32) -> Vec<u32> {
+        self.core.maps.session_pids(session)
+    }
+
+    /// Classes a session holds: what the kernel saw it read and what user space added.
+    pub fn credentials_held(&self, session: u32) -> u64 {
+        self.core
+            .maps
+            .session(session)
+            .map_or(0, |state| state.creds)
+            | self.core.maps.user_taint(session)
+    }
+
+    /// Lets a stopped session's retry of its connect to `addr` through, once,
+    /// and clears its flags so that it runs as before.
+    pub fn allow_retry(&mut self, session: u32, addr: IpAddr) -> Result<()> {
+        self.core.maps.allow_once(session, addr)?;
+        self.core.maps.set_session_flags(session, 0)
+    }
+
+    /// The kernel refuses a killed session everything until it is gone.
+    pub fn mark_killed(&mut self, session: u32) -> Result<()> {
+        self.core
+            .maps
+            .set_session_flags(session, session_flags::KILLED)
+    }
+
+    /// Interpreters the kernel stopped at exec, waiting for user space to read their argv.
+    pub fn held_processes(&self) -> Vec<u32> {
+        self.core.maps.held()
+    }
+
+    pub fn release_held(&mut self, pid: u32) {
+        self.core.maps.release_held(pid);
+    }
+
+    /// How full the kernel's bounded maps are.
+    pub fn map_fill(&self) -> Vec<MapFill> {
+        self.core.maps.fill()
     }
 
     /// The policy as compiled for the kernel, to name classes and providers.

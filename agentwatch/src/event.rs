@@ -1,14 +1,15 @@
 //! Events as agentwatch reports them: decoded from the kernel's records
 //! (`crate::decode`), named (`crate::enrich`), with a stable JSON form (one object per line; the schema is in the README).
+//! Clients of the control socket read that form back into these types.
 
 use std::time::SystemTime;
 
 use agentwatch_common::names::{Action, FoundBy, Kind, OpenSyscall, SessionTransition, Verdict};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
     pub ts: SystemTime,
     pub session: u32,
     pub pid: u32,
@@ -20,7 +21,7 @@ pub struct Event {
     pub body: Body,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Body {
     Open(Open),
@@ -38,14 +39,14 @@ pub enum Body {
 }
 
 /// A session opened (an agent found) or ended (its last process exited).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionChange {
     pub state: SessionTransition,
     pub agent: String,
     pub found_by: FoundBy,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestChange {
     pub id: u64,
     pub host: String,
@@ -57,7 +58,7 @@ pub struct RequestChange {
 
 /// A credential found by content in a file a session read: the session
 /// holds it from now on, and the file counts as a credential file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Found {
     pub path: String,
     pub line: usize,
@@ -71,7 +72,7 @@ pub struct Found {
     pub credential: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Open {
     /// The path as the process passed it.
     pub path: String,
@@ -85,17 +86,17 @@ pub struct Open {
     pub dev: u64,
     pub ino: u64,
     pub syscall: OpenSyscall,
-    #[serde(skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub truncated: bool,
     /// Credential classes this open gave the session (bit = class index).
     #[serde(skip)]
     pub cred_classes: u64,
     /// Ids of those classes.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Connect {
     /// `inet`, `inet6`, `unix`, `unspec` or the family number.
     pub family: String,
@@ -110,18 +111,18 @@ pub struct Connect {
     pub host: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exec {
     pub filename: String,
     pub argv: Vec<String>,
     /// 0, or `-errno` of a failed exec.
     pub ret: i32,
-    #[serde(skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub truncated: bool,
     /// Credential classes the new image's environment holds.
     #[serde(skip)]
     pub env_classes: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
     /// Discovery's verdict in the kernel (`agent::HELD` bit for a held
     /// interpreter); named in `agent` once user space has decided.
@@ -132,7 +133,7 @@ pub struct Exec {
     pub agent: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exit {
     /// The exit status, or 128 + the signal, as a shell reports it.
     pub code: i32,
@@ -142,7 +143,7 @@ pub struct Exit {
 
 /// A session holding a credential connected to an infrastructure host that
 /// credential counts against.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// What was done.
     pub action: Action,
@@ -163,19 +164,19 @@ pub struct Alert {
 }
 
 /// How a session came to hold a credential.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CredentialUse {
     /// Class id (a provider, or a `[credentials.X]` entry).
     pub class: String,
     /// The path read, `env:NAME`, `/proc/PID/environ`, or `content:RULE in PATH`.
     pub source: String,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
     pub at: SystemTime,
     pub pid: u32,
     pub comm: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ancestor {
     pub pid: u32,
     pub comm: String,
@@ -205,4 +206,32 @@ fn is_false(value: &bool) -> bool {
 
 fn rfc3339<S: Serializer>(ts: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&humantime::format_rfc3339_micros(*ts))
+}
+
+fn from_rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the daemon writes, a client reads back and writes again unchanged.
+    #[test]
+    fn json_form_round_trips() {
+        let lines = [
+            // The README's example.
+            r#"{"ts":"2026-11-25T11:50:21.132193Z","session":1,"pid":11185,"tid":11185,"ppid":11183,"uid":0,"comm":"cat","kind":"open","path":"./hostname","resolved":"/etc/hostname","flags":0,"ret":3,"dev":65024,"ino":611,"syscall":"openat"}"#,
+            r#"{"ts":"2026-11-25T11:50:22.000001Z","session":1,"pid":11186,"tid":11186,"ppid":11183,"uid":0,"comm":"curl","kind":"alert","action":"ask","host":"backboard.railway.app","addr":"127.0.0.2","port":443,"provider":"railway","credential":{"class":"railway","source":"/root/.railway/config.json","at":"2026-11-25T11:50:21.132193Z","pid":11185,"comm":"cat"},"credentials":["railway"],"ancestry":[{"pid":11183,"comm":"bash","argv":["bash","-c","x"]}]}"#,
+            r#"{"ts":"2026-11-25T11:50:23.000000Z","session":1,"pid":11183,"tid":11183,"ppid":1,"uid":0,"comm":"bash","kind":"exec","filename":"/usr/bin/bash","argv":["bash"],"ret":0,"truncated":true,"credentials":["github"],"agent":"Claude Code"}"#,
+            r#"{"ts":"2026-11-25T11:50:24.000000Z","session":1,"pid":11183,"tid":11183,"ppid":1,"uid":0,"comm":"bash","kind":"fork","child":11190}"#,
+            r#"{"ts":"2026-11-25T11:50:25.000000Z","session":1,"pid":11183,"tid":11183,"ppid":1,"uid":0,"comm":"bash","kind":"session","state":"end","agent":"Claude Code","found_by":"lost-event"}"#,
+            r#"{"ts":"2026-11-25T11:50:26.000000Z","session":1,"pid":11183,"tid":11183,"ppid":1,"uid":0,"comm":"curl","kind":"request","id":7,"host":"backboard.railway.app","port":443,"verdict":"timeout"}"#,
+        ];
+        for line in lines {
+            let event: Event = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&event).unwrap(), line);
+        }
+    }
 }

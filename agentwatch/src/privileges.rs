@@ -5,6 +5,8 @@ use std::{ffi::CString, path::PathBuf};
 use anyhow::{Context as _, Result, bail};
 use nix::unistd::{Gid, Uid, User, getgrouplist};
 
+use crate::sys::proc;
+
 /// Capabilities needed to load, attach and mount: (bit, name).
 const REQUIRED_CAPS: &[(u32, &str)] = &[
     (21, "CAP_SYS_ADMIN"),
@@ -13,19 +15,9 @@ const REQUIRED_CAPS: &[(u32, &str)] = &[
     (12, "CAP_NET_ADMIN"),
 ];
 
-fn effective_caps() -> Result<u64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let hex = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .context("no CapEff line in /proc/self/status")?;
-    u64::from_str_radix(hex.trim(), 16).context("parsing CapEff")
-}
-
 /// Names of the required capabilities this process lacks.
 pub fn missing_capabilities() -> Result<Vec<&'static str>> {
-    let caps = effective_caps()?;
+    let caps = proc::effective_capabilities()?;
     Ok(REQUIRED_CAPS
         .iter()
         .filter(|(bit, _)| caps & (1u64 << bit) == 0)

@@ -70,10 +70,9 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     // Every process this one forks while registered joins the session from
     // its first instruction, so nothing the command does runs unwatched.
     let me = std::process::id();
-    let maps = engine.maps_mut();
-    maps.add_spawner(me, SESSION)?;
+    engine.add_spawner(me, SESSION)?;
     let spawned = spawn(&options.command, account.as_ref());
-    maps.remove_spawner(me)?;
+    engine.remove_spawner(me)?;
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
@@ -127,7 +126,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     for line in engine.losses()?.describe() {
         eprintln!("agentwatch: {line}");
     }
-    let remaining = engine.maps().session_pids(SESSION);
+    let remaining = engine.session_pids(SESSION);
     if !remaining.is_empty() {
         eprintln!(
             "agentwatch: the command exited but {} of its processes still run and are no longer watched: {remaining:?}",

@@ -72,6 +72,8 @@ impl Authority {
         let Some(admin) = self.admin_gid else {
             return false;
         };
-        peer.gid == admin || supplementary_groups(peer.pid).contains(&admin)
+        // A peer whose groups cannot be read (it has gone) is not taken for a member.
+        peer.gid == admin
+            || supplementary_groups(peer.pid).is_ok_and(|groups| groups.contains(&admin))
     }
 }

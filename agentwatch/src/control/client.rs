@@ -106,6 +106,21 @@ pub async fn events_command(
     bail!("the daemon closed the connection")
 }
 
+/// Why the next response could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The connection failed: nothing more will come.
+    #[error("cannot read from the daemon")]
+    Io(#[from] io::Error),
+    /// One line this version cannot read; the lines after it may still be read.
+    #[error("the daemon sent an unreadable line: {line}")]
+    Unreadable {
+        line: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Responses to one request, line by line (for the terminal UI and the commands above).
 pub struct Subscription {
     lines: Lines<BufReader<OwnedReadHalf>>,
@@ -140,20 +155,15 @@ impl Subscription {
     }
 
     /// The next response, or None when the daemon closed the connection.
-    pub async fn next(&mut self) -> anyhow::Result<Option<Response>> {
+    pub async fn next(&mut self) -> Result<Option<Response>, ReadError> {
         loop {
-            let Some(line) = self
-                .lines
-                .next_line()
-                .await
-                .context("cannot read from the daemon")?
-            else {
+            let Some(line) = self.lines.next_line().await? else {
                 return Ok(None);
             };
             if !line.trim().is_empty() {
                 return serde_json::from_str(&line)
                     .map(Some)
-                    .with_context(|| format!("the daemon sent an unreadable line: {line}"));
+                    .map_err(|source| ReadError::Unreadable { line, source });
             }
         }
     }
@@ -237,7 +247,7 @@ mod tests {
     use crate::control::fake::{Fake, event, pending_request, require_root, start};
 
     /// A one-connection daemon that answers any request with `lines`, then hangs up.
-    fn scripted(lines: &'static str) -> (tempfile::TempDir, std::path::PathBuf) {
+    fn scripted(lines: String) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agentwatch.sock");
         let listener = UnixListener::bind(&path).unwrap();
@@ -315,21 +325,24 @@ mod tests {
                 .unwrap(),
             0
         );
-        let expected = [2, 4].map(|n| event(n, 1).to_string() + "\n").concat();
+        let expected = [2, 4]
+            .map(|n| serde_json::to_string(&event(n, 1)).unwrap() + "\n")
+            .concat();
         assert_eq!(String::from_utf8(out).unwrap(), expected);
     }
 
     #[tokio::test]
     async fn events_follow_ends_in_an_error_when_the_daemon_goes() {
-        let (_dir, path) = scripted("{\"type\":\"event\",\"event\":{\"n\":1}}\n");
+        let event = serde_json::to_string(&event(1, 1)).unwrap();
+        let (_dir, path) = scripted(format!("{{\"type\":\"event\",\"event\":{event}}}\n"));
         let mut out = Vec::new();
         let err = events_command(&path, true, None, &mut out)
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "the daemon closed the connection");
-        assert_eq!(out, b"{\"n\":1}\n");
+        assert_eq!(String::from_utf8(out.clone()).unwrap(), event + "\n");
 
-        let (_dir, path) = scripted("{\"type\":\"error\",\"message\":\"refused\"}\n");
+        let (_dir, path) = scripted("{\"type\":\"error\",\"message\":\"refused\"}\n".into());
         assert_eq!(
             events_command(&path, true, None, &mut out).await.unwrap(),
             1

@@ -8,7 +8,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -17,7 +16,8 @@ use tokio::time::timeout;
 use tracing::{debug, error, info, warn};
 
 use super::{ControlHandler, Peer, authorize::Authority};
-use crate::control::protocol::{Request, Response};
+use crate::control::protocol::{EventLine, Request, Response};
+use crate::event::Event;
 
 /// Longest request line accepted, newline excluded.
 pub(super) const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -65,8 +65,8 @@ pub(super) async fn handle_client(
 enum Reply {
     One(Response),
     Events {
-        recent: Vec<Arc<Value>>,
-        live: Option<broadcast::Receiver<Arc<Value>>>,
+        recent: Vec<Arc<Event>>,
+        live: Option<broadcast::Receiver<Arc<Event>>>,
         session: Option<u32>,
     },
 }
@@ -184,8 +184,8 @@ impl Client {
 
     async fn stream_events(
         &mut self,
-        recent: Vec<Arc<Value>>,
-        live: Option<broadcast::Receiver<Arc<Value>>>,
+        recent: Vec<Arc<Event>>,
+        live: Option<broadcast::Receiver<Arc<Event>>>,
         session: Option<u32>,
     ) -> io::Result<()> {
         for event in &recent {
@@ -253,20 +253,18 @@ impl Out {
         self.buf.push(b'\n');
     }
 
-    /// Queues `Response::Event` for `event` if it passes the session filter, without cloning
-    /// it: the same event goes to every follower.
-    pub(super) fn queue_event(&mut self, event: &Value, session: Option<u32>) {
-        if session.is_some_and(|id| event.get("session").and_then(Value::as_u64) != Some(id.into()))
-        {
+    /// Queues `Response::Event` for `event` if it passes the session filter.
+    pub(super) fn queue_event(&mut self, event: &Event, session: Option<u32>) {
+        if session.is_some_and(|id| event.session != id) {
             return;
         }
-        self.buf.extend_from_slice(br#"{"type":"event","event":"#);
-        serde_json::to_writer(&mut self.buf, event).expect("a JSON value always serializes");
-        self.buf.extend_from_slice(b"}\n");
+        serde_json::to_writer(&mut self.buf, &EventLine { event })
+            .expect("an Event always serializes");
+        self.buf.push(b'\n');
     }
 
     /// Queues what the live feed gave; false once the feed is closed.
-    fn queue_live(&mut self, got: Result<Arc<Value>, Option<u64>>, session: Option<u32>) -> bool {
+    fn queue_live(&mut self, got: Result<Arc<Event>, Option<u64>>, session: Option<u32>) -> bool {
         match got {
             Ok(event) => self.queue_event(&event, session),
             Err(Some(n)) => self.queue(&Response::Error {

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use agentwatch_common::names::Action;
 use tokio::sync::broadcast;
 
 use super::{
@@ -13,12 +14,13 @@ use super::{
     listener::{bind, serve},
     protocol::{PendingRequest, Status},
 };
+use crate::event::{Body, Event};
 
 /// A daemon stand-in: one pending request (id 1), a replay buffer and a live feed.
 pub struct Fake {
     pub watched: AtomicBool,
-    pub events: broadcast::Sender<Arc<Value>>,
-    pub recent: Vec<Arc<Value>>,
+    pub events: broadcast::Sender<Arc<Event>>,
+    pub recent: Vec<Arc<Event>>,
     pub decisions: Mutex<Vec<(u64, bool, Peer)>>,
 }
 
@@ -27,9 +29,7 @@ impl Fake {
         Arc::new(Self {
             watched: AtomicBool::new(false),
             events: broadcast::channel(capacity).0,
-            recent: (1..=4u32)
-                .map(|n| Arc::new(event(n.into(), n % 2 + 1)))
-                .collect(),
+            recent: (1..=4u32).map(|n| Arc::new(event(n, n % 2 + 1))).collect(),
             decisions: Mutex::new(Vec::new()),
         })
     }
@@ -46,8 +46,18 @@ impl Fake {
     }
 }
 
-pub fn event(n: u64, session: u32) -> Value {
-    json!({"ts": "2026-01-01T00:00:00Z", "kind": "exec", "n": n, "session": session})
+/// Event `n` of `session`: process `n` forked.
+pub fn event(n: u32, session: u32) -> Event {
+    Event {
+        ts: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+        session,
+        pid: n,
+        tid: n,
+        ppid: 1,
+        uid: 0,
+        comm: "sh".into(),
+        body: Body::Fork { child: n + 1 },
+    }
 }
 
 pub fn pending_request() -> PendingRequest {
@@ -72,7 +82,7 @@ impl ControlHandler for Fake {
     }
     fn status(&self) -> Status {
         Status {
-            mode: "ask".into(),
+            mode: Action::Ask,
             sessions: Vec::new(),
             tracked_processes: 3,
             events_lost: 0,
@@ -85,7 +95,7 @@ impl ControlHandler for Fake {
     fn deny(&self, id: u64, peer: Peer) -> Result<String, String> {
         self.decide(id, false, peer)
     }
-    fn events(&self) -> (Vec<Arc<Value>>, broadcast::Receiver<Arc<Value>>) {
+    fn events(&self) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
         (self.recent.clone(), self.events.subscribe())
     }
     fn is_watched(&self, _pid: u32) -> bool {

@@ -16,9 +16,9 @@ mod tests;
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use tokio::sync::broadcast;
 
+use crate::event::Event;
 use protocol::{PendingRequest, Status};
 
 /// Who is on the other end of a connection (SO_PEERCRED).
@@ -40,7 +40,7 @@ pub trait ControlHandler: Send + Sync + 'static {
     fn deny(&self, id: u64, peer: Peer) -> Result<String, String>;
     /// Recent events (oldest first) and a live feed, for Events requests. Both should be taken
     /// under one lock so that no event is missed or repeated between them.
-    fn events(&self) -> (Vec<Arc<Value>>, broadcast::Receiver<Arc<Value>>);
+    fn events(&self) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
     /// Whether `pid` is, or descends from, a process of a watched session.
     fn is_watched(&self, pid: u32) -> bool;
 }

@@ -3,7 +3,10 @@
 // /run/agentwatch/agentwatch.sock (mode 0660, root:admin-group or 0600 root),
 // newline-delimited JSON: one Request line from the client, then Response lines.
 
+use agentwatch_common::names::Action;
 use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
 
 pub const DEFAULT_SOCKET: &str = "/run/agentwatch/agentwatch.sock";
 
@@ -37,11 +40,11 @@ pub enum Response {
         pending: Vec<PendingRequest>,
     },
     Status(Status),
-    /// An agentwatch event exactly as the JSON-lines sink writes it
-    /// (object with ts, kind, session, pid, ppid, comm, ...; kind "alert" for alerts,
-    /// kind "pending" / "resolved" for ask-mode requests (fields of PendingRequest + "verdict")).
+    /// An agentwatch event exactly as the JSON-lines sink writes it (the README's "Event
+    /// schema"); ask-mode requests are events of kind "request".
     Event {
-        event: serde_json::Value,
+        /// Boxed: an event is several times the size of the other responses.
+        event: Box<Event>,
     },
     Done {
         message: String,
@@ -69,7 +72,7 @@ pub struct PendingRequest {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
-    pub mode: String, // daemon's default action
+    pub mode: Action, // daemon's default action
     pub sessions: Vec<SessionInfo>,
     pub tracked_processes: u64,
     pub events_lost: u64,
@@ -82,7 +85,7 @@ pub struct SessionInfo {
     pub agent: String,
     pub root_pid: u32,
     pub started: String, // RFC 3339
-    pub action: String,
+    pub action: Action,
     pub stopped: bool,            // SIGSTOPped awaiting approval
     pub credentials: Vec<String>, // class ids the session holds
     pub processes: Vec<ProcessInfo>,
@@ -94,4 +97,12 @@ pub struct ProcessInfo {
     pub ppid: u32,
     pub comm: String,
     pub argv: Vec<String>,
+}
+
+/// How `Response::Event` is written without copying the event: the same event goes to every
+/// follower.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "event")]
+pub struct EventLine<'a> {
+    pub event: &'a Event,
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::event::Event;
 use crate::sys::proc::supplementary_groups;
 
 use super::{
@@ -43,7 +43,7 @@ fn me(uid: u32, gid: u32) -> Peer {
 
 /// A gid this test process is not a member of.
 fn foreign_gid() -> u32 {
-    let mine = supplementary_groups(std::process::id());
+    let mine = supplementary_groups(std::process::id()).unwrap();
     (900_000..).find(|g| !mine.contains(g)).unwrap()
 }
 
@@ -183,7 +183,9 @@ async fn events_replay_then_follow_with_session_filter() {
     )
     .await;
     let expected: Vec<_> = [1, 3]
-        .map(|n| Response::Event { event: event(n, 2) })
+        .map(|n| Response::Event {
+            event: event(n, 2).into(),
+        })
         .into_iter()
         .chain([Response::End])
         .collect();
@@ -196,7 +198,12 @@ async fn events_replay_then_follow_with_session_filter() {
     let mut sub = Subscription::open(&path, &follow).await.unwrap();
     for n in [2, 4] {
         let got = sub.next().await.unwrap().unwrap();
-        assert_eq!(got, Response::Event { event: event(n, 1) });
+        assert_eq!(
+            got,
+            Response::Event {
+                event: event(n, 1).into(),
+            }
+        );
     }
     // The replay arrived, so the live receiver exists.
     for (n, session) in [(5, 2), (6, 1), (7, 2), (8, 1)] {
@@ -204,7 +211,12 @@ async fn events_replay_then_follow_with_session_filter() {
     }
     for n in [6, 8] {
         let got = sub.next().await.unwrap().unwrap();
-        assert_eq!(got, Response::Event { event: event(n, 1) });
+        assert_eq!(
+            got,
+            Response::Event {
+                event: event(n, 1).into(),
+            }
+        );
     }
 }
 
@@ -232,7 +244,12 @@ async fn a_lagging_follower_is_told_and_goes_on() {
     );
     for n in 16..20 {
         let got = sub.next().await.unwrap().unwrap();
-        assert_eq!(got, Response::Event { event: event(n, 1) });
+        assert_eq!(
+            got,
+            Response::Event {
+                event: event(n, 1).into(),
+            }
+        );
     }
 }
 
@@ -285,9 +302,11 @@ async fn a_client_that_never_reads_blocks_nobody() {
             let deadline = Instant::now() + Duration::from_secs(15);
             while fake.events.receiver_count() > 0 && Instant::now() < deadline {
                 for n in 0..200 {
-                    let _ = fake
-                        .events
-                        .send(Arc::new(json!({"session": 1, "n": n, "pad": padding})));
+                    let event = Event {
+                        comm: padding.clone(),
+                        ..event(n, 1)
+                    };
+                    let _ = fake.events.send(Arc::new(event));
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -365,10 +384,16 @@ async fn queued_events_match_the_protocol() {
         wr,
         buf: Vec::new(),
     };
-    let event = json!({"kind": "alert", "session": 3, "msg": "a\"b\n"});
+    let event = Event {
+        comm: "a\"b\n".into(),
+        ..event(1, 3)
+    };
     out.queue_event(&event, Some(3));
     out.queue_event(&event, Some(4));
-    let mut expected = serde_json::to_vec(&Response::Event { event }).unwrap();
+    let mut expected = serde_json::to_vec(&Response::Event {
+        event: event.into(),
+    })
+    .unwrap();
     expected.push(b'\n');
     assert_eq!(out.buf, expected);
 }

@@ -25,7 +25,8 @@ pub fn running_processes(names: &HashMap<String, u64>) -> Vec<(u32, u64)> {
     proc::pids()
         .into_iter()
         .filter_map(|pid| {
-            let environ = proc::environ_block(pid)?;
+            // One that has exited, or a kernel thread, holds nothing to count.
+            let environ = proc::environ_block(pid).ok()?;
             let classes = classes_in(&environ, names);
             (classes != 0).then_some((pid, classes))
         })

@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::sys::proc;
+
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// Where a private cgroup v2 mount goes when the system has none (as Cilium
 /// uses /run/cilium/cgroupv2).
@@ -67,9 +69,7 @@ fn unescape(field: &str) -> String {
 }
 
 fn mounts() -> Result<Vec<MountEntry>> {
-    let text =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(parse_mountinfo(&text))
+    Ok(parse_mountinfo(&proc::mountinfo()?))
 }
 
 /// The mount point of the cgroup v2 hierarchy's root, if mounted.

@@ -7,7 +7,7 @@ pub mod stopped;
 
 use std::{net::IpAddr, time::Duration};
 
-use agentwatch_common::{maps::session_flags, names::Action};
+use agentwatch_common::names::Action;
 use anyhow::Result;
 use nix::{
     sys::signal::{Signal, kill},
@@ -44,7 +44,7 @@ impl Responder {
     /// while kill sessions exist.
     pub fn prepare(engine: &mut Engine, action: Action) -> Result<()> {
         if action == Action::Kill {
-            engine.probes_mut().arm_kill_switch()?;
+            engine.arm_kill_switch()?;
         }
         Ok(())
     }
@@ -63,7 +63,7 @@ impl Responder {
     fn stop(&mut self, engine: &mut Engine, session: u32) {
         signal_session(engine, session, Signal::SIGSTOP);
         if let Some(stopped) = &mut self.stopped {
-            stopped.insert(session, engine.maps().session_pids(session));
+            stopped.insert(session, engine.session_pids(session));
         }
     }
 
@@ -71,10 +71,7 @@ impl Responder {
     /// goes through once.
     pub fn resume(&mut self, engine: &mut Engine, session: u32, addr: IpAddr) -> Result<()> {
         self.release(session);
-        let maps = engine.maps_mut();
-        let resumed = maps
-            .allow_once(session, addr)
-            .and_then(|()| maps.set_session_flags(session, 0));
+        let resumed = engine.allow_retry(session, addr);
         signal_session(engine, session, Signal::SIGCONT);
         resumed
     }
@@ -82,9 +79,7 @@ impl Responder {
     /// A stopped session is killed (denied, or nobody answered).
     pub fn kill(&mut self, engine: &mut Engine, session: u32) {
         self.release(session);
-        let _ = engine
-            .maps_mut()
-            .set_session_flags(session, session_flags::KILLED);
+        let _ = engine.mark_killed(session);
         self.killing.push(session);
     }
 
@@ -109,13 +104,13 @@ impl Responder {
     /// Disarms the kill switch once no session needs it.
     pub fn disarm_unless(&self, engine: &mut Engine, kill_sessions: bool) {
         if !kill_sessions && self.killing.is_empty() {
-            let _ = engine.probes_mut().disarm_kill_switch();
+            let _ = engine.disarm_kill_switch();
         }
     }
 }
 
 fn signal_session(engine: &Engine, session: u32, sig: Signal) {
-    for pid in engine.maps().session_pids(session) {
+    for pid in engine.session_pids(session) {
         let _ = kill(Pid::from_raw(pid as i32), sig);
     }
 }
@@ -123,9 +118,9 @@ fn signal_session(engine: &Engine, session: u32, sig: Signal) {
 /// Kills every process of `session` until none is left (bounded); the
 /// kernel already refuses the session everything.
 async fn sweep_session(engine: &mut Engine, session: u32) -> bool {
-    engine.probes_mut().arm_kill_switch().ok();
+    engine.arm_kill_switch().ok();
     for _ in 0..SWEEP_ROUNDS {
-        let pids = engine.maps().session_pids(session);
+        let pids = engine.session_pids(session);
         if pids.is_empty() {
             return true;
         }
@@ -134,5 +129,5 @@ async fn sweep_session(engine: &mut Engine, session: u32) -> bool {
         }
         tokio::time::sleep(SWEEP_PAUSE).await;
     }
-    engine.maps().session_pids(session).is_empty()
+    engine.session_pids(session).is_empty()
 }

@@ -39,7 +39,9 @@ impl StoppedSessions {
         let mut killed = 0;
         for pid in left.into_values().flatten() {
             // Only processes still stopped: a pid reused since is running.
-            if is_stopped(pid) && kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
+            if matches!(is_stopped(pid), Ok(true))
+                && kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
+            {
                 killed += 1;
             }
         }

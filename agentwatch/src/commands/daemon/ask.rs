@@ -91,10 +91,9 @@ impl Daemon {
     pub(super) fn decide(&mut self, decision: Decision) {
         // The socket checked a snapshot; the kernel's map is exact, and a
         // process joins its session before it runs a single instruction.
-        let maps = self.engine.maps();
         if proc::ancestry(decision.peer.pid)
             .into_iter()
-            .any(|pid| maps.is_tracked(pid))
+            .any(|pid| self.engine.is_tracked(pid))
         {
             let _ = decision.reply.send(Err(format!(
                 "refused: pid {} is inside a watched session, and a watched session cannot approve or deny requests",

@@ -12,9 +12,9 @@ use agentwatch_common::{
 use anyhow::Result;
 
 use crate::{
-    kernel::maps::KernelMaps,
+    engine::Engine,
     policy::{AgentMatcher, EnvMarker},
-    sys::proc,
+    sys::proc::{self, ProcError},
 };
 
 /// Executables node-, python- or bun-based agents run as: with argv
@@ -61,20 +61,20 @@ impl Agents {
     }
 
     /// Fills the kernel's exec-time tables.
-    pub fn load_into(&self, maps: &mut KernelMaps) -> Result<()> {
+    pub fn load_into(&self, engine: &mut Engine) -> Result<()> {
         let mut holds = false;
         for (id, matcher) in self.ids() {
             for executable in &matcher.executables {
-                maps.add_agent_comm(executable_hash(executable), id)?;
+                engine.add_agent_executable(executable_hash(executable), id)?;
             }
             for marker in &matcher.env {
-                maps.add_agent_marker(marker_hash(marker), id)?;
+                engine.add_agent_marker(marker_hash(marker), id)?;
             }
             holds |= !matcher.argv.is_empty();
         }
         if holds {
             for interpreter in INTERPRETERS {
-                maps.add_agent_comm(executable_hash(interpreter), HELD)?;
+                engine.add_agent_executable(executable_hash(interpreter), HELD)?;
             }
         }
         Ok(())
@@ -147,12 +147,14 @@ fn marker_hash(marker: &EnvMarker) -> u64 {
     }
 }
 
-/// A running process as the matchers see it; `None` once it is gone.
-pub fn read_process(pid: u32) -> Option<ProcessView> {
-    Some(ProcessView {
+/// A running process as the matchers see it.
+pub fn read_process(pid: u32) -> Result<ProcessView, ProcError> {
+    // A kernel thread or a zombie has no argv or environment to read: it is
+    // matched on its comm alone.
+    Ok(ProcessView {
         comm: proc::comm(pid)?,
-        argv: proc::cmdline(pid),
-        environ: proc::environ(pid),
+        argv: proc::cmdline(pid).unwrap_or_default(),
+        environ: proc::environ(pid).unwrap_or_default(),
     })
 }
 

@@ -21,7 +21,7 @@ use std::{
 
 use agentwatch_common::{
     event::agent::{HELD, PAUSED},
-    maps::{Config, DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
+    maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
     names::{FoundBy, Verdict},
 };
 use anyhow::{Context as _, Result};
@@ -158,7 +158,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     }
     prometheus::serve(options.metrics, metrics.clone()).await?;
     let (decisions, mut decided) = mpsc::channel(64);
-    let handler = Arc::new(Handler::new(decisions));
+    let handler = Arc::new(Handler::new(decisions, action));
     tokio::spawn(listener::serve(
         listener,
         Arc::new(Authority { admin_gid }),
@@ -243,18 +243,8 @@ fn user_homes() -> Vec<PathBuf> {
 
 impl Daemon {
     fn enable_discovery(&mut self) -> Result<()> {
-        self.agents.load_into(self.engine.maps_mut())?;
-        self.write_config()
-    }
-
-    fn write_config(&mut self) -> Result<()> {
-        let syscalls_attached = u32::from(self.engine.probes().syscalls_attached());
-        self.engine.maps_mut().set_config(Config {
-            scan_all_env: 1,
-            discover: 1,
-            default_action: self.action.code(),
-            syscalls_attached,
-        })
+        self.agents.load_into(&mut self.engine)?;
+        self.engine.configure_discovery(self.action)
     }
 
     /// Attaches the syscall tracepoints (a session exists) or detaches them
@@ -265,12 +255,11 @@ impl Daemon {
             return Ok(());
         }
         if on {
-            self.engine.probes_mut().attach_syscalls()?;
-            self.write_config()?;
+            self.engine.attach_syscalls()?;
         } else {
-            self.engine.probes_mut().detach_syscalls()?;
-            self.write_config()?;
+            self.engine.detach_syscalls()?;
         }
+        self.engine.configure_discovery(self.action)?;
         self.metrics
             .lock()
             .expect("metrics")
@@ -350,7 +339,7 @@ impl Daemon {
             let _ = self.resolve(id, Verdict::Timeout);
         }
         let mut members: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for (pid, session) in self.engine.maps().processes() {
+        for (pid, session) in self.engine.tracked_processes() {
             members.entry(session).or_default().push(pid);
         }
         let ended: Vec<u32> = self
@@ -411,18 +400,11 @@ impl Daemon {
             let _ = self.resolve(id, Verdict::Deny);
         }
         self.sweep().await;
-        let _ = self.engine.maps_mut().set_config(Config {
-            scan_all_env: 0,
-            discover: 0,
-            ..Config::default()
-        });
+        let _ = self.engine.disable_discovery();
     }
 
     fn publish(&self, event: Event) {
-        match serde_json::to_value(&event) {
-            Ok(value) => self.handler.publish(value),
-            Err(error) => warn!("cannot encode event: {error}"),
-        }
+        self.handler.publish(event);
     }
 }
 

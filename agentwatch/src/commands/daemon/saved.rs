@@ -44,7 +44,7 @@ impl SavedSessions {
         let saved: Vec<SavedSession> = serde_json::from_str(&text).unwrap_or_default();
         saved
             .into_iter()
-            .filter(|session| start_time(session.root) == Some(session.started))
+            .filter(|session| start_time(session.root).is_ok_and(|t| t == session.started))
             .map(|session| (session.root, session))
             .collect()
     }

@@ -37,7 +37,9 @@ impl Daemon {
             if pid == me || taken.contains(&pid) {
                 continue;
             }
-            let Some(agent) = read_process(pid).and_then(|view| self.agents.match_process(&view))
+            let Some(agent) = read_process(pid)
+                .ok()
+                .and_then(|view| self.agents.match_process(&view))
             else {
                 continue;
             };
@@ -45,7 +47,7 @@ impl Daemon {
             taken.extend(&members);
             self.open_session(pid, agent, FoundBy::Running)?;
             for member in members {
-                self.engine.maps_mut().add_process(member, pid)?;
+                self.engine.track_process(member, pid)?;
             }
             // What it held before the restart, it still holds.
             if let Some(session) = saved.get(&pid) {
@@ -69,9 +71,9 @@ impl Daemon {
         // The kernel opened the others itself (and may have tainted them).
         if matches!(found_by, FoundBy::Running | FoundBy::Argv) {
             self.engine.add_session(session, self.action)?;
-            self.engine.maps_mut().add_process(session, session)?;
+            self.engine.track_process(session, session)?;
         }
-        if let Some(cwd) = proc::cwd(session)
+        if let Ok(cwd) = proc::cwd(session)
             && cwd != Path::new("/")
         {
             self.engine.add_workspace(&cwd)?;
@@ -102,9 +104,7 @@ impl Daemon {
         agent: String,
         found_by: FoundBy,
     ) -> Event {
-        let comm = read_process(session)
-            .map(|view| view.comm)
-            .unwrap_or_default();
+        let comm = proc::comm(session).unwrap_or_default();
         Event {
             ts: SystemTime::now(),
             session,
@@ -130,7 +130,7 @@ impl Daemon {
         {
             warn!("session for pid {pid}: {error:#}");
         }
-        self.engine.maps_mut().release_held(pid);
+        self.engine.release_held(pid);
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
         matched
     }
@@ -138,7 +138,7 @@ impl Daemon {
     /// Interpreters still held whose exec event was lost: decided from
     /// /proc, so none stays stopped.
     pub(super) fn release_lost_holds(&mut self) {
-        for pid in self.engine.maps().held() {
+        for pid in self.engine.held_processes() {
             let argv = read_process(pid).map(|view| view.argv).unwrap_or_default();
             self.release_held(pid, &argv);
         }
@@ -154,12 +154,13 @@ impl Daemon {
             .collect();
         for session in unknown {
             let agent = read_process(session)
+                .ok()
                 .and_then(|view| self.agents.match_process(&view))
                 .unwrap_or(0);
             if let Err(error) = self.open_session(session, agent, FoundBy::LostEvent) {
                 warn!("session {session}: {error:#}");
             }
-            if proc::is_stopped(session) {
+            if matches!(proc::is_stopped(session), Ok(true)) {
                 let _ = kill(Pid::from_raw(session as i32), Signal::SIGCONT);
             }
         }

@@ -7,13 +7,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use serde_json::Value;
+use agentwatch_common::names::Action;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::control::{
     ControlHandler, Peer,
     protocol::{PendingRequest, Status},
 };
+use crate::event::Event;
 use crate::sys::proc::ancestry;
 
 /// Events replayed to a client that subscribes.
@@ -27,7 +28,7 @@ pub struct Shared {
     pub pending: BTreeMap<u64, PendingRequest>,
     /// Every pid in a watched session, refreshed by the loop.
     pub watched: HashSet<u32>,
-    recent: VecDeque<Arc<Value>>,
+    recent: VecDeque<Arc<Event>>,
 }
 
 /// A human's answer, on its way to the loop.
@@ -40,21 +41,29 @@ pub struct Decision {
 
 pub struct Handler {
     pub shared: Arc<Mutex<Shared>>,
-    pub feed: broadcast::Sender<Arc<Value>>,
+    pub feed: broadcast::Sender<Arc<Event>>,
     pub decisions: mpsc::Sender<Decision>,
 }
 
 impl Handler {
-    pub fn new(decisions: mpsc::Sender<Decision>) -> Self {
+    /// `mode` is in the status from the start, before the loop's first refresh.
+    pub fn new(decisions: mpsc::Sender<Decision>, mode: Action) -> Self {
+        let shared = Shared {
+            status: Status {
+                mode,
+                ..Status::default()
+            },
+            ..Shared::default()
+        };
         Self {
-            shared: Arc::default(),
+            shared: Arc::new(Mutex::new(shared)),
             feed: broadcast::channel(FEED).0,
             decisions,
         }
     }
 
     /// Adds an event to the replay buffer and the live feed.
-    pub fn publish(&self, event: Value) {
+    pub fn publish(&self, event: Event) {
         let event = Arc::new(event);
         let mut shared = self.shared.lock().expect("shared state");
         if shared.recent.len() == RECENT {
@@ -99,7 +108,7 @@ impl ControlHandler for Handler {
         self.decide(id, false, peer)
     }
 
-    fn events(&self) -> (Vec<Arc<Value>>, broadcast::Receiver<Arc<Value>>) {
+    fn events(&self) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
         let shared = self.shared.lock().expect("shared state");
         (
             shared.recent.iter().cloned().collect(),

@@ -11,11 +11,10 @@ impl Daemon {
     pub(super) fn refresh_status(&mut self, members: &BTreeMap<u32, Vec<u32>>) {
         let losses = self.engine.losses().ok();
         let engine = &self.engine;
-        let fill = engine.maps().fill();
+        let fill = engine.map_fill();
         let mut sessions = Vec::new();
         for (id, session) in &self.sessions {
-            let held = engine.maps().session(*id).map_or(0, |state| state.creds)
-                | engine.maps().user_taint(*id);
+            let held = engine.credentials_held(*id);
             let processes = members
                 .get(id)
                 .into_iter()
@@ -35,7 +34,7 @@ impl Daemon {
                 agent: session.agent.clone(),
                 root_pid: *id,
                 started: humantime::format_rfc3339_seconds(session.started).to_string(),
-                action: session.action.to_string(),
+                action: session.action,
                 stopped: session.stopped_for.is_some(),
                 credentials: engine.tables().class_names(held),
                 processes,
@@ -59,7 +58,7 @@ impl Daemon {
                 .filter_map(|session| {
                     Some(SavedSession {
                         root: session.root_pid,
-                        started: start_time(session.root_pid)?,
+                        started: start_time(session.root_pid).ok()?,
                         credentials: session.credentials.clone(),
                     })
                 })
@@ -73,7 +72,7 @@ impl Daemon {
             }
         }
         shared.status = Status {
-            mode: self.action.to_string(),
+            mode: self.action,
             sessions,
             tracked_processes: tracked as u64,
             events_lost: lost,

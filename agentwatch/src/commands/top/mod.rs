@@ -13,12 +13,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{self, Instant, MissedTickBehavior};
 
+use crate::control::client::{self, ReadError, Subscription};
 use crate::control::protocol::{Request, Response};
 use model::{Command, Link, Model};
 
@@ -31,12 +30,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// `agentwatch top`. Returns the exit code.
 pub async fn top_command(socket: &Path) -> Result<i32> {
     // Before the terminal is taken over, so the error prints as usual.
-    request(socket, &Request::Status).await.map_err(|e| {
-        anyhow!(
-            "cannot reach the agentwatch daemon at {}: {e:#} (is it running?)",
-            socket.display()
-        )
-    })?;
+    request(socket, &Request::Status).await?;
     if !std::io::stdout().is_terminal() {
         bail!("agentwatch top needs a terminal");
     }
@@ -150,7 +144,7 @@ fn decide(socket: &Path, req: Request, tx: mpsc::Sender<Msg>) {
         let answer = request(&socket, &req)
             .await
             .unwrap_or_else(|e| Response::Error {
-                message: format!("cannot reach the daemon: {e:#}"),
+                message: format!("{e:#}"),
             });
         let _ = tx.send(Msg::Response(answer)).await;
     });
@@ -163,16 +157,20 @@ async fn follow(socket: PathBuf, tx: mpsc::Sender<Msg>) {
         session: None,
     };
     loop {
-        if let Ok(mut lines) = open(&socket, &subscribe).await {
+        if let Ok(mut events) = Subscription::open(&socket, &subscribe).await {
             if tx.send(Msg::Link(Link::Events, true)).await.is_err() {
                 return;
             }
-            while let Ok(Some(line)) = lines.next_line().await {
-                // A line this version can't read is skipped, not fatal.
-                if let Ok(r) = serde_json::from_str(&line)
-                    && tx.send(Msg::Response(r)).await.is_err()
-                {
-                    return;
+            loop {
+                match events.next().await {
+                    Ok(Some(r)) => {
+                        if tx.send(Msg::Response(r)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A line this version can't read is skipped, not fatal.
+                    Err(ReadError::Unreadable { .. }) => {}
+                    Ok(None) | Err(ReadError::Io(_)) => break,
                 }
             }
         }
@@ -208,28 +206,18 @@ async fn poll(socket: PathBuf, tx: mpsc::Sender<Msg>) {
     }
 }
 
-/// Connects and sends `req` as one JSON line; the answer is the lines that follow.
-async fn open(socket: &Path, req: &Request) -> Result<Lines<BufReader<UnixStream>>> {
-    let mut stream = UnixStream::connect(socket).await?;
-    let mut line = serde_json::to_string(req)?;
-    line.push('\n');
-    stream.write_all(line.as_bytes()).await?;
-    Ok(BufReader::new(stream).lines())
-}
-
-/// One request, one response.
+/// One request, one response; a daemon that does not answer in time counts as away, so the
+/// view says so rather than freeze.
 async fn request(socket: &Path, req: &Request) -> Result<Response> {
-    let answer = async {
-        let line = open(socket, req)
-            .await?
-            .next_line()
-            .await?
-            .context("the daemon closed the connection without answering")?;
-        serde_json::from_str(&line).context("unreadable answer from the daemon")
-    };
-    time::timeout(ANSWER_WITHIN, answer)
+    time::timeout(ANSWER_WITHIN, client::request(socket, req))
         .await
-        .map_err(|_| anyhow!("no answer within {} s", ANSWER_WITHIN.as_secs()))?
+        .map_err(|_| {
+            anyhow!(
+                "no answer from the agentwatch daemon at {} within {} s",
+                socket.display(),
+                ANSWER_WITHIN.as_secs()
+            )
+        })?
 }
 
 #[cfg(test)]
@@ -241,6 +229,7 @@ mod tests {
     use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::UnixListener;
 
     /// Answers like the daemon: one session, request 4242 pending until approved.
@@ -349,6 +338,6 @@ mod tests {
             err.starts_with("cannot reach the agentwatch daemon at "),
             "{err}"
         );
-        assert!(err.ends_with("(is it running?)"), "{err}");
+        assert!(err.contains("(is it running?"), "{err}");
     }
 }

@@ -2,12 +2,13 @@
 //! terminal and the socket so it can be tested on its own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use agentwatch_common::names::Action;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use serde::Deserialize;
 
 use crate::control::protocol::{PendingRequest, ProcessInfo, Response, SessionInfo, Status};
+use crate::event::{Body, Event};
 
 /// Entries kept of each history (reads, connections, alerts).
 pub const HISTORY: usize = 500;
@@ -54,7 +55,7 @@ pub struct Pending {
 }
 
 pub struct CredRead {
-    pub ts: String,
+    pub ts: SystemTime,
     pub session: u32,
     pub comm: String,
     pub path: String,
@@ -62,7 +63,7 @@ pub struct CredRead {
 }
 
 pub struct Connection {
-    pub ts: String,
+    pub ts: SystemTime,
     pub session: u32,
     pub comm: String,
     pub dest: String,
@@ -70,9 +71,9 @@ pub struct Connection {
 }
 
 pub struct Alert {
-    pub ts: String,
+    pub ts: SystemTime,
     pub session: u32,
-    pub action: String,
+    pub action: Action,
     pub comm: String,
     pub dest: String,
     pub provider: String,
@@ -149,37 +150,6 @@ impl Default for Model {
     }
 }
 
-/// The fields of open, connect and alert events that top shows; any may be absent.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RawEvent {
-    ts: String,
-    session: u32,
-    comm: String,
-    path: String,
-    resolved: String,
-    credentials: Vec<String>,
-    host: Option<String>,
-    addr: String,
-    port: Option<u16>,
-    ret: i64,
-    action: String,
-    provider: String,
-    credential: Option<CredentialUse>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct CredentialUse {
-    source: String,
-}
-
-impl RawEvent {
-    fn dest(&self) -> String {
-        dest(self.host.as_deref(), &self.addr, self.port)
-    }
-}
-
 /// `host:port`, else `addr:port` (`[v6]:port`), else a unix socket's path.
 pub fn dest(host: Option<&str>, addr: &str, port: Option<u16>) -> String {
     let name = match host {
@@ -209,59 +179,58 @@ impl Model {
                 self.pending.sort_by_key(|p| p.request.id);
                 self.fix_selection();
             }
-            Response::Event { event } => self.event(event),
+            Response::Event { event } => self.event(*event),
             Response::Done { message } => self.say(message, false, now),
             Response::Error { message } => self.say(message, true, now),
             Response::End => {}
         }
     }
 
-    fn event(&mut self, event: serde_json::Value) {
-        // Pending requests come from the 1 s poll instead: a replayed "pending"
-        // event may be long resolved.
-        let kind = event.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        if !matches!(kind, "open" | "connect" | "alert") {
-            return;
-        }
-        let kind = kind.to_string();
-        let Ok(e) = serde_json::from_value::<RawEvent>(event) else {
-            return;
-        };
-        match kind.as_str() {
-            "open" if !e.credentials.is_empty() => push(
+    /// Credential reads, connections and alerts go to their histories. Pending requests come
+    /// from the 1 s poll instead: a replayed request event may be long resolved.
+    fn event(&mut self, event: Event) {
+        let Event {
+            ts,
+            session,
+            comm,
+            body,
+            ..
+        } = event;
+        match body {
+            Body::Open(open) if !open.credentials.is_empty() => push(
                 &mut self.reads,
                 CredRead {
-                    path: if e.resolved.is_empty() {
-                        e.path
+                    path: if open.resolved.is_empty() {
+                        open.path
                     } else {
-                        e.resolved
+                        open.resolved
                     },
-                    ts: e.ts,
-                    session: e.session,
-                    comm: e.comm,
-                    credentials: e.credentials,
+                    ts,
+                    session,
+                    comm,
+                    credentials: open.credentials,
                 },
             ),
-            "connect" => push(
+            Body::Connect(connect) => push(
                 &mut self.connections,
                 Connection {
-                    dest: e.dest(),
-                    ts: e.ts,
-                    session: e.session,
-                    comm: e.comm,
-                    ret: e.ret,
+                    dest: dest(connect.host.as_deref(), &connect.addr, connect.port),
+                    ts,
+                    session,
+                    comm,
+                    ret: connect.ret,
                 },
             ),
-            "alert" => push(
+            Body::Alert(alert) => push(
                 &mut self.alerts,
                 Alert {
-                    dest: e.dest(),
-                    source: e.credential.map(|c| c.source).unwrap_or_default(),
-                    ts: e.ts,
-                    session: e.session,
-                    action: e.action,
-                    comm: e.comm,
-                    provider: e.provider,
+                    dest: dest(alert.host.as_deref(), &alert.addr, Some(alert.port)),
+                    source: alert.credential.map(|c| c.source).unwrap_or_default(),
+                    ts,
+                    session,
+                    action: alert.action,
+                    comm,
+                    provider: alert.provider.unwrap_or_default(),
                 },
             ),
             _ => {}
@@ -491,14 +460,14 @@ pub mod tests {
 
     pub fn status() -> Status {
         Status {
-            mode: "ask".into(),
+            mode: Action::Ask,
             sessions: vec![
                 SessionInfo {
                     id: 2,
                     agent: "Codex".into(),
                     root_pid: 200,
                     started: "2026-11-27T15:00:00Z".into(),
-                    action: "block".into(),
+                    action: Action::Block,
                     stopped: false,
                     credentials: vec![],
                     processes: vec![process(200, 1, "codex", &["codex"])],
@@ -508,7 +477,7 @@ pub mod tests {
                     agent: "Claude Code".into(),
                     root_pid: 100,
                     started: "2026-11-27T15:00:00Z".into(),
-                    action: "ask".into(),
+                    action: Action::Ask,
                     stopped: true,
                     credentials: vec!["railway".into()],
                     processes: vec![
@@ -545,33 +514,40 @@ pub mod tests {
         }
     }
 
-    pub fn open_event(session: u32, comm: &str) -> Response {
+    /// An event as the daemon sends it.
+    fn event(json: serde_json::Value) -> Response {
         Response::Event {
-            event: json!({"ts":"2026-11-27T15:06:03.45Z","session":session,"pid":102,"ppid":101,
-                "uid":0,"comm":comm,"kind":"open","path":"~/x",
-                "resolved":"/home/u/.railway/config.json","flags":0,"ret":3,"dev":2049,
-                "ino":1234,"credentials":["railway"]}),
+            event: serde_json::from_value(json).unwrap(),
         }
+    }
+
+    pub fn open_event(session: u32, comm: &str) -> Response {
+        event(
+            json!({"ts":"2026-11-27T15:06:03.45Z","session":session,"pid":102,"tid":102,
+            "ppid":101,"uid":0,"comm":comm,"kind":"open","path":"~/x",
+            "resolved":"/home/u/.railway/config.json","flags":0,"ret":3,"dev":2049,
+            "ino":1234,"syscall":"openat","credentials":["railway"]}),
+        )
     }
 
     pub fn alert_event(session: u32) -> Response {
-        Response::Event {
-            event: json!({"ts":"2026-11-27T15:06:04.00Z","session":session,"pid":103,"ppid":101,
-                "uid":0,"comm":"curl","kind":"alert","action":"block",
-                "host":"backboard.railway.app","addr":"127.0.0.2","port":443,
-                "provider":"railway","credential":{"class":"railway",
-                "source":"/home/u/.railway/config.json","at":"2026-11-27T15:06:03.45Z",
-                "pid":102,"comm":"cat"},"credentials":["railway"],
-                "ancestry":[{"pid":101,"comm":"bash","argv":["bash"]}]}),
-        }
+        event(
+            json!({"ts":"2026-11-27T15:06:04.00Z","session":session,"pid":103,"tid":103,
+            "ppid":101,"uid":0,"comm":"curl","kind":"alert","action":"block",
+            "host":"backboard.railway.app","addr":"127.0.0.2","port":443,
+            "provider":"railway","credential":{"class":"railway",
+            "source":"/home/u/.railway/config.json","at":"2026-11-27T15:06:03.45Z",
+            "pid":102,"comm":"cat"},"credentials":["railway"],
+            "ancestry":[{"pid":101,"comm":"bash","argv":["bash"]}]}),
+        )
     }
 
     fn connect_event(session: u32, ret: i64) -> Response {
-        Response::Event {
-            event: json!({"ts":"2026-11-27T15:06:04.00Z","session":session,"pid":103,"ppid":101,
-                "uid":0,"comm":"curl","kind":"connect","family":"inet","addr":"127.0.0.2",
-                "port":443,"ret":ret,"host":"backboard.railway.app"}),
-        }
+        event(
+            json!({"ts":"2026-11-27T15:06:04.00Z","session":session,"pid":103,"tid":103,
+            "ppid":101,"uid":0,"comm":"curl","kind":"connect","family":"inet",
+            "addr":"127.0.0.2","port":443,"ret":ret,"host":"backboard.railway.app"}),
+        )
     }
 
     fn key(code: KeyCode) -> KeyEvent {
@@ -587,15 +563,20 @@ pub mod tests {
         m.apply(alert_event(1), now);
         // Reads without credentials, and kinds top doesn't show, are left out.
         m.apply(
-            Response::Event {
-                event: json!({"kind":"open","session":1,"comm":"ls","resolved":"/etc/hostname"}),
-            },
+            event(
+                json!({"ts":"2026-11-27T15:06:05Z","session":1,"pid":104,"tid":104,
+                "ppid":101,"uid":0,"comm":"ls","kind":"open","path":"/etc/hostname",
+                "resolved":"/etc/hostname","flags":0,"ret":3,"dev":2049,"ino":5,
+                "syscall":"openat"}),
+            ),
             now,
         );
         m.apply(
-            Response::Event {
-                event: json!({"kind":"exec","session":1,"argv":["ls"],"ret":0}),
-            },
+            event(
+                json!({"ts":"2026-11-27T15:06:05Z","session":1,"pid":104,"tid":104,
+                "ppid":101,"uid":0,"comm":"ls","kind":"exec","filename":"/bin/ls",
+                "argv":["ls"],"ret":0}),
+            ),
             now,
         );
         let reads: Vec<_> = m.reads().collect();
@@ -609,7 +590,7 @@ pub mod tests {
         assert_eq!(conns[0].ret, -1);
         let alerts: Vec<_> = m.alerts().collect();
         assert_eq!(alerts.len(), 1);
-        assert_eq!(alerts[0].action, "block");
+        assert_eq!(alerts[0].action, Action::Block);
         assert_eq!(alerts[0].provider, "railway");
         assert_eq!(alerts[0].source, "/home/u/.railway/config.json");
 

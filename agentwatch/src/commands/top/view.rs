@@ -2,8 +2,9 @@
 //! in any terminal; usable from 80x24 up (side by side from 120 columns).
 
 use std::iter::once;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use agentwatch_common::names::Action;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -246,9 +247,9 @@ fn history(frame: &mut Frame, area: Rect, model: &Model) {
             let cols = columns(area, &widths);
             let rows = model.alerts().take(shown).map(|a| {
                 Row::new(vec![
-                    clock(&a.ts).into(),
+                    clock(a.ts).into(),
                     a.session.to_string().into(),
-                    action(&a.action),
+                    action(a.action),
                     truncate(&a.comm, cols[3]).into(),
                     truncate(&a.dest, cols[4]).into(),
                     truncate(&a.provider, cols[5]).into(),
@@ -269,7 +270,7 @@ fn history(frame: &mut Frame, area: Rect, model: &Model) {
             let cols = columns(area, &widths);
             let rows = model.connections().take(shown).map(|c| {
                 Row::new(vec![
-                    clock(&c.ts).into(),
+                    clock(c.ts).into(),
                     c.session.to_string().into(),
                     truncate(&c.comm, cols[2]).into(),
                     truncate(&c.dest, cols[3]).into(),
@@ -290,7 +291,7 @@ fn history(frame: &mut Frame, area: Rect, model: &Model) {
             let cols = columns(area, &widths);
             let rows = model.reads().take(shown).map(|r| {
                 Row::new(vec![
-                    clock(&r.ts).into(),
+                    clock(r.ts).into(),
                     r.session.to_string().into(),
                     truncate(&r.comm, cols[2]).into(),
                     truncate_left(&r.path, cols[3]).into(),
@@ -318,11 +319,12 @@ fn columns(area: Rect, widths: &[Constraint]) -> Vec<usize> {
         .collect()
 }
 
-fn action(action: &str) -> ratatui::text::Text<'static> {
+fn action(action: Action) -> ratatui::text::Text<'static> {
+    let name = action.name();
     let span = match action {
-        "block" | "kill" => action.to_string().red().bold(),
-        "ask" => action.to_string().yellow().bold(),
-        _ => action.to_string().into(),
+        Action::Block | Action::Kill => name.red().bold(),
+        Action::Ask => name.yellow().bold(),
+        Action::Observe | Action::Alert => name.into(),
     };
     span.into()
 }
@@ -344,13 +346,10 @@ fn result(ret: i64) -> ratatui::text::Text<'static> {
     name.yellow().into()
 }
 
-/// `hh:mm:ss` of an RFC 3339 time (UTC, as the daemon writes it).
-fn clock(ts: &str) -> String {
-    ts.split_once('T')
-        .map_or(ts, |(_, time)| time)
-        .chars()
-        .take(8)
-        .collect()
+/// `hh:mm:ss` UTC, as in the daemon's RFC 3339 times.
+fn clock(ts: SystemTime) -> String {
+    let secs = ts.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -472,7 +471,8 @@ pub mod tests {
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("abc", 4), "abc");
         assert_eq!(truncate_left("/a/b/c.json", 7), "…c.json");
-        assert_eq!(clock("2026-11-27T15:06:03.45Z"), "15:06:03");
+        let ts = humantime::parse_rfc3339("2026-11-27T15:06:03.45Z").unwrap();
+        assert_eq!(clock(ts), "15:06:03");
         let text = |ret| result(ret).to_string();
         assert_eq!(text(0), "ok");
         assert_eq!(text(-1), "EPERM");
