@@ -165,26 +165,34 @@ impl Engine {
         self.probes.disarm_kill_switch()
     }
 
-    /// The syscall tracepoints cost every process on the machine: attached
-    /// only while there is a session to watch.
-    pub fn attach_syscalls(&mut self) -> Result<()> {
-        self.probes.attach_syscalls()
-    }
-
-    pub fn detach_syscalls(&mut self) -> Result<()> {
-        self.probes.detach_syscalls()
+    /// The syscall tracepoints cost every process on the machine, so they are
+    /// attached only while there is a session to watch. The kernel's
+    /// discovery is told in the order that never lets an agent found meanwhile run
+    /// unwatched: after attaching, and before detaching (it is then paused
+    /// at exec until they are attached again).
+    pub fn set_syscalls_attached(&mut self, attached: bool, default_action: Action) -> Result<()> {
+        if attached {
+            self.probes.attach_syscalls()?;
+            self.configure_discovery(default_action)
+        } else {
+            self.write_discovery(default_action, false)?;
+            self.probes.detach_syscalls()
+        }
     }
 
     /// Turns the kernel's agent discovery on: an agent found at exec opens a
-    /// session under `default_action`. The same config tells the kernel
-    /// whether the syscall tracepoints are attached, so it is written again
-    /// after they are attached or detached.
+    /// session under `default_action`.
     pub fn configure_discovery(&mut self, default_action: Action) -> Result<()> {
+        let attached = self.probes.syscalls_attached();
+        self.write_discovery(default_action, attached)
+    }
+
+    fn write_discovery(&mut self, default_action: Action, syscalls_attached: bool) -> Result<()> {
         self.core.maps.set_config(Config {
             scan_all_env: 1,
             discover: 1,
             default_action: default_action.code(),
-            syscalls_attached: u32::from(self.probes.syscalls_attached()),
+            syscalls_attached: u32::from(syscalls_attached),
         })
     }
 

@@ -16,7 +16,7 @@ pub struct Field {
 /// The first event of `kind` in `events` whose fields all match; otherwise
 /// panics with a per-field report of the closest event of that kind.
 ///
-/// ```ignore
+/// ```text
 /// let alert = expect_event!(watched.events, "alert", {
 ///     "action" => "block",
 ///     "credential/class" => "railway",

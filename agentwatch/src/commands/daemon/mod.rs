@@ -248,18 +248,12 @@ impl Daemon {
     }
 
     /// Attaches the syscall tracepoints (a session exists) or detaches them
-    /// (none has for a while). The kernel is told first when detaching and
-    /// last when attaching, so an agent found meanwhile is paused, not missed.
+    /// (none has for a while).
     fn set_watching(&mut self, on: bool) -> Result<()> {
         if on == self.engine.probes().syscalls_attached() {
             return Ok(());
         }
-        if on {
-            self.engine.attach_syscalls()?;
-        } else {
-            self.engine.detach_syscalls()?;
-        }
-        self.engine.configure_discovery(self.action)?;
+        self.engine.set_syscalls_attached(on, self.action)?;
         self.metrics
             .lock()
             .expect("metrics")
