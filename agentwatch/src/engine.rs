@@ -28,7 +28,7 @@ use crate::{
         resolver::{self, REFRESH_INTERVAL, is_localhost},
         tables::Tables,
         watch::DirWatcher,
-        workspace::{self, START_BUDGET, Walks},
+        workspace::{self, Walks},
     },
     kernel::{
         maps::{KernelCounters, KernelMaps, MapFill},
@@ -321,10 +321,10 @@ impl Engine {
     }
 
     /// A session's working directory is searched for workspace credentials.
-    /// The part nearest `dir` is walked now, for at most [`START_BUDGET`];
-    /// the rest in the background (see `feed::workspace`).
-    pub fn add_workspace(&mut self, dir: &Path) -> Result<()> {
-        self.core.add_workspace(dir, &self.walks)
+    /// The part nearest `dir` is walked now, for at most `wait`; the rest
+    /// in the background (see `feed::workspace`).
+    pub fn add_workspace(&mut self, dir: &Path, wait: Duration) -> Result<()> {
+        self.core.add_workspace(dir, wait, &self.walks)
     }
 
     /// Puts a new policy in force: its tables are added to the kernel's
@@ -414,12 +414,12 @@ impl Core {
         Ok(())
     }
 
-    fn add_workspace(&mut self, dir: &Path, walks: &Walks) -> Result<()> {
+    fn add_workspace(&mut self, dir: &Path, wait: Duration, walks: &Walks) -> Result<()> {
         if !self.workspaces.insert(dir.to_path_buf()) {
             return Ok(());
         }
         let names = workspace::names(&self.policy.classes);
-        let found = walks.start(names, dir, self.policy_generation, START_BUDGET);
+        let found = walks.start(names, dir, self.policy_generation, wait);
         self.add_files(found)
     }
 

@@ -15,7 +15,7 @@ mod scan;
 mod sinks;
 mod sys;
 
-use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use commands::{check, daemon, run, top};
@@ -35,24 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run CMD as a new watched session and report what it does.
-    Run {
-        /// Append events as JSON lines to FILE instead of stderr.
-        #[arg(long, value_name = "FILE")]
-        events: Option<PathBuf>,
-        /// Bytes of the kernel-to-user ring buffer (a power of two, at least a page).
-        #[arg(long, value_name = "BYTES", default_value_t = agentwatch_common::maps::DEFAULT_RING_BUFFER_BYTES, value_parser = parse_ring_buffer_size)]
-        ring_buffer_size: u32,
-        /// Policy file extending the built-in catalog.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-        /// What to do when the session calls an infrastructure host after
-        /// reading a credential: observe, alert, block or kill (default: the policy's).
-        #[arg(long, value_name = "MODE")]
-        mode: Option<policy::Action>,
-        /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
-        command: Vec<OsString>,
-    },
+    Run(run::RunOptions),
     /// Probe what this kernel supports; exit non-zero if agentwatch cannot run.
     Check,
     /// Watch every agent on this machine (run as root, e.g. by systemd).
@@ -135,21 +118,9 @@ fn main() -> ExitCode {
 
 fn execute(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Run {
-            events,
-            ring_buffer_size,
-            policy,
-            mode,
-            command,
-        } => {
+        Command::Run(options) => {
             let runtime = tokio::runtime::Runtime::new()?;
-            let code = runtime.block_on(run::run(run::RunOptions {
-                events,
-                ring_buffer_size,
-                policy,
-                mode,
-                command,
-            }))?;
+            let code = runtime.block_on(run::run(options))?;
             Ok(code.clamp(0, 255) as u8)
         }
         Command::Check => Ok(if check::check()? { 0 } else { 1 }),

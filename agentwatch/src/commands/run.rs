@@ -3,9 +3,10 @@
 
 use std::{
     ffi::OsString, io, os::unix::process::ExitStatusExt as _, path::PathBuf, process::ExitStatus,
+    time::Duration,
 };
 
-use agentwatch_common::maps::DEFAULT_MAX_PROCESSES;
+use agentwatch_common::maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES};
 use anyhow::{Context as _, Result, bail};
 use nix::{
     sys::signal::{Signal, kill},
@@ -21,6 +22,7 @@ use crate::{
     engine::{Engine, EngineOptions},
     enrich::state::Process,
     event::{Body, Event},
+    feed::workspace::START_BUDGET,
     policy::{Action, Policy},
     privileges::{Account, require_privileges},
     respond::Responder,
@@ -30,11 +32,28 @@ use crate::{
 /// Session id of the one session `run` watches.
 const SESSION: u32 = 1;
 
+/// `agentwatch run`'s options, as the command line gives them.
+#[derive(clap::Args)]
 pub struct RunOptions {
+    /// Append events as JSON lines to FILE instead of stderr.
+    #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    /// Bytes of the kernel-to-user ring buffer (a power of two, at least a page).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = crate::parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
+    /// Policy file extending the built-in catalog.
+    #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// What to do when the session calls an infrastructure host after
+    /// reading a credential: observe, alert, block or kill (default: the policy's).
+    #[arg(long, value_name = "MODE")]
     pub mode: Option<Action>,
+    /// Milliseconds the command's start waits for the walk of its working
+    /// directory for credential files; the rest is walked meanwhile.
+    #[arg(long, value_name = "MS", default_value_t = START_BUDGET.as_millis() as u64)]
+    pub workspace_wait: u64,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -62,7 +81,10 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         homes: vec![home],
     })
     .await?;
-    engine.add_workspace(&std::env::current_dir().context("the working directory")?)?;
+    engine.add_workspace(
+        &std::env::current_dir().context("the working directory")?,
+        Duration::from_millis(options.workspace_wait),
+    )?;
     engine.add_session(SESSION, action)?;
     Responder::prepare(&mut engine, action)?;
     let mut responder = Responder::new(None);

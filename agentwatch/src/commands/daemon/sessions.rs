@@ -3,7 +3,11 @@
 //! lost event, ended when their last process exits; and the interpreters
 //! the kernel held at exec, released either way.
 
-use std::{collections::BTreeMap, path::Path, time::SystemTime};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, SystemTime},
+};
 
 use agentwatch_common::names::{FoundBy, SessionTransition};
 use anyhow::Result;
@@ -76,7 +80,9 @@ impl Daemon {
         if let Ok(cwd) = proc::cwd(session)
             && cwd != Path::new("/")
         {
-            self.engine.add_workspace(&cwd)?;
+            // The agent already runs: the whole walk goes on in the
+            // background rather than hold up the daemon's loop.
+            self.engine.add_workspace(&cwd, Duration::ZERO)?;
         }
         Responder::prepare(&mut self.engine, self.action)?;
         let name = self.agents.name(agent);
