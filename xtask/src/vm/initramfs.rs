@@ -13,10 +13,9 @@ use anyhow::{Context as _, Result, bail};
 
 use super::kernel::Kernel;
 
-/// What the guest needs as modules: virtio over PCI, 9p over virtio, and
-/// overlayfs (a writable /etc over the read-only root). Their dependencies
-/// (netfs, fscache, virtio_ring, ...) come from modules.dep.
-const MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
+/// What the guest needs as modules: virtio over PCI and 9p over virtio.
+/// Their dependencies (netfs, fscache, virtio_ring, ...) come from modules.dep.
+const MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p"];
 const BUSYBOX: &str = "/bin/busybox";
 /// Where the results share is mounted in the guest; the lane's script is there.
 pub const RESULTS_IN_GUEST: &str = "/run/agentwatch-vm";
@@ -46,11 +45,11 @@ mount -t tmpfs tmpfs $N/dev/shm
 for d in tmp var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $N/$d; done
 for d in run root; do mount -t tmpfs -o mode=0755 tmpfs $N/$d; done
 [ -L $N/var/run ] || mount -t tmpfs -o mode=0755 tmpfs $N/var/run
-# /etc writable (tests write /etc/netns/NAME/resolv.conf): an overlay whose
-# upper layer lives on a tmpfs outside the new root.
-mkdir -p /rw && mount -t tmpfs tmpfs /rw && mkdir -p /rw/etc /rw/work
-mount -t overlay overlay -o lowerdir=$N/etc,upperdir=/rw/etc,workdir=/rw/work $N/etc \
-    || echo "init: no writable /etc"
+# /etc writable (tests write /etc/netns/NAME/resolv.conf): a tmpfs copy, not
+# an overlay, whose st_dev would differ from the device the kernel reports.
+mkdir -p /rw && mount -t tmpfs tmpfs /rw
+cp -a $N/etc /rw/etc || echo "init: some of /etc was not copied"
+mount --bind /rw/etc $N/etc || echo "init: no writable /etc"
 mount -t cgroup2 cgroup2 $N/sys/fs/cgroup
 mount -t tracefs tracefs $N/sys/kernel/tracing
 mkdir -p $N/run/agentwatch-vm
@@ -215,8 +214,7 @@ mod tests {
             dir.path().join("modules.dep"),
             "kernel/fs/9p/9p.ko.xz: kernel/net/9p/9pnet.ko.xz kernel/fs/netfs/netfs.ko.xz\n\
              kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz\n\
-             kernel/net/9p/9pnet.ko.xz:\nkernel/fs/netfs/netfs.ko.xz:\n\
-             kernel/fs/overlayfs/overlay.ko.zst:\n",
+             kernel/net/9p/9pnet.ko.xz:\nkernel/fs/netfs/netfs.ko.zst:\n",
         )
         .unwrap();
         fs::write(
@@ -229,7 +227,7 @@ mod tests {
             .into_iter()
             .map(|(name, _)| name)
             .collect();
-        assert_eq!(names, ["9pnet", "9pnet_virtio", "netfs", "9p", "overlay"]);
+        assert_eq!(names, ["9pnet", "9pnet_virtio", "netfs", "9p"]);
     }
 
     #[test]

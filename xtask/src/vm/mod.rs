@@ -72,7 +72,7 @@ struct Suite {
 }
 
 /// Boots each of `kernels` in turn and runs `lane` there; prints the report,
-/// writes it to target/vm/report.json and, with `update_readme`, README's
+/// writes it to target/vm/LANE/report.json and, with `update_readme`, README's
 /// kernel table. Fails when any supported kernel fails.
 pub fn run(root: &Path, kernels: &[&str], lane: Lane, update_readme: bool) -> Result<()> {
     let suites = suites(root, lane)?;
@@ -86,8 +86,8 @@ pub fn run(root: &Path, kernels: &[&str], lane: Lane, update_readme: bool) -> Re
         reports.push(report);
     }
     report::print(&reports);
-    let json = root.join("target/vm/report.json");
-    fs::create_dir_all(root.join("target/vm"))?;
+    let json = lane_dir(root, lane).join("report.json");
+    fs::create_dir_all(lane_dir(root, lane))?;
     fs::write(&json, report::json(lane.name(), &reports))?;
     eprintln!("vm: report written to {}", json.display());
     if update_readme {
@@ -113,7 +113,7 @@ fn boot(
 ) -> Result<()> {
     let kernel = kernel::fetch(series)?;
     report.package = Some((kernel.package.clone(), kernel.version.clone()));
-    let dir = root.join("target/vm").join(series);
+    let dir = lane_dir(root, lane).join(series);
     let results = dir.join("results");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&results)?;
@@ -153,6 +153,12 @@ fn boot(
         );
     }
     Ok(())
+}
+
+/// Where a lane's boots and report go: the quick and the full lane do not
+/// overwrite each other's.
+fn lane_dir(root: &Path, lane: Lane) -> PathBuf {
+    root.join("target/vm").join(lane.name())
 }
 
 /// The script the guest runs as PID 1 in the host's root: each step's output
