@@ -343,6 +343,11 @@ pub fn print(reports: &[KernelReport]) {
         }
     }
     println!("\n{}", table(reports));
+    // A plain closing line, as test runners end theirs (not-run tests count
+    // as failed: the lane could not show they pass).
+    let tests = || reports.iter().flat_map(|report| &report.tests);
+    let passed = tests().filter(|test| test.outcome == Outcome::Pass).count();
+    println!("vm: {passed} passed, {} failed", tests().count() - passed);
 }
 
 pub fn json(lane: &str, reports: &[KernelReport]) -> String {
