@@ -51,6 +51,10 @@ enum Task {
         /// With --kernel or --kernels: only the quick lane's tests.
         #[arg(long, requires = "vm")]
         quick: bool,
+        /// With --kernel or --kernels: report what the last run left in
+        /// target/vm (an interrupted one, say) instead of booting.
+        #[arg(long, requires = "vm")]
+        last_run: bool,
         /// Extra arguments for `cargo test` (a test name filter, say); the
         /// quick VM lane is skipped when given.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -89,6 +93,7 @@ fn main() -> Result<()> {
             kernel,
             kernels,
             quick,
+            last_run,
             args,
         } => {
             setup::setup(setup::Packages::Vm)?;
@@ -97,19 +102,25 @@ fn main() -> Result<()> {
             } else {
                 vm::Lane::Full
             };
-            if let Some(series) = kernel {
+            let source = if last_run {
+                vm::Source::LastRun
+            } else {
+                vm::Source::Boot
+            };
+            if (kernel.is_some() || kernels.is_some()) && !last_run {
                 build(&root, false)?;
-                return vm::run(&root, &[series.as_str()], lane, false);
+            }
+            if let Some(series) = kernel {
+                return vm::run(&root, &[series.as_str()], lane, false, source);
             }
             if kernels.is_some() {
-                build(&root, false)?;
-                return vm::run(&root, vm::ALL, lane, lane == vm::Lane::Full);
+                return vm::run(&root, vm::ALL, lane, lane == vm::Lane::Full, source);
             }
             lint(&root)?;
             build(&root, false)?;
             test(&root, &args)?;
             if args.is_empty() {
-                vm::run(&root, vm::QUICK, vm::Lane::Quick, false)
+                vm::run(&root, vm::QUICK, vm::Lane::Quick, false, vm::Source::Boot)
             } else {
                 eprintln!("test: a filter was given, so the quick VM lane is skipped");
                 Ok(())

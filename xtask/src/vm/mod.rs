@@ -74,13 +74,23 @@ struct Suite {
 /// Boots each of `kernels` in turn and runs `lane` there; prints the report,
 /// writes it to target/vm/LANE/report.json and, with `update_readme`, README's
 /// kernel table. Fails when any supported kernel fails.
-pub fn run(root: &Path, kernels: &[&str], lane: Lane, update_readme: bool) -> Result<()> {
+pub fn run(
+    root: &Path,
+    kernels: &[&str],
+    lane: Lane,
+    update_readme: bool,
+    how: Source,
+) -> Result<()> {
     let suites = suites(root, lane)?;
     let mut reports = Vec::new();
     for &series in kernels {
         eprintln!("vm: kernel {series}, {} lane", lane.name());
         let mut report = KernelReport::new(series, TOO_OLD.contains(&series), qemu::accel());
-        if let Err(error) = boot(root, series, lane, &suites, &mut report) {
+        let result = match how {
+            Source::Boot => boot(root, series, lane, &suites, &mut report),
+            Source::LastRun => collect_last(root, series, lane, &suites, &mut report),
+        };
+        if let Err(error) = result {
             report.error = Some(format!("{error:#}"));
         }
         reports.push(report);
@@ -100,6 +110,49 @@ pub fn run(root: &Path, kernels: &[&str], lane: Lane, update_readme: bool) -> Re
         .collect();
     if !failed.is_empty() {
         bail!("the VM lane failed on kernel(s) {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Where a kernel's results come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Boot the kernel and run the lane.
+    Boot,
+    /// Read what the last boot of this lane left in target/vm (after a run
+    /// that was interrupted, say), booting nothing.
+    LastRun,
+}
+
+fn collect_last(
+    root: &Path,
+    series: &str,
+    lane: Lane,
+    suites: &[Suite],
+    report: &mut KernelReport,
+) -> Result<()> {
+    let dir = lane_dir(root, lane).join(series);
+    if !dir.join("results").is_dir() {
+        bail!(
+            "no results of an earlier {} lane run in {}",
+            lane.name(),
+            dir.display()
+        );
+    }
+    let suites: Vec<(&str, &[String])> = if report.too_old {
+        Vec::new()
+    } else {
+        suites
+            .iter()
+            .map(|suite| (suite.target, suite.tests.as_slice()))
+            .collect()
+    };
+    report.collect(&dir, &suites);
+    if report.release.is_none() {
+        bail!(
+            "the guest never ran the lane's script (console: {})",
+            dir.join("console.log").display()
+        );
     }
     Ok(())
 }
