@@ -59,6 +59,14 @@ impl Lane {
             Lane::Full => "full",
         }
     }
+
+    /// What the lane runs, for README's table.
+    fn describe(self) -> &'static str {
+        match self {
+            Lane::Quick => "the quick lane: check, run and the core enforcement tests",
+            Lane::Full => "the full lane: check, run and the whole integration suite",
+        }
+    }
 }
 
 /// One test binary as the guest runs it.
@@ -101,7 +109,7 @@ pub fn run(
     fs::write(&json, report::json(lane.name(), &reports))?;
     eprintln!("vm: report written to {}", json.display());
     if update_readme {
-        report::update_readme(&root.join("README.md"), &reports, &commit(root))?;
+        report::update_readme(&root.join("README.md"), &reports, lane, &commit(root))?;
     }
     let failed: Vec<&str> = reports
         .iter()

@@ -7,6 +7,8 @@ use std::{fs, path::Path};
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
+use super::Lane;
+
 const README_BEGIN: &str = "<!-- kernel-matrix:begin -->";
 const README_END: &str = "<!-- kernel-matrix:end -->";
 /// dmesg lines worth showing next to a failure.
@@ -403,7 +405,12 @@ fn table(reports: &[KernelReport]) -> String {
 }
 
 /// Replaces what is between README's kernel-matrix markers with the table.
-pub fn update_readme(path: &Path, reports: &[KernelReport], commit: &str) -> Result<()> {
+pub fn update_readme(
+    path: &Path,
+    reports: &[KernelReport],
+    lane: Lane,
+    commit: &str,
+) -> Result<()> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (Some(begin), Some(end)) = (text.find(README_BEGIN), text.find(README_END)) else {
         bail!(
@@ -411,10 +418,14 @@ pub fn update_readme(path: &Path, reports: &[KernelReport], commit: &str) -> Res
             path.display()
         );
     };
+    let command = match lane {
+        Lane::Full => "cargo xtask test --kernels all",
+        Lane::Quick => "cargo xtask test --kernels all --quick",
+    };
     let body = format!(
-        "{README_BEGIN}\n{}\nMeasured by `cargo xtask test --kernels all` at commit {commit}, \
-         under qemu ({}).\n",
+        "{README_BEGIN}\n{}\nMeasured by `{command}` ({}) at commit {commit}, under qemu ({}).\n",
         table(reports),
+        lane.describe(),
         reports.first().map_or("tcg", |report| report.accel)
     );
     let updated = format!("{}{body}{}", &text[..begin], &text[end..]);
