@@ -117,6 +117,12 @@ struct Daemon {
 
 pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     require_privileges("agentwatch daemon")?;
+    // Handlers first: a SIGHUP or SIGTERM that comes while the programs load
+    // (seconds, on a slow machine) is acted on once the loop starts, instead
+    // of killing the daemon by the signal's default action.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let policy = load_policy(options.config.as_deref())?;
     let action = options.mode.unwrap_or(policy.action);
     let admin_gid = match &options.admin_group {
@@ -196,9 +202,6 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         options.socket.display()
     );
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut events = Vec::new();
     loop {
