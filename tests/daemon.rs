@@ -364,11 +364,8 @@ fn a_bad_policy_reload_keeps_the_running_policy() {
     // SAFETY: kill(2) on the daemon we started.
     unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
     daemon.wait_for("policy reload failed, keeping the running policy");
-    assert!(
-        daemon.stderr().contains("policy.toml:1:10"),
-        "{}",
-        daemon.stderr()
-    );
+    // The reason may reach the file a write later than the headline.
+    daemon.wait_for("policy.toml:1:10");
     let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
     let output = output_with_timeout(&mut lab.command(&[], &claude));
     assert_eq!(results(&output), [-1], "still blocking: {output:?}");
