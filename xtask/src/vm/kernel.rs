@@ -136,6 +136,19 @@ impl Apt {
         cmd
     }
 
+    /// Whether the archive has a version of `package` to download.
+    fn has_candidate(&self, package: &str) -> bool {
+        self.command("apt-cache")
+            .args(["policy", package])
+            .output()
+            .is_ok_and(|out| {
+                let text = String::from_utf8_lossy(&out.stdout);
+                out.status.success()
+                    && text.contains("Candidate:")
+                    && !text.contains("Candidate: (none)")
+            })
+    }
+
     fn update_if_stale(&self) -> Result<()> {
         let stamp = self.dir.join("lists/.updated");
         let fresh = fs::metadata(&stamp)
@@ -259,7 +272,10 @@ fn unpack(apt: &Apt, image: &Record, dir: &Path) -> Result<()> {
     let _ = fs::remove_dir_all(&debs);
     fs::create_dir_all(&debs)?;
     fs::create_dir_all(dir)?;
-    let packages = packages_of(image);
+    let mut packages = packages_of(image);
+    // An image may name a companion the archive does not carry (6.18.15's
+    // linux-base-*): what apt cannot find is not fetched.
+    packages.retain(|(name, _)| *name == image.package || apt.has_candidate(name));
     eprintln!(
         "vm: downloading {}",
         packages
