@@ -147,15 +147,28 @@ fn collect_last(
             dir.display()
         );
     }
-    let suites: Vec<(&str, &[String])> = if report.too_old {
+    collect(&dir, &lane_suites(suites, report), report);
+    ran_the_script(&dir, report)
+}
+
+/// The suites a kernel runs: none on one too old to load the programs.
+fn lane_suites<'a>(suites: &'a [Suite], report: &KernelReport) -> Vec<&'a Suite> {
+    if report.too_old {
         Vec::new()
     } else {
-        suites
-            .iter()
-            .map(|suite| (suite.target, suite.tests.as_slice()))
-            .collect()
-    };
-    report.collect(&dir, &suites);
+        suites.iter().collect()
+    }
+}
+
+fn collect(dir: &Path, suites: &[&Suite], report: &mut KernelReport) {
+    let planned: Vec<(&str, &[String])> = suites
+        .iter()
+        .map(|suite| (suite.target, suite.tests.as_slice()))
+        .collect();
+    report.collect(dir, &planned);
+}
+
+fn ran_the_script(dir: &Path, report: &KernelReport) -> Result<()> {
     if report.release.is_none() {
         bail!(
             "the guest never ran the lane's script (console: {})",
@@ -180,11 +193,7 @@ fn boot(
     fs::create_dir_all(&results)?;
     let initramfs = dir.join("initramfs.cpio");
     initramfs::build(&kernel, &initramfs)?;
-    let suites: Vec<&Suite> = if report.too_old {
-        Vec::new()
-    } else {
-        suites.iter().collect()
-    };
+    let suites = lane_suites(suites, report);
     fs::write(results.join("guest.sh"), guest_script(root, &suites))?;
     let outcome = qemu::boot(&qemu::Boot {
         vmlinuz: &kernel.vmlinuz,
@@ -193,13 +202,7 @@ fn boot(
         timeout: lane.timeout(),
     })?;
     report.seconds = outcome.elapsed.as_secs_f64();
-    report.collect(
-        &dir,
-        &suites
-            .iter()
-            .map(|suite| (suite.target, suite.tests.as_slice()))
-            .collect::<Vec<_>>(),
-    );
+    collect(&dir, &suites, report);
     if outcome.timed_out {
         bail!(
             "timed out after {} s (console: {})",
@@ -207,13 +210,7 @@ fn boot(
             dir.join("console.log").display()
         );
     }
-    if report.release.is_none() {
-        bail!(
-            "the guest never ran the lane's script (console: {})",
-            dir.join("console.log").display()
-        );
-    }
-    Ok(())
+    ran_the_script(&dir, report)
 }
 
 /// Where a lane's boots and report go: the quick and the full lane do not
