@@ -2,6 +2,9 @@
 //! kernel's BTF (/sys/kernel/btf/vmlinux) and handed to the programs as a
 //! read-only global, because aya's eBPF side has no CO-RE relocations.
 
+/// Name of the global in the object (`EbpfLoader::override_global`).
+pub const GLOBAL: &str = "OFFSETS";
+
 /// Byte offsets of the fields the programs read with `bpf_probe_read_kernel`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

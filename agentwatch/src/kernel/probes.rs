@@ -6,7 +6,7 @@ use agentwatch_common::{
     features,
     maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
     names::map_name,
-    offsets::KernelOffsets,
+    offsets::{self, KernelOffsets},
 };
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -140,7 +140,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
     mounts::ensure_tracefs()?;
     let cgroup_root = mounts::ensure_cgroup2()?;
     let mut ebpf = EbpfLoader::new()
-        .override_global("OFFSETS", &offsets, true)
+        .override_global(offsets::GLOBAL, &offsets, true)
         .override_global(features::GLOBAL, &support.features, true)
         .map_max_entries(map_name::PROCS, options.max_processes)
         .map_max_entries(map_name::EVENTS, options.ring_buffer_bytes)
