@@ -14,10 +14,8 @@ use crate::{
     session::{SIGSTOP, open_session},
 };
 
-/// Agent discovery at exec, before the new image's first instruction: a
-/// process whose executable name or environment marks it as an agent gets
-/// a session of its own; an interpreter an agent may run as is stopped for
-/// user space to match its argv. Returns the agent id (with `HELD`), or 0.
+/// Returns the agent id `tgid` was found as (with `HELD` when it is held for
+/// user space to match its argv), or 0.
 #[inline(always)]
 pub fn discover_agent(tgid: u32, env_agent: u32, config: &Config) -> u32 {
     // At this tracepoint `comm` already holds the new executable's name.
