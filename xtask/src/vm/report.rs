@@ -206,32 +206,20 @@ impl KernelReport {
     }
 }
 
-/// `check` prints `FAIL  WHAT(padded to 34) DETAIL`, a verifier's log on the
-/// lines after it; the verdict is the log's last line before its statistics,
-/// else the detail.
+/// `check` prints `FAIL  WHAT(padded to 34) DETAIL`; for a program the
+/// kernel refused, the detail is the verifier's reason.
 fn check_failures(output: &str) -> Vec<(String, String)> {
-    const STATS: &[&str] = &["verification time", "stack depth", "processed "];
-    let is_status = |line: &str| ["ok  ", "warn", "FAIL"].iter().any(|l| line.starts_with(l));
-    let lines: Vec<&str> = output.lines().collect();
-    let mut failures = Vec::new();
-    for (index, line) in lines.iter().enumerate() {
-        let Some(rest) = line.strip_prefix("FAIL  ") else {
-            continue;
-        };
-        let (what, detail) = match (rest.get(..34), rest.get(34..)) {
-            (Some(what), Some(detail)) if detail.starts_with(' ') => (what, &detail[1..]),
-            _ => rest.split_once("  ").unwrap_or((rest, "")),
-        };
-        let verdict = lines[index + 1..]
-            .iter()
-            .take_while(|line| !is_status(line) && !line.starts_with("agentwatch "))
-            .filter(|line| !STATS.iter().any(|stat| line.starts_with(stat)))
-            .last()
-            .copied()
-            .unwrap_or(detail);
-        failures.push((what.trim().to_string(), verdict.trim().to_string()));
-    }
-    failures
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("FAIL  "))
+        .map(|rest| {
+            let (what, detail) = match (rest.get(..34), rest.get(34..)) {
+                (Some(what), Some(detail)) if detail.starts_with(' ') => (what, &detail[1..]),
+                _ => rest.split_once("  ").unwrap_or((rest, "")),
+            };
+            (what.trim().to_string(), detail.trim().to_string())
+        })
+        .collect()
 }
 
 /// libtest's output: `test NAME ... ok|FAILED|ignored` per test, then a
@@ -487,11 +475,7 @@ failures:
     fn check_failures_keep_the_hook_and_the_verifiers_verdict() {
         let output = "\
 ok    Syscall sys_exit_execveat          attached
-FAIL  CgroupSockAddr connect4            the verifier rejected it; end of its log:
-37: (85) call bpf_send_signal#109
-unknown func bpf_send_signal#109
-verification time 2785 usec
-stack depth 152+0
+FAIL  CgroupSockAddr connect4            this kernel's verifier rejected it (Invalid argument): unknown func bpf_send_signal#109
 FAIL  kernel programs                    not probed: needs root
 warn  OS keyring                         tokens are not seen
 agentwatch cannot run here: see FAIL above.
@@ -501,7 +485,8 @@ agentwatch cannot run here: see FAIL above.
             [
                 (
                     "CgroupSockAddr connect4".to_string(),
-                    "unknown func bpf_send_signal#109".to_string()
+                    "this kernel's verifier rejected it (Invalid argument): unknown func bpf_send_signal#109"
+                        .to_string()
                 ),
                 (
                     "kernel programs".to_string(),
