@@ -69,7 +69,9 @@ pub struct HostClass {
     pub allowed: u64,
     /// Index of the domain in user space's table.
     pub domain: u32,
-    pub _pad: u32,
+    /// In the address maps: [`crate::names::NameSource`] code of how the
+    /// address was learned (0 in `DOMAINS`).
+    pub learned: u32,
 }
 
 /// Value of `ENV_NAMES`, keyed by the FNV-1a hash of a variable name.

@@ -201,6 +201,25 @@ named_codes! {
     }
 }
 
+named_codes! {
+    /// How the name of a connection's host was learned (`learned` in alerts
+    /// and connect events; `HostClass::learned` in the address maps).
+    pub enum NameSource: u32, "name source" {
+        /// The server name of a TLS ClientHello, at the socket's first write.
+        Sni = 1 => "sni",
+        /// The `Host:` header (or absolute URI) of a plaintext HTTP request.
+        Host = 2 => "host",
+        /// The target of an HTTP proxy's `CONNECT host:port`.
+        ConnectProxy = 3 => "connect-proxy",
+        /// A DNS answer for the address (UDP or TCP, or the system resolver).
+        Dns = 4 => "dns",
+        /// An `/etc/hosts` entry for the address.
+        HostsFile = 5 => "hosts-file",
+        /// Nothing named the host: the address alone was judged.
+        Address = 6 => "address",
+    }
+}
+
 /// Names of the maps in the kernel object, for `#[map]` statics (whose
 /// identifiers are these names) and for user space's lookups. A test in
 /// agentwatch checks that every one is in the built object.

@@ -8,8 +8,8 @@ use core::ffi::c_void;
 use agentwatch_common::{
     dns::{DNS_CAP, DnsParser, MAX_LABELS, MAX_STEPS, Step},
     hash::{SUFFIX_SEED, suffix_step},
-    maps::counter,
-    names::Kind,
+    maps::{HostClass, counter},
+    names::{Kind, NameSource},
 };
 use aya_ebpf::{
     helpers::generated::{bpf_ktime_get_boot_ns, bpf_loop, bpf_skb_load_bytes},
@@ -147,7 +147,10 @@ fn match_question(scratch: &mut DnsScratch) {
         let label = scratch.parser.label_hashes[(labels - 1 - i) & (MAX_LABELS - 1)];
         hash = suffix_step(hash, label);
         if let Some(host) = unsafe { DOMAINS.get(hash) } {
-            scratch.host = *host;
+            scratch.host = HostClass {
+                learned: NameSource::Dns.code(),
+                ..*host
+            };
             scratch.matched = 1;
         }
     }

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use agentwatch_common::maps::{Config, SessionState, session_flags};
+use agentwatch_common::{
+    maps::{Config, HostClass, SessionState, session_flags},
+    names::NameSource,
+};
 use anyhow::{Context as _, Result};
 use tokio::time::{Instant, Interval, interval_at};
 use tracing::{info, warn};
@@ -458,7 +461,10 @@ impl Core {
             let Some(domain) = self.enrich.tables.lookup(&name) else {
                 continue;
             };
-            let host = domain.host;
+            let host = HostClass {
+                learned: NameSource::Dns.code(),
+                ..domain.host
+            };
             for addr in addrs.into_iter().filter(|addr| !is_localhost(*addr)) {
                 self.maps.add_infra_address(addr, host)?;
             }

@@ -121,7 +121,7 @@ impl Tables {
                 classes,
                 allowed,
                 domain: id,
-                _pad: 0,
+                learned: 0,
             },
         };
         if id == next {
