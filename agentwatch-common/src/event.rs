@@ -120,7 +120,7 @@ pub struct ExitEvent {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy)]
 pub struct AlertEvent {
     pub header: EventHeader,
     /// Credential classes the session holds that count against the host.
@@ -138,7 +138,29 @@ pub struct AlertEvent {
     pub port: u16,
     /// Destination address (4 bytes used for IPv4), network order.
     pub addr: [u8; 16],
-    pub _pad: u32,
+    /// [`crate::names::NameSource`] code of how the host was named.
+    pub learned: u32,
+    /// The name the socket's first write asked for (empty for a connect
+    /// judged by its address: user space names it from DNS).
+    pub name_len: u32,
+    pub name: [u8; crate::first_write::NAME_CAP],
+}
+
+/// What a watched TCP socket's first write named, and what was decided.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NameEvent {
+    pub header: EventHeader,
+    /// The socket, for user space to take a harmless one out of the sockhash.
+    pub key: crate::maps::SocketKey,
+    /// [`crate::names::SocketJudgment`] code.
+    pub judgment: u32,
+    /// [`crate::names::NameSource`] code.
+    pub learned: u32,
+    /// `domain + 1` of the infrastructure domain it named, or 0.
+    pub domain: u32,
+    pub name_len: u32,
+    pub name: [u8; crate::first_write::NAME_CAP],
 }
 
 #[repr(C)]
@@ -193,6 +215,7 @@ mod pod {
     unsafe impl aya::Pod for ExitEvent {}
     unsafe impl aya::Pod for AlertEvent {}
     unsafe impl aya::Pod for DnsEvent {}
+    unsafe impl aya::Pod for NameEvent {}
 }
 
 /// How the exec program marks what discovery did (`ExecEvent::agent`).

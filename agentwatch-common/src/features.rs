@@ -13,6 +13,10 @@ pub struct KernelFeatures {
     /// 6.12). Without it the refused caller is signalled at its connect's
     /// return, by the syscall exit tracepoint, instead of in the hook.
     pub sock_addr_signal: u32,
+    /// sk_msg programs may call `bpf_send_signal`. Without it a refused
+    /// write's session is flagged, and its processes are killed or stopped
+    /// at their next traced system call.
+    pub sk_msg_signal: u32,
 }
 
 #[cfg(feature = "user")]

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod env;
 pub mod event;
 pub mod features;
+pub mod first_write;
 pub mod hash;
 pub mod maps;
 pub mod names;

@@ -72,6 +72,61 @@ pub struct HostClass {
     /// In the address maps: [`crate::names::NameSource`] code of how the
     /// address was learned (0 in `DOMAINS`).
     pub learned: u32,
+    /// In the address maps: DNS also gave this address for a name that is
+    /// not infrastructure (a CDN or anycast pool shared with the user's own
+    /// apps), so a TCP connect to it is judged by the name its first write
+    /// asks for, not refused at connect.
+    pub shared: u32,
+    pub _pad: u32,
+}
+
+/// Value of `SOCKET_MARKS`, keyed by socket cookie: a socket a session
+/// connected, marked by the connect hook (which runs as the connecting task)
+/// for the programs that later see the socket without a task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketMark {
+    pub session: u32,
+    /// [`socket_flags`] bits.
+    pub flags: u32,
+}
+
+pub mod socket_flags {
+    /// A human approved this connect: its writes are not judged again.
+    pub const APPROVED: u32 = 1;
+}
+
+/// Key of `SOCKETS` (the sockhash the first-write program watches) and of
+/// `SOCKET_STATES`: a TCP socket by its addresses, with the fields copied
+/// as both sock_ops and sk_msg contexts hold them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SocketKey {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    /// Network byte order, as the contexts hold it.
+    pub remote_port: u32,
+    /// Host byte order.
+    pub local_port: u32,
+    pub _pad: u32,
+    /// IPv4 in the first word, or IPv6 (network order).
+    pub remote_ip: [u32; 4],
+    pub local_ip: [u32; 4],
+}
+
+/// Value of `SOCKET_STATES`: what a watched TCP socket's first write named.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketState {
+    pub session: u32,
+    /// [`crate::names::SocketJudgment`] code.
+    pub judgment: u32,
+    /// How the named host counts (`learned` says how it was named).
+    pub host: HostClass,
+    /// The name, for the alerts of later writes.
+    pub name_len: u32,
+    pub _pad: u32,
+    pub name: [u8; crate::first_write::NAME_CAP],
 }
 
 /// Value of `ENV_NAMES`, keyed by the FNV-1a hash of a variable name.
@@ -97,6 +152,11 @@ pub struct Config {
     /// exists), an agent found at exec is stopped until user space has
     /// attached them, so no session runs a single instruction unwatched.
     pub syscalls_attached: u32,
+    /// The first-write programs (sock_ops and sk_msg) are attached, so a
+    /// TCP connect to a shared address can be left to the name its first
+    /// write asks for. Without them every infrastructure address is refused
+    /// at connect.
+    pub first_write: u32,
 }
 
 /// Arguments of an open call in flight, saved at syscall entry for the exit.
@@ -132,25 +192,44 @@ pub struct ExecArgs {
 
 /// Indices of the per-CPU `COUNTERS` array: every event or state change the
 /// kernel side had to drop is counted here, never dropped silently.
+// Lost-record counters come first, one per kind.
+const _: () = assert!(crate::names::Kind::COUNT <= counter::PROCS_FULL);
+
 pub mod counter {
     /// `LOST_BASE + kind`: records that found the ring buffer full.
     pub const LOST_BASE: u32 = 0;
     /// A new process of a session could not be added to `PROCS`.
-    pub const PROCS_FULL: u32 = 8;
+    pub const PROCS_FULL: u32 = 16;
     /// A syscall's arguments could not be saved for its exit.
-    pub const PENDING_FULL: u32 = 9;
+    pub const PENDING_FULL: u32 = 17;
     /// A kernel struct read failed (a path or argv came back empty).
-    pub const READ_FAILED: u32 = 10;
+    pub const READ_FAILED: u32 = 18;
     /// An infrastructure address learned from DNS did not fit its map.
-    pub const INFRA_FULL: u32 = 11;
+    pub const INFRA_FULL: u32 = 19;
     /// A DNS response could not be parsed.
-    pub const DNS_MALFORMED: u32 = 12;
+    pub const DNS_MALFORMED: u32 = 20;
     /// An environment too large to scan completely.
-    pub const ENV_TRUNCATED: u32 = 13;
+    pub const ENV_TRUNCATED: u32 = 21;
     /// An interpreter could not be held for argv matching (map full) and
     /// ran without being matched.
-    pub const HELD_FULL: u32 = 14;
-    pub const COUNT: u32 = 16;
+    pub const HELD_FULL: u32 = 22;
+    /// A session's socket could not be marked at connect (`SOCKET_MARKS` full).
+    pub const SOCKET_MARKS_FULL: u32 = 23;
+    /// A session's TCP socket could not enter the sockhash (full, MPTCP, or
+    /// another program's sk_msg owns it): its writes cannot be inspected.
+    pub const SOCKET_UNINSPECTABLE: u32 = 24;
+    /// A watched socket's state was gone at a write (evicted): judged anew
+    /// as the writer's session's.
+    pub const SOCKET_STATE_LOST: u32 = 25;
+    /// First writes judged by the name they asked for (SNI, Host, CONNECT).
+    pub const NAMED_WRITES: u32 = 26;
+    /// First writes that named nothing, judged by their address instead.
+    pub const NAMELESS_WRITES: u32 = 27;
+    /// First writes whose bytes could not be read (judged by address).
+    pub const WRITE_UNREADABLE: u32 = 28;
+    /// MPTCP sockets a session tried to create (refused: not inspectable).
+    pub const MPTCP_REFUSED: u32 = 29;
+    pub const COUNT: u32 = 32;
 }
 
 #[cfg(feature = "user")]
@@ -163,4 +242,7 @@ mod pod {
     unsafe impl aya::Pod for super::EnvName {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::AllowKey {}
+    unsafe impl aya::Pod for super::SocketMark {}
+    unsafe impl aya::Pod for super::SocketKey {}
+    unsafe impl aya::Pod for super::SocketState {}
 }

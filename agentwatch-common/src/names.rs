@@ -151,12 +151,15 @@ named_codes! {
         Alert = 6 => "alert",
         /// A DNS response seen on the host (no process context).
         Dns = 7 => "dns",
+        /// What a watched TCP socket's first write named (sent by sk_msg).
+        Name = 8 => "name",
     }
 }
 
 impl Kind {
-    /// One past the highest code; sizes per-kind counters.
-    pub const COUNT: u32 = 8;
+    /// One past the highest code; sizes per-kind counters (at most 16:
+    /// `counter::PROCS_FULL` follows them).
+    pub const COUNT: u32 = 9;
 }
 
 named_codes! {
@@ -220,6 +223,22 @@ named_codes! {
     }
 }
 
+named_codes! {
+    /// What a watched TCP socket's first write decided (`SocketState::judgment`).
+    pub enum SocketJudgment: u32, "socket judgment" {
+        /// Nothing written yet.
+        Pending = 0 => "pending",
+        /// It named an infrastructure host: every write is judged against
+        /// the session's credentials at the time.
+        Infrastructure = 1 => "infrastructure",
+        /// It named another host: its writes pass, and user space takes it
+        /// out of the sockhash so they cost nothing.
+        Harmless = 2 => "harmless",
+        /// A human approved its connect.
+        Approved = 3 => "approved",
+    }
+}
+
 /// Names of the maps in the kernel object, for `#[map]` statics (whose
 /// identifiers are these names) and for user space's lookups. A test in
 /// agentwatch checks that every one is in the built object.
@@ -238,6 +257,9 @@ pub mod map_name {
     pub const AGENT_MARKERS: &str = "AGENT_MARKERS";
     pub const HELD: &str = "HELD";
     pub const ALLOW_ONCE: &str = "ALLOW_ONCE";
+    pub const SOCKET_MARKS: &str = "SOCKET_MARKS";
+    pub const SOCKETS: &str = "SOCKETS";
+    pub const SOCKET_STATES: &str = "SOCKET_STATES";
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const EVENTS: &str = "EVENTS";
@@ -257,6 +279,9 @@ pub mod map_name {
         AGENT_MARKERS,
         HELD,
         ALLOW_ONCE,
+        SOCKET_MARKS,
+        SOCKETS,
+        SOCKET_STATES,
         CONFIG,
         COUNTERS,
         EVENTS,

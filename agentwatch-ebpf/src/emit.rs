@@ -13,15 +13,29 @@ use crate::{
 
 #[inline(always)]
 pub fn fill_header(header: &mut EventHeader, kind: Kind, session: u32) {
+    fill_writer_header(header, kind, session);
+    header.ppid = current_ppid();
+    header.comm = bpf_get_current_comm().unwrap_or_default();
+}
+
+/// What sk_msg programs may learn of the writing task on every supported
+/// kernel: not its comm or parent (user space names those from /proc).
+#[inline(always)]
+pub fn fill_writer_header(header: &mut EventHeader, kind: Kind, session: u32) {
+    fill_session_header(header, kind, session);
     let pid_tgid = bpf_get_current_pid_tgid();
-    header.kind = kind.code();
     header.pid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
-    header.ppid = current_ppid();
-    header.session = session;
     header.uid = bpf_get_current_uid_gid() as u32;
+}
+
+/// A header without a task, for programs that may run in none (cgroup skb).
+#[inline(always)]
+pub fn fill_session_header(header: &mut EventHeader, kind: Kind, session: u32) {
+    *header = EventHeader::default();
+    header.kind = kind.code();
+    header.session = session;
     header.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
-    header.comm = bpf_get_current_comm().unwrap_or_default();
 }
 
 const BPF_RB_NO_WAKEUP: u64 = 1;

@@ -1,17 +1,21 @@
 //! agentwatch's kernel programs. One module per sensor (process, file,
-//! network, DNS); every per-process program returns at its first map lookup
-//! for a process outside any session.
+//! network, first write, DNS); every per-process program returns at its
+//! first map lookup for a process outside any session, and every socket
+//! program at its first lookup for a socket no session connected.
 #![no_std]
 #![no_main]
 // Atomic fetch-or on map values: bpfel has no `core::sync::atomic` RMW types.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod catalog;
 mod discover;
 mod dns;
 mod emit;
 mod env;
 mod file;
+mod first_write;
+mod judge;
 mod kernel;
 mod maps;
 mod net;

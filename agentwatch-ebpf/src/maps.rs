@@ -4,11 +4,12 @@
 
 use agentwatch_common::maps::{
     AllowKey, Config, ConnectArgs, CredKey, DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES,
-    EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo, SessionState, counter,
+    EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo, SessionState, SocketKey, SocketMark,
+    SocketState, counter,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 
 /// Thread-group id → session, for every process of every session.
@@ -71,6 +72,22 @@ pub static ALLOW_ONCE: HashMap<AllowKey, u8> = HashMap::with_max_entries(1024, 0
 /// read of its `/proc/PID/environ` counts as reading them.
 #[map]
 pub static ENV_CLASSES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Socket cookie → the session that connected it (TCP and UDP), set at
+/// connect. An LRU: sockets that never connect leave by themselves.
+#[map]
+pub static SOCKET_MARKS: LruHashMap<u64, SocketMark> = LruHashMap::with_max_entries(65536, 0);
+
+/// Sessions' established TCP sockets, whose writes the sk_msg program sees
+/// until user space takes a harmless one out. Untracked sockets never enter.
+#[map]
+pub static SOCKETS: SockHash<SocketKey> = SockHash::with_max_entries(16384, 0);
+
+/// What each socket in `SOCKETS` named; removed at close (sock_ops) or with
+/// the socket (user space).
+#[map]
+pub static SOCKET_STATES: LruHashMap<SocketKey, SocketState> =
+    LruHashMap::with_max_entries(16384, 0);
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);

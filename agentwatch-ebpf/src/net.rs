@@ -1,31 +1,41 @@
 //! Network sensor: connect as the syscall sees it (entry + exit, for the
-//! event) and as the cgroup hooks see it, where a connection (or a UDP
-//! datagram, for QUIC) is refused before any byte leaves — io_uring included.
+//! event) and as the cgroup hooks see it. A TCP connect to an address only
+//! infrastructure names resolved to is refused there, before the connection
+//! exists (io_uring included); every other TCP connection of a session is
+//! marked for the first-write judgment (`first_write.rs`). A UDP `connect()`
+//! sends nothing (glibc's address sorting does one per DNS answer) and is
+//! only marked: datagrams are judged when sent, unconnected ones in the
+//! sendmsg hooks and connected ones (QUIC) at egress.
 
 use agentwatch_common::{
-    event::{AlertEvent, ConnectEvent, SOCKADDR_CAP},
-    maps::{AllowKey, ConnectArgs, HostClass, counter},
-    names::{Action, Kind},
+    event::{ConnectEvent, SOCKADDR_CAP},
+    maps::{ConnectArgs, SocketMark, counter, socket_flags},
+    names::Kind,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
-    macros::{cgroup_sock_addr, tracepoint},
-    programs::{SockAddrContext, TracePointContext},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_socket_cookie, bpf_probe_read_user},
+    },
+    macros::{cgroup_skb, cgroup_sock_addr, tracepoint},
+    programs::{SkBuffContext, SockAddrContext, TracePointContext},
 };
 
 use crate::{
-    emit::{Urgency, fill_header, send, send_value},
-    maps::{ALLOW_ONCE, INFRA4, INFRA6, PENDING_CONNECTS, USER_TAINT, count},
+    catalog::{AF_INET, AF_INET6, address_host},
+    emit::{fill_header, fill_session_header, send},
+    judge::{Decision, Destination, held_credentials, judge},
+    maps::{PENDING_CONNECTS, SOCKET_MARKS, config, count},
     scratch::CONNECT_SCRATCH,
-    session::{member, sock_addr_member},
+    session::{Member, member, sock_addr_member, socket_member},
     syscall::{arg, ret},
 };
 
-/// Return values of a cgroup sock_addr program.
+/// Return values of cgroup sock_addr and skb programs.
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
+const SOCK_STREAM: u32 = 1;
+const IPPROTO_UDP: u8 = 17;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -85,22 +95,22 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    judge_v4(&ctx)
+    on_connect(&ctx, destination_v4(&ctx))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    judge_v6(&ctx)
+    on_connect(&ctx, destination_v6(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    judge_v4(&ctx)
+    on_datagram(destination_v4(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    judge_v6(&ctx)
+    on_datagram(destination_v6(&ctx))
 }
 
 #[inline(always)]
@@ -109,95 +119,147 @@ fn port_of(ctx: &SockAddrContext) -> u16 {
 }
 
 #[inline(always)]
-fn judge_v4(ctx: &SockAddrContext) -> i32 {
+fn destination_v4(ctx: &SockAddrContext) -> Destination {
     let ip = unsafe { (*ctx.sock_addr).user_ip4 };
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&ip.to_ne_bytes());
-    judge(AF_INET, addr, port_of(ctx), || {
-        unsafe { INFRA4.get(ip) }.copied()
-    })
+    Destination {
+        family: AF_INET,
+        port: port_of(ctx),
+        addr,
+    }
 }
 
 #[inline(always)]
-fn judge_v6(ctx: &SockAddrContext) -> i32 {
+fn destination_v6(ctx: &SockAddrContext) -> Destination {
     let sa = unsafe { &*ctx.sock_addr };
-    let words = [
-        sa.user_ip6[0],
-        sa.user_ip6[1],
-        sa.user_ip6[2],
-        sa.user_ip6[3],
-    ];
     let mut addr = [0u8; 16];
-    for (i, word) in words.iter().enumerate() {
+    for (i, word) in sa.user_ip6.iter().enumerate() {
         addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
     }
-    // ::ffff:a.b.c.d reaches an IPv4 host through an IPv6 socket.
-    let mapped_v4 = words[0] == 0 && words[1] == 0 && words[2] == u32::from_be(0xffff);
-    judge(AF_INET6, addr, port_of(ctx), || {
-        if mapped_v4 {
-            unsafe { INFRA4.get(words[3]) }.copied()
-        } else {
-            unsafe { INFRA6.get(addr) }.copied()
-        }
-    })
+    Destination {
+        family: AF_INET6,
+        port: port_of(ctx),
+        addr,
+    }
 }
 
-/// The decision, made in the connecting task before the connection exists:
-/// refuse when the session holds a credential that counts against the
-/// destination and no allow rule covers it.
+/// A session's connect, in the connecting task before the connection exists.
 #[inline(always)]
-fn judge(family: u16, addr: [u8; 16], port: u16, host: impl FnOnce() -> Option<HostClass>) -> i32 {
+fn on_connect(ctx: &SockAddrContext, to: Destination) -> i32 {
     let Some(member) = sock_addr_member((bpf_get_current_pid_tgid() >> 32) as u32) else {
         return ALLOW;
     };
-    if member.state.is_null() {
-        return ALLOW;
-    }
-    let state = unsafe { *member.state };
-    let found = unsafe { USER_TAINT.get(member.session) }
-        .copied()
-        .unwrap_or(0);
-    let creds = state.creds | found;
-    if creds == 0 {
-        return ALLOW;
-    }
-    let Some(host) = host() else {
-        return ALLOW;
+    let stream = unsafe { (*ctx.sock_addr).type_ } == SOCK_STREAM;
+    let decision = if stream {
+        judge_address(&member, &to, true)
+    } else {
+        Decision::Allow
     };
-    let held = creds & host.classes;
-    if held & !host.allowed == 0 {
-        return ALLOW;
+    if decision == Decision::Refuse {
+        return DENY;
     }
-    // A human approved exactly this retry.
-    let approved = AllowKey {
+    let mark = SocketMark {
         session: member.session,
-        _pad: 0,
-        addr,
+        flags: if decision == Decision::Approved {
+            socket_flags::APPROVED
+        } else {
+            0
+        },
     };
-    if unsafe { ALLOW_ONCE.get(approved) }.is_some() && ALLOW_ONCE.remove(approved).is_ok() {
+    // SAFETY: the context's own socket, as the helper expects.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    if SOCKET_MARKS.insert(cookie, mark, 0).is_err() {
+        count(counter::SOCKET_MARKS_FULL);
+    }
+    ALLOW
+}
+
+/// An unconnected datagram (sendto with an address), judged as it is sent.
+#[inline(always)]
+fn on_datagram(to: Destination) -> i32 {
+    let Some(member) = sock_addr_member((bpf_get_current_pid_tgid() >> 32) as u32) else {
         return ALLOW;
+    };
+    if judge_address(&member, &to, false) == Decision::Refuse {
+        DENY
+    } else {
+        ALLOW
     }
-    let mut alert = AlertEvent::default();
-    fill_header(&mut alert.header, Kind::Alert, member.session);
-    alert.held = held;
-    alert.last_classes = state.last_classes;
-    alert.last_ns = state.last_ns;
-    alert.action = state.action;
-    alert.domain = host.domain;
-    alert.family = family;
-    alert.port = port;
-    alert.addr = addr;
-    send_value(&alert, Kind::Alert, Urgency::Now);
-    match Action::try_from(state.action) {
-        Ok(Action::Observe | Action::Alert) => ALLOW,
-        Ok(Action::Kill) => {
-            member.kill();
-            DENY
-        }
-        Ok(Action::Ask) => {
-            member.stop();
-            DENY
-        }
-        Ok(Action::Block) | Err(_) => DENY,
+}
+
+/// Judges a destination by its address. A TCP connect to an address DNS
+/// also gave a non-infrastructure name is left to its first write's name,
+/// when the first-write programs are attached; a datagram has no name to
+/// wait for.
+#[inline(always)]
+fn judge_address(member: &Member, to: &Destination, may_wait_for_name: bool) -> Decision {
+    let creds = held_credentials(member);
+    if creds == 0 {
+        return Decision::Allow;
     }
+    let Some(host) = address_host(to) else {
+        return Decision::Allow;
+    };
+    if may_wait_for_name && host.shared != 0 && config().first_write != 0 {
+        return Decision::Allow;
+    }
+    judge(member, creds, &host, to, None, fill_header)
+}
+
+/// Connected datagrams (QUIC, a connected UDP socket's `send`) pass no
+/// sendmsg hook: judged here, as they leave. A refused datagram's sender
+/// gets EPERM. Only UDP from a marked socket is looked at.
+#[cgroup_skb(egress)]
+pub fn datagram_egress(ctx: SkBuffContext) -> i32 {
+    if refuse_datagram(&ctx) { DENY } else { ALLOW }
+}
+
+#[inline(always)]
+fn refuse_datagram(ctx: &SkBuffContext) -> bool {
+    let Some(to) = udp_destination(ctx) else {
+        return false;
+    };
+    // SAFETY: the context's own skb, as the helper expects.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+    let Some(mark) = (unsafe { SOCKET_MARKS.get(cookie) }).copied() else {
+        return false;
+    };
+    let member = socket_member(mark.session);
+    let creds = held_credentials(&member);
+    if creds == 0 || mark.flags & socket_flags::APPROVED != 0 {
+        return false;
+    }
+    let Some(host) = address_host(&to) else {
+        return false;
+    };
+    // No task is certain here: the session is flagged, and its processes
+    // are killed or stopped at their next traced system call.
+    judge(&member, creds, &host, &to, None, fill_session_header) == Decision::Refuse
+}
+
+/// Destination of a UDP packet (the skb starts at the IP header).
+#[inline(always)]
+fn udp_destination(ctx: &SkBuffContext) -> Option<Destination> {
+    let first: u8 = ctx.load(0).ok()?;
+    let mut addr = [0u8; 16];
+    let (family, udp) = match first >> 4 {
+        4 => {
+            if ctx.load::<u8>(9).ok()? != IPPROTO_UDP {
+                return None;
+            }
+            addr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(16).ok()?);
+            (AF_INET, u32::from(first & 0xf) * 4)
+        }
+        6 => {
+            if ctx.load::<u8>(6).ok()? != IPPROTO_UDP {
+                return None;
+            }
+            addr = ctx.load::<[u8; 16]>(24).ok()?;
+            (AF_INET6, 40)
+        }
+        _ => return None,
+    };
+    let port = u16::from_be(ctx.load::<u16>(udp as usize + 2).ok()?);
+    Some(Destination { family, port, addr })
 }

@@ -6,8 +6,9 @@
 use agentwatch_common::{
     dns::DnsParser,
     env::ENTRY_CAP,
-    event::{ConnectEvent, DnsEvent, ExecEvent, OpenEvent},
-    maps::HostClass,
+    event::{AlertEvent, ConnectEvent, DnsEvent, ExecEvent, NameEvent, OpenEvent},
+    first_write::{NameParser, WRITE_CAP},
+    maps::{HostClass, SocketState},
 };
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 
@@ -70,3 +71,22 @@ pub struct DnsScratch {
 
 #[map]
 pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static ALERT_SCRATCH: PerCpuArray<AlertEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// A socket's first write being read for the name it asks for.
+#[repr(C)]
+pub struct WriteScratch {
+    pub write: [u8; WRITE_CAP],
+    /// Bytes of `write` filled.
+    pub len: u32,
+    pub _pad: u32,
+    pub parser: NameParser,
+    /// A socket's state being built before it enters `SOCKET_STATES`.
+    pub state: SocketState,
+    pub event: NameEvent,
+}
+
+#[map]
+pub static WRITE_SCRATCH: PerCpuArray<WriteScratch> = PerCpuArray::with_max_entries(1, 0);

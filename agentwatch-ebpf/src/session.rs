@@ -26,6 +26,7 @@ pub const SIGSTOP: u32 = 19;
 #[unsafe(no_mangle)]
 pub static FEATURES: KernelFeatures = KernelFeatures {
     sock_addr_signal: 0,
+    sk_msg_signal: 0,
 };
 
 /// A process of a session, and the session's shared state (null when user
@@ -55,6 +56,21 @@ pub fn sock_addr_member(tgid: u32) -> Option<Member> {
     // compiler keeps the load the verifier resolves against the real value.
     let allowed = unsafe { core::ptr::read_volatile(&FEATURES.sock_addr_signal) } != 0;
     lookup(tgid, allowed)
+}
+
+/// The session a socket belongs to, seen from the sk_msg program (which
+/// runs as the writer, and may signal only on kernels that allow it there).
+#[inline(always)]
+pub fn socket_member(session: u32) -> Member {
+    // SAFETY: as in `sock_addr_member`.
+    let allowed = unsafe { core::ptr::read_volatile(&FEATURES.sk_msg_signal) } != 0;
+    Member {
+        session,
+        state: SESSIONS
+            .get_ptr_mut(session)
+            .unwrap_or(core::ptr::null_mut()),
+        may_signal: allowed,
+    }
 }
 
 #[inline(always)]

@@ -14,7 +14,7 @@ use std::{
 
 use agentwatch_common::{
     maps::{Config, HostClass, SessionState, session_flags},
-    names::NameSource,
+    names::{NameSource, SocketJudgment},
 };
 use anyhow::{Context as _, Result};
 use tokio::time::{Instant, Interval, interval_at};
@@ -103,6 +103,7 @@ impl Engine {
             );
         }
         let mut maps = KernelMaps::take(&mut probes.ebpf)?;
+        maps.set_first_write(probes.first_write)?;
         let records = RecordStream::take(&mut probes.ebpf)?;
         let tables = Tables::compile(&options.policy);
         tables.load_into(&mut maps)?;
@@ -196,6 +197,7 @@ impl Engine {
             discover: 1,
             default_action: default_action.code(),
             syscalls_attached: u32::from(syscalls_attached),
+            ..Config::default()
         })
     }
 
@@ -395,6 +397,14 @@ impl Core {
             }
             Ok(Record::Alert(event, raw)) => out.push(self.enrich.alert(event, raw)),
             Ok(Record::Dns(answer)) => self.enrich.dns(&answer),
+            Ok(Record::Name(event, key, domain)) => {
+                if let Body::Name(named) = &event.body
+                    && named.judgment == SocketJudgment::Harmless
+                {
+                    self.maps.forget_socket(&key);
+                }
+                out.push(self.enrich.named(event, domain));
+            }
             Err(error) => {
                 self.decode_errors += 1;
                 warn!("undecodable record: {error}");
@@ -598,6 +608,13 @@ impl Losses {
             lines.push(format!(
                 "{} interpreters ran without their argv being matched against the agent list: too many were held at once",
                 kernel.held_full
+            ));
+        }
+        if kernel.socket_marks_full + kernel.socket_uninspectable + kernel.socket_state_lost > 0 {
+            lines.push(format!(
+                "sockets: {} could not be marked at connect, {} could not be watched at their \
+                 first write (judged by address only), {} lost their state (judged anew)",
+                kernel.socket_marks_full, kernel.socket_uninspectable, kernel.socket_state_lost
             ));
         }
         if kernel.infra_full + kernel.env_truncated + kernel.dns_malformed > 0 {

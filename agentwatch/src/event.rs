@@ -4,7 +4,9 @@
 
 use std::time::SystemTime;
 
-use agentwatch_common::names::{Action, FoundBy, Kind, OpenSyscall, SessionTransition, Verdict};
+use agentwatch_common::names::{
+    Action, FoundBy, Kind, NameSource, OpenSyscall, SessionTransition, SocketJudgment, Verdict,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +34,7 @@ pub enum Body {
     },
     Exit(Exit),
     Alert(Alert),
+    Name(Named),
     Found(Found),
     Session(SessionChange),
     /// An ask-mode request was opened (`verdict` absent) or answered.
@@ -141,6 +144,25 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
+/// What a session's TCP socket asked for at its first write, and what
+/// that decided (`kind: "name"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Named {
+    /// The name asked for; absent when the write named nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Where the name was read (`sni`, `host`, `connect-proxy`), or
+    /// `address` when the socket was judged by its address.
+    pub learned: NameSource,
+    /// `infrastructure` (every write is judged) or `harmless` (left alone).
+    pub judgment: SocketJudgment,
+    pub addr: String,
+    pub port: u16,
+    /// Provider whose infrastructure the name is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
 /// A session holding a credential connected to an infrastructure host that
 /// credential counts against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,6 +171,10 @@ pub struct Alert {
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// How the host was named: at the socket's first write (`sni`, `host`,
+    /// `connect-proxy`), or for its address (`dns`, `hosts-file`, `address`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<NameSource>,
     pub addr: String,
     pub port: u16,
     /// Provider whose infrastructure the host is.
@@ -193,6 +219,7 @@ impl Body {
             Body::Fork { .. } => Kind::Fork.name(),
             Body::Exit(_) => Kind::Exit.name(),
             Body::Alert(_) => Kind::Alert.name(),
+            Body::Name(_) => Kind::Name.name(),
             Body::Found(_) => "found",
             Body::Session(_) => "session",
             Body::Request(_) => "request",

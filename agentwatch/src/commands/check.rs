@@ -146,17 +146,29 @@ fn probe_programs(report: &mut Report) {
                 "kill and stop at a refusal",
                 support.signal_at_refusal(),
             );
-            if support.first_write_missing.is_empty() {
+            if attached.first_write() {
                 report.add(
                     Status::Ok,
-                    "first-write hooks",
-                    "available in this kernel (sock_ops, sk_msg, sockhash, socket storage)",
+                    "first-write judgment",
+                    format!(
+                        "a session's TCP socket is judged by the name its first write asks for \
+                         (TLS server name, HTTP Host, proxy CONNECT); kill and stop {}",
+                        support.signal_at_write()
+                    ),
                 );
             } else {
+                let why = if support.first_write_missing.is_empty() {
+                    "its programs did not attach (see below)".to_string()
+                } else {
+                    format!("this kernel lacks {}", support.first_write_missing.join(", "))
+                };
                 report.add(
                     Status::Warn,
-                    "first-write hooks",
-                    format!("missing: {}", support.first_write_missing.join(", ")),
+                    "first-write judgment",
+                    format!(
+                        "unavailable: {why}; connects are judged by address alone, so an \
+                         address shared with a non-infrastructure name is refused too"
+                    ),
                 );
             }
             if support.uprobes {

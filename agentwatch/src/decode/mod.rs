@@ -12,14 +12,16 @@ use agentwatch_common::{
     dns::{DNS_CAP, DnsParser, MAX_STEPS, Step},
     event::{
         AlertEvent, BASE_CAP, ConnectEvent, DnsEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-        OpenEvent, truncated,
+        NameEvent, OpenEvent, truncated,
     },
-    names::{Action, Kind, OpenSyscall, UnknownCode},
+    first_write::NAME_CAP,
+    maps::SocketKey,
+    names::{Action, Kind, NameSource, OpenSyscall, SocketJudgment, UnknownCode},
     offsets::user_dev,
 };
 use aya::Pod;
 
-use crate::event::{Alert, Body, Connect, Event, Exec, Exit, Open};
+use crate::event::{Alert, Body, Connect, Event, Exec, Exit, Named, Open};
 
 /// A decoded ring buffer record.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,10 +30,13 @@ pub enum Record {
     /// Facts of an alert before enrichment with names and history.
     Alert(Event, RawAlert),
     Dns(DnsAnswer),
+    /// What a socket's first write named, with the socket (to forget it
+    /// when harmless) and the domain it matched.
+    Name(Event, SocketKey, Option<u32>),
 }
 
 /// What the kernel knew when it raised an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawAlert {
     /// Credential classes the session held that counted against the host.
     pub held: u64,
@@ -41,6 +46,8 @@ pub struct RawAlert {
     /// Index into the domain table.
     pub domain: u32,
     pub ip: IpAddr,
+    /// The name the socket's first write asked for, when it was judged there.
+    pub name: Option<String>,
 }
 
 /// A DNS response: the question name and the addresses answered.
@@ -60,6 +67,10 @@ pub enum DecodeError {
     UnknownKind(UnknownCode),
     #[error("alert with unknown action {}", .0.0)]
     UnknownAction(UnknownCode),
+    #[error("record with unknown name source {}", .0.0)]
+    UnknownNameSource(UnknownCode),
+    #[error("name record with unknown judgment {}", .0.0)]
+    UnknownJudgment(UnknownCode),
 }
 
 /// Copies a record into `T`, zero-filling what a shortened record left out.
@@ -132,6 +143,15 @@ pub fn decode(clock: &Clock, record: &[u8]) -> Result<Record, DecodeError> {
             ));
         }
         Kind::Dns => return Ok(Record::Dns(dns(&read_record::<DnsEvent>(record)))),
+        Kind::Name => {
+            let raw: NameEvent = read_record(record);
+            let named = named(&raw)?;
+            return Ok(Record::Name(
+                with_header(clock, &header, Body::Name(named)),
+                raw.key,
+                raw.domain.checked_sub(1),
+            ));
+        }
     };
     Ok(Record::Event(with_header(clock, &header, body)))
 }
@@ -151,6 +171,7 @@ fn with_header(clock: &Clock, header: &EventHeader, body: Body) -> Event {
 
 fn alert(clock: &Clock, raw: &AlertEvent) -> Result<(Alert, RawAlert), DecodeError> {
     let action = Action::try_from(raw.action).map_err(DecodeError::UnknownAction)?;
+    let learned = NameSource::try_from(raw.learned).map_err(DecodeError::UnknownNameSource)?;
     let ip = if i32::from(raw.family) == libc::AF_INET {
         IpAddr::V4(Ipv4Addr::new(
             raw.addr[0],
@@ -164,6 +185,7 @@ fn alert(clock: &Clock, raw: &AlertEvent) -> Result<(Alert, RawAlert), DecodeErr
     let alert = Alert {
         action,
         host: None,
+        learned: Some(learned),
         addr: ip.to_string(),
         port: raw.port,
         provider: None,
@@ -177,8 +199,42 @@ fn alert(clock: &Clock, raw: &AlertEvent) -> Result<(Alert, RawAlert), DecodeErr
         last_at: clock.wall(raw.last_ns),
         domain: raw.domain,
         ip,
+        name: name_text(&raw.name, raw.name_len),
     };
     Ok((alert, facts))
+}
+
+/// A name the kernel read (lower-cased ASCII), if it kept one.
+fn name_text(name: &[u8; NAME_CAP], len: u32) -> Option<String> {
+    let len = (len as usize).min(NAME_CAP);
+    (len > 0).then(|| String::from_utf8_lossy(&name[..len]).into_owned())
+}
+
+/// The remote end of a socket as the first-write programs key it.
+pub fn socket_peer(key: &SocketKey) -> (IpAddr, u16) {
+    let port = u16::from_be(key.remote_port as u16);
+    let ip = if key.family as i32 == libc::AF_INET {
+        IpAddr::V4(Ipv4Addr::from(key.remote_ip[0].to_ne_bytes()))
+    } else {
+        let mut bytes = [0u8; 16];
+        for (i, word) in key.remote_ip.iter().enumerate() {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(bytes))
+    };
+    (ip, port)
+}
+
+fn named(raw: &NameEvent) -> Result<Named, DecodeError> {
+    let (ip, port) = socket_peer(&raw.key);
+    Ok(Named {
+        host: name_text(&raw.name, raw.name_len),
+        learned: NameSource::try_from(raw.learned).map_err(DecodeError::UnknownNameSource)?,
+        judgment: SocketJudgment::try_from(raw.judgment).map_err(DecodeError::UnknownJudgment)?,
+        addr: ip.to_string(),
+        port,
+        provider: None,
+    })
 }
 
 fn dns(record: &DnsEvent) -> DnsAnswer {
@@ -540,6 +596,9 @@ mod tests {
         record.family = libc::AF_INET as u16;
         record.port = 443;
         record.addr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        record.learned = NameSource::Sni.code();
+        record.name[..9].copy_from_slice(b"a.example");
+        record.name_len = 9;
         let Ok(Record::Alert(event, raw)) = decode(&clock(), &bytes_of(&record)) else {
             panic!("not an alert");
         };
@@ -550,9 +609,43 @@ mod tests {
             (alert.action, alert.addr.as_str(), alert.port),
             (Action::Block, "127.0.0.2", 443)
         );
+        assert_eq!(alert.learned, Some(NameSource::Sni));
         assert_eq!((raw.held, raw.last_classes, raw.domain), (0b101, 0b100, 7));
         assert_eq!(raw.last_at, UNIX_EPOCH + Duration::from_secs(3));
         assert_eq!(raw.ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(raw.name.as_deref(), Some("a.example"));
+        // A code the kernel never writes is an error, not a guess.
+        record.learned = 0;
+        assert_eq!(
+            decode(&clock(), &bytes_of(&record)),
+            Err(DecodeError::UnknownNameSource(UnknownCode(0)))
+        );
+    }
+
+    #[test]
+    fn name_records_carry_the_socket_and_what_its_first_write_named() {
+        let mut record: NameEvent = unsafe { std::mem::zeroed() };
+        record.header = header(Kind::Name.code());
+        record.key.family = libc::AF_INET as u32;
+        record.key.remote_ip[0] = u32::from_ne_bytes([127, 0, 0, 7]);
+        record.key.remote_port = u32::from(443u16.to_be());
+        record.judgment = SocketJudgment::Harmless.code();
+        record.learned = NameSource::Sni.code();
+        record.name[..16].copy_from_slice(b"myapp.vercel.app");
+        record.name_len = 16;
+        let Ok(Record::Name(event, key, domain)) = decode(&clock(), &bytes_of(&record)) else {
+            panic!("not a name record");
+        };
+        assert_eq!(key, record.key);
+        assert_eq!(domain, None);
+        let Body::Name(named) = event.body else {
+            panic!("not a name body");
+        };
+        assert_eq!(named.host.as_deref(), Some("myapp.vercel.app"));
+        assert_eq!(
+            (named.learned, named.judgment, named.addr.as_str(), named.port),
+            (NameSource::Sni, SocketJudgment::Harmless, "127.0.0.7", 443)
+        );
     }
 
     /// A response for `name` with one A answer, using a compression pointer.

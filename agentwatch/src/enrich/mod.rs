@@ -101,12 +101,12 @@ impl Enricher {
                     comm: String::new(),
                 })
             });
+        self.name_writer(&mut event);
         let ancestry = self.procs.ancestry(event.pid, &event.comm);
         if let Body::Alert(alert) = &mut event.body {
-            alert.host = self
-                .hosts
-                .name_of(raw.ip)
-                .map(str::to_string)
+            alert.host = raw
+                .name
+                .or_else(|| self.hosts.name_of(raw.ip).map(str::to_string))
                 .or_else(|| domain.map(|d| d.name.clone()));
             alert.provider = domain.map(|d| d.provider.clone());
             alert.credentials = self.tables.class_names(raw.held);
@@ -114,6 +114,28 @@ impl Enricher {
             alert.ancestry = ancestry;
         }
         event
+    }
+
+    /// Completes what a socket's first write named with its provider.
+    pub fn named(&self, mut event: Event, domain: Option<u32>) -> Event {
+        self.name_writer(&mut event);
+        if let Body::Name(named) = &mut event.body {
+            named.provider = domain
+                .and_then(|index| self.tables.domains.get(index as usize))
+                .map(|d| d.provider.clone());
+        }
+        event
+    }
+
+    /// The sk_msg program cannot read the writer's comm or parent on every
+    /// kernel: they come from what user space knows of the process.
+    fn name_writer(&self, event: &mut Event) {
+        if event.comm.is_empty()
+            && let Some(known) = self.procs.get(event.pid)
+        {
+            event.comm = known.comm.clone();
+            event.ppid = known.ppid;
+        }
     }
 
     pub fn dns(&mut self, answer: &DnsAnswer) {

@@ -121,7 +121,7 @@ impl Tables {
                 classes,
                 allowed,
                 domain: id,
-                learned: 0,
+                ..HostClass::default()
             },
         };
         if id == next {

@@ -23,9 +23,9 @@ pub const TESTED_FROM: &str = "6.1";
 #[derive(Debug, Clone)]
 pub struct Support {
     pub features: KernelFeatures,
-    /// What a socket's first write could be judged with (sock_ops, sk_msg,
-    /// a sockhash, socket storage) that this kernel lacks; empty when all
-    /// are there.
+    /// What a socket's first write is judged with (sock_ops, sk_msg, a
+    /// sockhash, the helpers sk_msg calls) that this kernel lacks; empty
+    /// when all are there.
     pub first_write_missing: Vec<&'static str>,
     /// The uprobe PMU, for watching a TLS library's `SSL_write`.
     pub uprobes: bool,
@@ -52,11 +52,16 @@ impl Support {
         // what `check` reports, they gate nothing that runs today.
         let program = |program_type| is_program_supported(program_type).unwrap_or(false);
         let map = |map_type| is_map_supported(map_type).unwrap_or(false);
+        let helper = |program_type, helper| supported(program_type, helper).unwrap_or(false);
         let first_write_missing = [
             ("sock_ops", program(ProgramType::SockOps)),
             ("sk_msg", program(ProgramType::SkMsg)),
             ("sockhash", map(MapType::SockHash)),
-            ("socket storage", map(MapType::SkStorage)),
+            ("bpf_loop in sk_msg", helper(ProgramType::SkMsg, BpfHelper::BPF_FUNC_loop)),
+            (
+                "bpf_probe_read_kernel in sk_msg",
+                helper(ProgramType::SkMsg, BpfHelper::BPF_FUNC_probe_read_kernel),
+            ),
         ]
         .into_iter()
         .filter_map(|(what, supported)| (!supported).then_some(what))
@@ -64,6 +69,9 @@ impl Support {
         Ok(Self {
             features: KernelFeatures {
                 sock_addr_signal: sock_addr_signal.into(),
+                sk_msg_signal: supported(ProgramType::SkMsg, BpfHelper::BPF_FUNC_send_signal)
+                    .unwrap_or(false)
+                    .into(),
             },
             first_write_missing,
             uprobes: Path::new(UPROBE_PMU).exists(),
@@ -77,6 +85,15 @@ impl Support {
         } else {
             "at the refused connect's return (this kernel's cgroup sock_addr programs cannot \
              signal); after a refused UDP send or io_uring connect, at the session's next system call"
+        }
+    }
+
+    /// How a refused write's writer is killed or stopped on this kernel.
+    pub fn signal_at_write(&self) -> &'static str {
+        if self.features.sk_msg_signal != 0 {
+            "in the write, before it returns"
+        } else {
+            "at the writer's next traced system call (this kernel's sk_msg programs cannot signal)"
         }
     }
 }

@@ -3,13 +3,16 @@
 use std::net::IpAddr;
 
 use agentwatch_common::{
-    maps::{AllowKey, Config, CredKey, EnvName, HostClass, ProcInfo, SessionState, counter},
+    maps::{
+        AllowKey, Config, CredKey, EnvName, HostClass, ProcInfo, SessionState, SocketKey,
+        SocketState, counter,
+    },
     names::{Kind, map_name},
 };
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, SockHash},
 };
 
 /// Sums of the kernel's per-CPU drop counters.
@@ -24,6 +27,15 @@ pub struct KernelCounters {
     pub dns_malformed: u64,
     pub env_truncated: u64,
     pub held_full: u64,
+    pub socket_marks_full: u64,
+    pub socket_uninspectable: u64,
+    pub socket_state_lost: u64,
+    pub mptcp_refused: u64,
+    /// First writes judged by the name they asked for, by their address
+    /// (they named nothing), or by their address because they could not be read.
+    pub named_writes: u64,
+    pub nameless_writes: u64,
+    pub write_unreadable: u64,
 }
 
 impl KernelCounters {
@@ -49,6 +61,10 @@ pub struct KernelMaps {
     held: HashMap<MapData, u32, u32>,
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, u64>,
+    sockets: SockHash<MapData, SocketKey>,
+    socket_states: HashMap<MapData, SocketKey, SocketState>,
+    /// The first-write programs are attached ([`Config::first_write`]).
+    first_write: bool,
     capacities: std::collections::HashMap<&'static str, u32>,
 }
 
@@ -116,6 +132,9 @@ impl KernelMaps {
             held: take(ebpf, map_name::HELD)?,
             config: take(ebpf, map_name::CONFIG)?,
             counters: take(ebpf, map_name::COUNTERS)?,
+            sockets: take(ebpf, map_name::SOCKETS)?,
+            socket_states: take(ebpf, map_name::SOCKET_STATES)?,
+            first_write: false,
         })
     }
 
@@ -316,8 +335,29 @@ impl KernelMaps {
             .collect()
     }
 
+    /// Writes the run-time settings; whether the first-write programs are
+    /// attached is kept from [`Self::set_first_write`].
     pub fn set_config(&mut self, config: Config) -> Result<()> {
+        let config = Config {
+            first_write: u32::from(self.first_write),
+            ..config
+        };
         update(self.config.set(0, config, 0), "the config map")
+    }
+
+    /// Tells the connect hooks that shared addresses may wait for the name
+    /// of their first write.
+    pub fn set_first_write(&mut self, attached: bool) -> Result<()> {
+        self.first_write = attached;
+        let config = self.config.get(&0, 0).context("reading the config map")?;
+        self.set_config(config)
+    }
+
+    /// Takes a socket whose first write named a harmless host out of the
+    /// sockhash: its writes then cost nothing. Gone already is fine.
+    pub fn forget_socket(&mut self, key: &SocketKey) {
+        let _ = self.sockets.remove(key);
+        let _ = self.socket_states.remove(key);
     }
 
     pub fn counters(&self) -> Result<KernelCounters> {
@@ -333,6 +373,13 @@ impl KernelMaps {
         counters.dns_malformed = sum(counter::DNS_MALFORMED)?;
         counters.env_truncated = sum(counter::ENV_TRUNCATED)?;
         counters.held_full = sum(counter::HELD_FULL)?;
+        counters.socket_marks_full = sum(counter::SOCKET_MARKS_FULL)?;
+        counters.socket_uninspectable = sum(counter::SOCKET_UNINSPECTABLE)?;
+        counters.socket_state_lost = sum(counter::SOCKET_STATE_LOST)?;
+        counters.mptcp_refused = sum(counter::MPTCP_REFUSED)?;
+        counters.named_writes = sum(counter::NAMED_WRITES)?;
+        counters.nameless_writes = sum(counter::NAMELESS_WRITES)?;
+        counters.write_unreadable = sum(counter::WRITE_UNREADABLE)?;
         Ok(counters)
     }
 }

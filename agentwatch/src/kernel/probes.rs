@@ -5,15 +5,17 @@ use std::{fs::File, path::Path};
 use agentwatch_common::{
     features,
     maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
+    maps::SocketKey,
     names::map_name,
     offsets::{self, KernelOffsets},
 };
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
+    maps::{MapData, SockHash, sock::SockMapFd},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
-        ProgramError, TracePoint, trace_point::TracePointLinkId,
+        ProgramError, SkMsg, SockOps, TracePoint, trace_point::TracePointLinkId,
     },
 };
 use tracing::debug;
@@ -38,6 +40,12 @@ pub enum Hook {
     CgroupSockAddr,
     /// A cgroup skb ingress program attached to the cgroup v2 root.
     CgroupSkbIngress,
+    /// A cgroup skb egress program attached to the cgroup v2 root.
+    CgroupSkbEgress,
+    /// A sock_ops program attached to the cgroup v2 root.
+    SockOps,
+    /// An sk_msg program attached to the `SOCKETS` sockhash.
+    SkMsg,
 }
 
 pub struct ProgramSpec {
@@ -79,7 +87,14 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("sendmsg4", Hook::CgroupSockAddr, true),
     spec("sendmsg6", Hook::CgroupSockAddr, true),
     spec("dns_ingress", Hook::CgroupSkbIngress, true),
+    spec("datagram_egress", Hook::CgroupSkbEgress, true),
+    // Without these two, connects are judged by address alone.
+    spec(FIRST_WRITE_PROGRAMS[0], Hook::SockOps, false),
+    spec(FIRST_WRITE_PROGRAMS[1], Hook::SkMsg, false),
 ];
+
+/// The programs that judge a socket by the name its first write asks for.
+pub const FIRST_WRITE_PROGRAMS: [&str; 2] = ["socket_ops", "first_write"];
 
 /// Loaded with the others but attached only while a session is being
 /// killed (`raw_syscalls:sys_enter` would otherwise cost every syscall).
@@ -98,6 +113,8 @@ pub struct Probes {
     pub ebpf: Ebpf,
     /// Optional programs that could not be attached.
     pub attach_failures: Vec<AttachFailure>,
+    /// Sockets are judged by the name their first write asks for.
+    pub first_write: bool,
     kill_switch: Option<TracePointLinkId>,
     /// Syscall tracepoints that attached at load.
     syscall_programs: Vec<&'static str>,
@@ -133,6 +150,16 @@ pub struct Attached {
     pub failures: Vec<AttachFailure>,
 }
 
+impl Attached {
+    /// Whether both first-write programs attached.
+    pub fn first_write(&self) -> bool {
+        !self
+            .failures
+            .iter()
+            .any(|failure| FIRST_WRITE_PROGRAMS.contains(&failure.program))
+    }
+}
+
 /// Loads the object and tries every program, returning the ones that failed.
 pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
     let offsets = kernel_offsets()?;
@@ -159,8 +186,18 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
         syscall_links: Vec::new(),
         failures: Vec::new(),
     };
+    let sockets: SockHash<&MapData, SocketKey> = ebpf
+        .map(map_name::SOCKETS)
+        .ok_or_else(|| anyhow!("map {} missing from the object", map_name::SOCKETS))?
+        .try_into()?;
+    let sockets = sockets.fd().try_clone()?;
+    let hooks = Targets {
+        btf: &btf,
+        cgroup: &cgroup,
+        sockets: &sockets,
+    };
     for spec in PROGRAMS {
-        match attach(&mut ebpf, spec, &btf, &cgroup) {
+        match attach(&mut ebpf, spec, &hooks) {
             Ok(Some(link)) => attached.syscall_links.push((spec.name, link)),
             Ok(None) => {}
             Err(error) => attached.failures.push(AttachFailure {
@@ -188,8 +225,10 @@ impl Probes {
             .iter()
             .map(|(name, _)| *name)
             .collect();
+        let first_write = attached.first_write();
         Ok(Self {
             ebpf,
+            first_write,
             attach_failures: attached.failures,
             kill_switch: None,
             syscall_programs,
@@ -254,12 +293,18 @@ impl Probes {
     }
 }
 
+/// What programs attach to besides tracepoints.
+struct Targets<'a> {
+    btf: &'a Btf,
+    cgroup: &'a File,
+    sockets: &'a SockMapFd,
+}
+
 /// Attaches one program; a syscall tracepoint's link is returned.
 fn attach(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
-    btf: &Btf,
-    cgroup: &File,
+    hooks: &Targets,
 ) -> Result<Option<TracePointLinkId>> {
     let program = ebpf
         .program_mut(spec.name)
@@ -274,7 +319,7 @@ fn attach(
         Hook::Sched => {
             let program: &mut BtfTracePoint = program.try_into()?;
             program
-                .load(spec.name, btf)
+                .load(spec.name, hooks.btf)
                 .and_then(|()| program.attach().map(|_| None))
         }
         // A BPF link on a cgroup always coexists with other programs (another
@@ -283,21 +328,36 @@ fn attach(
             let program: &mut CgroupSockAddr = program.try_into()?;
             program.load().and_then(|()| {
                 program
-                    .attach(cgroup, CgroupAttachMode::Single)
+                    .attach(hooks.cgroup, CgroupAttachMode::Single)
                     .map(|_| None)
             })
         }
-        Hook::CgroupSkbIngress => {
+        Hook::CgroupSkbIngress | Hook::CgroupSkbEgress => {
+            let direction = if spec.hook == Hook::CgroupSkbIngress {
+                CgroupSkbAttachType::Ingress
+            } else {
+                CgroupSkbAttachType::Egress
+            };
             let program: &mut CgroupSkb = program.try_into()?;
             program.load().and_then(|()| {
                 program
-                    .attach(
-                        cgroup,
-                        CgroupSkbAttachType::Ingress,
-                        CgroupAttachMode::Single,
-                    )
+                    .attach(hooks.cgroup, direction, CgroupAttachMode::Single)
                     .map(|_| None)
             })
+        }
+        Hook::SockOps => {
+            let program: &mut SockOps = program.try_into()?;
+            program.load().and_then(|()| {
+                program
+                    .attach(hooks.cgroup, CgroupAttachMode::Single)
+                    .map(|_| None)
+            })
+        }
+        Hook::SkMsg => {
+            let program: &mut SkMsg = program.try_into()?;
+            program
+                .load()
+                .and_then(|()| program.attach(hooks.sockets).map(|_| None))
         }
     };
     result.map_err(describe)

@@ -27,6 +27,7 @@ pub struct Metrics {
     events_lost: IntCounterVec,
     kernel_drops: IntCounterVec,
     content_scans: IntCounterVec,
+    first_writes: IntCounterVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
     pub probe_attach_failures: IntGaugeVec,
@@ -127,6 +128,13 @@ impl Metrics {
                 "Files read by sessions and scanned for credentials, by result",
                 &["result"],
             ),
+            first_writes: counter(
+                &registry,
+                "agentwatch_first_writes_total",
+                "Sessions' TCP sockets judged at their first write: by the name it asked for, \
+                 or by address (it named nothing, or could not be read)",
+                &["by"],
+            ),
             map_entries: gauge_vec(
                 &registry,
                 "agentwatch_kernel_map_entries",
@@ -174,6 +182,22 @@ impl Metrics {
             ),
             ("held_map_full", now.held_full, before.held_full),
             (
+                "socket_mark_map_full",
+                now.socket_marks_full,
+                before.socket_marks_full,
+            ),
+            (
+                "socket_uninspectable",
+                now.socket_uninspectable,
+                before.socket_uninspectable,
+            ),
+            (
+                "socket_state_lost",
+                now.socket_state_lost,
+                before.socket_state_lost,
+            ),
+            ("mptcp_refused", now.mptcp_refused, before.mptcp_refused),
+            (
                 "undecodable_record",
                 losses.decode_errors,
                 self.exported.decode_errors,
@@ -181,6 +205,15 @@ impl Metrics {
         ] {
             self.kernel_drops
                 .with_label_values(&[reason])
+                .inc_by(now.saturating_sub(before));
+        }
+        for (by, now, before) in [
+            ("name", now.named_writes, before.named_writes),
+            ("address", now.nameless_writes, before.nameless_writes),
+            ("unreadable", now.write_unreadable, before.write_unreadable),
+        ] {
+            self.first_writes
+                .with_label_values(&[by])
                 .inc_by(now.saturating_sub(before));
         }
         let (now, before) = (&losses.scans, &self.exported.scans);

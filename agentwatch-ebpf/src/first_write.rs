@@ -1,0 +1,345 @@
+//! First-write sensor: a session's established TCP sockets enter a sockhash
+//! (sock_ops), and the sk_msg program attached to it reads each socket's
+//! first write for the name it asks for (TLS server name, HTTP `Host:`, a
+//! proxy's `CONNECT` target), judges that name, and refuses the write with
+//! EACCES before a byte leaves. A socket that named an infrastructure host
+//! stays watched, so a write after a later credential read is refused too;
+//! any other leaves the sockhash (user space takes it out), so a long
+//! download pays nothing per write.
+
+use core::ffi::c_void;
+
+use agentwatch_common::{
+    first_write::{MAX_STEPS, NAME_CAP, NameParser, Step, WRITE_CAP, phase},
+    maps::{HostClass, SocketKey, SocketState, counter, socket_flags},
+    names::{Kind, NameSource, SocketJudgment},
+};
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_TCP_CLOSE, sk_action::SK_DROP, sk_action::SK_PASS,
+    },
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{
+            bpf_get_socket_cookie, bpf_loop, bpf_msg_pull_data, bpf_probe_read_kernel,
+            bpf_sock_ops_cb_flags_set,
+        },
+    },
+    macros::{sk_msg, sock_ops},
+    programs::{SkMsgContext, SockOpsContext},
+};
+
+use crate::{
+    catalog::{AF_INET, address_host, classify},
+    emit::{fill_writer_header, send},
+    judge::{Decision, Destination, Named, held_credentials, judge},
+    maps::{SOCKET_MARKS, SOCKET_STATES, SOCKETS, count},
+    scratch::{WRITE_SCRATCH, WriteScratch},
+    session::{member, socket_member},
+};
+
+#[sock_ops]
+pub fn socket_ops(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => watch(&ctx),
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => forget(&ctx),
+        _ => {}
+    }
+    1
+}
+
+/// The fields of a socket both contexts hold. Each is read unconditionally
+/// and volatile: the verifier accepts only loads at a constant offset from
+/// the context pointer, and a branch on the family would let the compiler
+/// load through a pointer chosen by the branch.
+macro_rules! socket_key {
+    ($ctx:expr) => {{
+        let ctx = $ctx;
+        // SAFETY: loads of the program's own context fields.
+        let field = |field: *const u32| unsafe { core::ptr::read_volatile(field) };
+        let (family, remote_port, local_port) = unsafe {
+            (
+                field(&raw const (*ctx).family),
+                field(&raw const (*ctx).remote_port),
+                field(&raw const (*ctx).local_port),
+            )
+        };
+        let ip4 = unsafe {
+            [
+                field(&raw const (*ctx).remote_ip4),
+                field(&raw const (*ctx).local_ip4),
+            ]
+        };
+        let remote_ip6 = unsafe {
+            [
+                field(&raw const (*ctx).remote_ip6[0]),
+                field(&raw const (*ctx).remote_ip6[1]),
+                field(&raw const (*ctx).remote_ip6[2]),
+                field(&raw const (*ctx).remote_ip6[3]),
+            ]
+        };
+        let local_ip6 = unsafe {
+            [
+                field(&raw const (*ctx).local_ip6[0]),
+                field(&raw const (*ctx).local_ip6[1]),
+                field(&raw const (*ctx).local_ip6[2]),
+                field(&raw const (*ctx).local_ip6[3]),
+            ]
+        };
+        let v4 = family == u32::from(AF_INET);
+        SocketKey {
+            family,
+            // Network order in the low 16 bits, however the kernel hands it over.
+            remote_port: if remote_port >> 16 != 0 {
+                remote_port >> 16
+            } else {
+                remote_port
+            },
+            local_port,
+            _pad: 0,
+            remote_ip: if v4 { [ip4[0], 0, 0, 0] } else { remote_ip6 },
+            local_ip: if v4 { [ip4[1], 0, 0, 0] } else { local_ip6 },
+        }
+    }};
+}
+
+/// A marked socket is established: watch its writes.
+#[inline(always)]
+fn watch(ctx: &SockOpsContext) {
+    // SAFETY: the context's own socket, as the helper expects.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    let Some(mark) = (unsafe { SOCKET_MARKS.get(cookie) }).copied() else {
+        return;
+    };
+    let mut key = socket_key!(ctx.ops);
+    let Some(scratch) = WRITE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch value, used by this program run only.
+    let scratch: &mut WriteScratch = unsafe { &mut *scratch };
+    let state = &mut scratch.state;
+    state.session = mark.session;
+    state.judgment = if mark.flags & socket_flags::APPROVED != 0 {
+        SocketJudgment::Approved.code()
+    } else {
+        SocketJudgment::Pending.code()
+    };
+    state.host = HostClass::default();
+    state.name_len = 0;
+    if SOCKET_STATES.insert(key, *state, 0).is_err() {
+        count(counter::SOCKET_UNINSPECTABLE);
+        return;
+    }
+    // Full, MPTCP, or another program's sk_msg owns the socket.
+    // SAFETY: the program's context, as the helper expects.
+    if SOCKETS.update(&mut key, unsafe { &mut *ctx.ops }, 0).is_err() {
+        count(counter::SOCKET_UNINSPECTABLE);
+        let _ = SOCKET_STATES.remove(key);
+        return;
+    }
+    let _ = SOCKET_MARKS.remove(cookie);
+    // Close is where its state leaves (the sockhash entry leaves by itself).
+    // SAFETY: the program's context.
+    unsafe { bpf_sock_ops_cb_flags_set(ctx.ops, BPF_SOCK_OPS_STATE_CB_FLAG as i32) };
+}
+
+#[inline(always)]
+fn forget(ctx: &SockOpsContext) {
+    let key = socket_key!(ctx.ops);
+    let _ = SOCKET_STATES.remove(key);
+}
+
+#[sk_msg]
+pub fn first_write(ctx: SkMsgContext) -> u32 {
+    if inspect(&ctx) { SK_PASS } else { SK_DROP }
+}
+
+/// Whether the write may go.
+#[inline(always)]
+fn inspect(ctx: &SkMsgContext) -> bool {
+    let key = socket_key!(ctx.msg);
+    let Some(state) = state_of(&key) else {
+        return true;
+    };
+    // SAFETY: a live map value, used by this program run.
+    let state: &mut SocketState = unsafe { &mut *state };
+    match SocketJudgment::try_from(state.judgment) {
+        Ok(SocketJudgment::Harmless | SocketJudgment::Approved) => return true,
+        Ok(SocketJudgment::Infrastructure) => {}
+        Ok(SocketJudgment::Pending) => {
+            if !name_first_write(ctx, &key, state) {
+                return true;
+            }
+        }
+        // A code this program never writes: refuse rather than guess.
+        Err(_) => return false,
+    }
+    let member = socket_member(state.session);
+    let creds = held_credentials(&member);
+    if creds == 0 {
+        return true;
+    }
+    let to = destination(&key);
+    let named = Named {
+        len: state.name_len,
+        name: &state.name,
+    };
+    let decision = judge(&member, creds, &state.host, &to, Some(named), fill_writer_header);
+    if decision == Decision::Approved {
+        state.judgment = SocketJudgment::Approved.code();
+    }
+    decision != Decision::Refuse
+}
+
+/// The socket's state; one evicted from the LRU is judged anew as the
+/// writer's session's (a writer in no session lets it pass).
+#[inline(always)]
+fn state_of(key: &SocketKey) -> Option<*mut SocketState> {
+    if let Some(state) = SOCKET_STATES.get_ptr_mut(key) {
+        return Some(state);
+    }
+    count(counter::SOCKET_STATE_LOST);
+    let session = member((bpf_get_current_pid_tgid() >> 32) as u32)?.session;
+    let scratch = WRITE_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch value, used by this program run only.
+    let state = unsafe { &mut (*scratch).state };
+    state.session = session;
+    state.judgment = SocketJudgment::Pending.code();
+    state.host = HostClass::default();
+    state.name_len = 0;
+    SOCKET_STATES.insert(key, *state, 0).ok()?;
+    SOCKET_STATES.get_ptr_mut(key)
+}
+
+#[inline(always)]
+fn destination(key: &SocketKey) -> Destination {
+    let mut addr = [0u8; 16];
+    for (i, word) in key.remote_ip.iter().enumerate() {
+        addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+    Destination {
+        family: key.family as u16,
+        port: u16::from_be(key.remote_port as u16),
+        addr,
+    }
+}
+
+/// Reads the first write for a name and records what it decided; true
+/// when the socket named an infrastructure host (then judged every write).
+#[inline(always)]
+fn name_first_write(ctx: &SkMsgContext, key: &SocketKey, state: &mut SocketState) -> bool {
+    let Some(scratch) = WRITE_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch value, used by this program run only.
+    let scratch: &mut WriteScratch = unsafe { &mut *scratch };
+    let named = read_write(ctx, scratch) && {
+        scratch.parser = NameParser::start(scratch.len);
+        // SAFETY: the callback only touches this CPU's scratch value.
+        unsafe { bpf_loop(MAX_STEPS, name_step as *mut c_void, core::ptr::null_mut(), 0) };
+        scratch.parser.phase == phase::NAMED
+    };
+    let host = if named {
+        count(counter::NAMED_WRITES);
+        let parser = &scratch.parser;
+        state.name = parser.name;
+        state.name_len = parser.name_bytes().len() as u32;
+        classify(|i| parser.label_from_right(i)).map(|host| HostClass {
+            learned: parser.source,
+            ..host
+        })
+    } else {
+        count(counter::NAMELESS_WRITES);
+        state.name_len = 0;
+        address_host(&destination(key)).map(|host| HostClass {
+            learned: NameSource::Address.code(),
+            ..host
+        })
+    };
+    let infrastructure = host.is_some();
+    state.host = host.unwrap_or_default();
+    state.judgment = if infrastructure {
+        SocketJudgment::Infrastructure.code()
+    } else {
+        SocketJudgment::Harmless.code()
+    };
+    report(key, state, named, scratch);
+    infrastructure
+}
+
+/// Copies up to `WRITE_CAP` bytes of the write into the scratch buffer.
+#[inline(always)]
+fn read_write(ctx: &SkMsgContext, scratch: &mut WriteScratch) -> bool {
+    let size = ctx.size();
+    let wanted = if size as usize > WRITE_CAP {
+        WRITE_CAP as u32
+    } else {
+        size
+    };
+    // SAFETY: the program's context; the range is within the message.
+    if unsafe { bpf_msg_pull_data(ctx.msg, 0, wanted, 0) } != 0 {
+        count(counter::WRITE_UNREADABLE);
+        return false;
+    }
+    let mut len = ctx.data_end().saturating_sub(ctx.data());
+    if len > WRITE_CAP {
+        len = WRITE_CAP;
+    }
+    if len == 0 {
+        return false;
+    }
+    // SAFETY: reads `len` bytes of the message's linear data into scratch.
+    let read = unsafe {
+        bpf_probe_read_kernel(
+            scratch.write.as_mut_ptr().cast(),
+            len as u32,
+            ctx.data() as *const c_void,
+        )
+    };
+    if read != 0 {
+        count(counter::WRITE_UNREADABLE);
+        return false;
+    }
+    scratch.len = len as u32;
+    true
+}
+
+extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(scratch) = WRITE_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch value; bpf_loop runs callbacks in order.
+    let scratch = unsafe { &mut *scratch };
+    match scratch.parser.step(&scratch.write) {
+        Step::Continue => 0,
+        Step::Named | Step::Nameless => 1,
+    }
+}
+
+/// Tells user space what the socket named (and to take a harmless one out
+/// of the sockhash).
+#[inline(always)]
+fn report(key: &SocketKey, state: &SocketState, named: bool, scratch: &mut WriteScratch) {
+    let event = &mut scratch.event;
+    fill_writer_header(&mut event.header, Kind::Name, state.session);
+    event.key = *key;
+    event.judgment = state.judgment;
+    event.learned = if named {
+        scratch.parser.source
+    } else {
+        NameSource::Address.code()
+    };
+    event.domain = if state.judgment == SocketJudgment::Infrastructure.code() {
+        state.host.domain + 1
+    } else {
+        0
+    };
+    event.name_len = if state.name_len as usize > NAME_CAP {
+        NAME_CAP as u32
+    } else {
+        state.name_len
+    };
+    event.name = state.name;
+    send(event as *const _, core::mem::size_of_val(event), Kind::Name);
+}
