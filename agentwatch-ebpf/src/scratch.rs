@@ -4,13 +4,16 @@
 //! converges.
 
 use agentwatch_common::{
-    dns::DnsParser,
+    dns::{DNS_CAP, DnsParser, DnsStream},
     env::ENTRY_CAP,
     event::{AlertEvent, ConnectEvent, DnsEvent, ExecEvent, NameEvent, OpenEvent},
     first_write::{NameParser, WRITE_CAP},
     maps::{HostClass, SocketState},
 };
-use aya_ebpf::{macros::map, maps::PerCpuArray};
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+};
 
 /// State of an environment scan (`env.rs`).
 #[repr(C)]
@@ -58,19 +61,59 @@ pub static CONNECT_SCRATCH: PerCpuArray<ConnectEvent> = PerCpuArray::with_max_en
 #[map]
 pub static ENV_SCRATCH: PerCpuArray<EnvScan> = PerCpuArray::with_max_entries(1, 0);
 
-/// A DNS response being parsed, and the record of what it taught.
+/// A DNS message being parsed, and the record of what it taught.
 #[repr(C)]
 pub struct DnsScratch {
     pub event: DnsEvent,
     pub parser: DnsParser,
-    /// How the question name counts, once known.
+    /// How the question name (or a CNAME target) counts, once known.
     pub host: HostClass,
     pub matched: u32,
     pub _pad: u32,
 }
 
+/// A DNS-over-TCP connection (value of `DNS_FLOWS`): where its stream
+/// stands, and the message being reassembled and parsed.
+#[repr(C)]
+pub struct DnsFlow {
+    pub stream: DnsStream,
+    pub work: DnsScratch,
+    /// Lets a store of up to `DNS_CAP` bytes at any offset below `DNS_CAP`
+    /// of `work.event.payload` stay inside the value, as the verifier sees it.
+    pub slack: [u8; DNS_CAP],
+}
+
+/// Key of `DNS_FLOWS`: a connection as its packets from the server see it.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct DnsFlowKey {
+    /// IPv4 in the first four bytes, or IPv6.
+    pub remote: [u8; 16],
+    pub local: [u8; 16],
+    pub local_port: u16,
+    /// IP version.
+    pub family: u8,
+    pub _pad: u8,
+}
+
+/// Per-CPU DNS state: UDP messages are parsed in `flow.work`, and a new TCP
+/// connection's state is inserted from `flow` (a map value cannot come from
+/// the 512-byte stack).
+#[repr(C)]
+pub struct DnsScratchCpu {
+    pub flow: DnsFlow,
+    /// What is left of the TCP segment being walked, as skb offsets.
+    pub at: u32,
+    pub end: u32,
+}
+
 #[map]
-pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
+pub static DNS_SCRATCH: PerCpuArray<DnsScratchCpu> = PerCpuArray::with_max_entries(1, 0);
+
+/// DNS-over-TCP connections being followed; an evicted one is counted when
+/// its next segment finds no state.
+#[map]
+pub static DNS_FLOWS: LruHashMap<DnsFlowKey, DnsFlow> = LruHashMap::with_max_entries(128, 0);
 
 #[map]
 pub static ALERT_SCRATCH: PerCpuArray<AlertEvent> = PerCpuArray::with_max_entries(1, 0);

@@ -623,6 +623,12 @@ impl Losses {
                 kernel.infra_full, kernel.env_truncated, kernel.dns_malformed
             ));
         }
+        if kernel.dns_tcp_unfollowed > 0 {
+            lines.push(format!(
+                "{} DNS-over-TCP segments could not be followed (a connection seen mid-stream, a missing segment, or too many messages in one segment): the rest of those connections was not parsed",
+                kernel.dns_tcp_unfollowed
+            ));
+        }
         if self.scans.dropped + self.scans.failed > 0 {
             lines.push(format!(
                 "{} files read were not scanned for credentials (scan queue full), {} could not be read",

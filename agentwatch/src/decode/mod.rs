@@ -256,7 +256,7 @@ pub fn parse_dns(payload: &[u8; DNS_CAP], len: u32) -> (Option<String>, Vec<IpAd
     let name = question_name(payload, parser.len);
     for _ in 0..MAX_STEPS {
         match parser.step(payload) {
-            Step::Continue | Step::Question => {}
+            Step::Continue | Step::Question | Step::Target => {}
             Step::Address { offset, len } => {
                 let bytes = &payload[offset as usize..(offset + len) as usize];
                 addrs.push(match <[u8; 4]>::try_from(bytes) {
@@ -643,7 +643,12 @@ mod tests {
         };
         assert_eq!(named.host.as_deref(), Some("myapp.vercel.app"));
         assert_eq!(
-            (named.learned, named.judgment, named.addr.as_str(), named.port),
+            (
+                named.learned,
+                named.judgment,
+                named.addr.as_str(),
+                named.port
+            ),
             (NameSource::Sni, SocketJudgment::Harmless, "127.0.0.7", 443)
         );
     }

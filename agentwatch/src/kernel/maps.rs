@@ -25,6 +25,7 @@ pub struct KernelCounters {
     pub read_failed: u64,
     pub infra_full: u64,
     pub dns_malformed: u64,
+    pub dns_tcp_unfollowed: u64,
     pub env_truncated: u64,
     pub held_full: u64,
     pub socket_marks_full: u64,
@@ -371,6 +372,7 @@ impl KernelMaps {
         counters.read_failed = sum(counter::READ_FAILED)?;
         counters.infra_full = sum(counter::INFRA_FULL)?;
         counters.dns_malformed = sum(counter::DNS_MALFORMED)?;
+        counters.dns_tcp_unfollowed = sum(counter::DNS_TCP_UNFOLLOWED)?;
         counters.env_truncated = sum(counter::ENV_TRUNCATED)?;
         counters.held_full = sum(counter::HELD_FULL)?;
         counters.socket_marks_full = sum(counter::SOCKET_MARKS_FULL)?;

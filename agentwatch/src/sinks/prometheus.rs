@@ -176,6 +176,11 @@ impl Metrics {
             ("infrastructure_map_full", now.infra_full, before.infra_full),
             ("dns_malformed", now.dns_malformed, before.dns_malformed),
             (
+                "dns_tcp_unfollowed",
+                now.dns_tcp_unfollowed,
+                before.dns_tcp_unfollowed,
+            ),
+            (
                 "environment_truncated",
                 now.env_truncated,
                 before.env_truncated,
