@@ -28,6 +28,7 @@ use crate::{
         content::{ContentScans, ScanJob, ScanResult, ScanStats, worth_scanning},
         credentials::{CredentialFile, expand, watch_dirs},
         environ,
+        hostsfile::{self, HOSTS_PATH, HostsFile},
         resolver::{self, REFRESH_INTERVAL, is_localhost},
         tables::Tables,
         watch::DirWatcher,
@@ -67,6 +68,8 @@ pub struct Engine {
     core: Core,
     watcher: DirWatcher,
     refresh: Interval,
+    /// When to look whether /etc/hosts changed.
+    hosts_poll: Interval,
     scans: ContentScans,
     /// Workspace walks still going on after a session's start.
     walks: Walks,
@@ -86,6 +89,7 @@ struct Core {
     decode_errors: u64,
     /// Files read by sessions, waiting to be handed to the scanner.
     to_scan: Vec<ScanJob>,
+    hosts_file: HostsFile,
 }
 
 impl Engine {
@@ -135,6 +139,7 @@ impl Engine {
             policy_generation: 0,
             decode_errors: 0,
             to_scan: Vec::new(),
+            hosts_file: HostsFile::new(HOSTS_PATH),
         };
         core.load_credentials()?;
         // Parsing the kernel's BTF (for struct offsets and BTF tracepoints)
@@ -144,6 +149,7 @@ impl Engine {
         unsafe { libc::malloc_trim(0) };
         let mut watcher = DirWatcher::new()?;
         let _ = watcher.watch(&core.credential_dirs());
+        core.refresh_hosts_file()?;
         core.resolve_hosts().await?;
         Ok(Self {
             probes,
@@ -151,6 +157,10 @@ impl Engine {
             core,
             watcher,
             refresh: interval_at(Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL),
+            hosts_poll: interval_at(
+                Instant::now() + hostsfile::POLL_INTERVAL,
+                hostsfile::POLL_INTERVAL,
+            ),
             scans: ContentScans::start(scanner),
             walks: Walks::new(),
         })
@@ -353,6 +363,7 @@ impl Engine {
                 }
             }
             _ = self.refresh.tick() => self.core.resolve_hosts().await?,
+            _ = self.hosts_poll.tick() => self.core.refresh_hosts_file()?,
             result = self.scans.next() => self.core.found(result, out)?,
             found = self.walks.next() => {
                 if found.generation == self.core.policy_generation {
@@ -419,6 +430,8 @@ impl Core {
         self.policy = policy;
         self.policy_generation += 1;
         self.load_credentials()?;
+        // The new catalog may cover names the hosts file maps.
+        self.apply_hosts_file()?;
         // The new policy's workspace names, in every workspace, from scratch.
         let names = workspace::names(&self.policy.classes);
         for dir in &self.workspaces {
@@ -464,19 +477,58 @@ impl Core {
     }
 
     /// Resolves the exact infrastructure hostnames through the system
-    /// resolver (which covers /etc/hosts) and records their addresses.
+    /// resolver and records their addresses (as the hosts file's when it
+    /// is what gave them).
     async fn resolve_hosts(&mut self) -> Result<()> {
         for (name, addrs) in resolver::resolve_all(&self.enrich.tables.exact_hosts).await {
-            self.enrich.hosts.learn(&name, &addrs);
-            let Some(domain) = self.enrich.tables.lookup(&name) else {
+            let domain = self.enrich.tables.lookup(&name);
+            for addr in addrs {
+                let source = if self.hosts_file.gives(&name, addr) {
+                    NameSource::HostsFile
+                } else {
+                    NameSource::Dns
+                };
+                self.enrich.hosts.learn(&name, &[addr], source);
+                if let Some(domain) = domain.filter(|_| !is_localhost(addr)) {
+                    let host = HostClass {
+                        learned: source.code(),
+                        ..domain.host
+                    };
+                    self.maps.add_infra_address(addr, host)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads /etc/hosts again if it changed. Entries it no longer has stay
+    /// in the kernel's address maps until they age out.
+    fn refresh_hosts_file(&mut self) -> Result<()> {
+        if self.hosts_file.refresh() {
+            self.apply_hosts_file()?;
+        }
+        Ok(())
+    }
+
+    /// Names the hosts file's addresses, and records those of names under
+    /// the catalog's domains (the longest listed suffix decides, so an
+    /// excluded sub-domain does not count). Localhost is never
+    /// infrastructure, nor worth naming: blocking lists map thousands of
+    /// names to 0.0.0.0.
+    fn apply_hosts_file(&mut self) -> Result<()> {
+        for (name, addr) in &self.hosts_file.entries {
+            if is_localhost(*addr) {
                 continue;
-            };
-            let host = HostClass {
-                learned: NameSource::Dns.code(),
-                ..domain.host
-            };
-            for addr in addrs.into_iter().filter(|addr| !is_localhost(*addr)) {
-                self.maps.add_infra_address(addr, host)?;
+            }
+            self.enrich
+                .hosts
+                .learn(name, &[*addr], NameSource::HostsFile);
+            if let Some(domain) = self.enrich.tables.lookup(name) {
+                let host = HostClass {
+                    learned: NameSource::HostsFile.code(),
+                    ..domain.host
+                };
+                self.maps.add_infra_address(*addr, host)?;
             }
         }
         Ok(())

@@ -109,9 +109,12 @@ pub struct Connect {
     pub port: Option<u16>,
     /// 0, or `-errno`.
     pub ret: i64,
-    /// The name DNS (or the system resolver) gave for `addr`, when known.
+    /// The name DNS, the system resolver or /etc/hosts gave for `addr`, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// How `host` was learned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<NameSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,7 +253,8 @@ mod tests {
         let lines = [
             // The README's example.
             r#"{"ts":"2026-11-25T11:50:21.132193Z","session":1,"pid":11185,"tid":11185,"ppid":11183,"uid":0,"comm":"cat","kind":"open","path":"./hostname","resolved":"/etc/hostname","flags":0,"ret":3,"dev":65024,"ino":611,"syscall":"openat"}"#,
-            r#"{"ts":"2026-11-25T11:50:22.000001Z","session":1,"pid":11186,"tid":11186,"ppid":11183,"uid":0,"comm":"curl","kind":"alert","action":"ask","host":"backboard.railway.app","addr":"127.0.0.2","port":443,"provider":"railway","credential":{"class":"railway","source":"/root/.railway/config.json","at":"2026-11-25T11:50:21.132193Z","pid":11185,"comm":"cat"},"credentials":["railway"],"ancestry":[{"pid":11183,"comm":"bash","argv":["bash","-c","x"]}]}"#,
+            r#"{"ts":"2026-11-25T11:50:22.000001Z","session":1,"pid":11186,"tid":11186,"ppid":11183,"uid":0,"comm":"curl","kind":"alert","action":"ask","host":"backboard.railway.app","learned":"hosts-file","addr":"127.0.0.2","port":443,"provider":"railway","credential":{"class":"railway","source":"/root/.railway/config.json","at":"2026-11-25T11:50:21.132193Z","pid":11185,"comm":"cat"},"credentials":["railway"],"ancestry":[{"pid":11183,"comm":"bash","argv":["bash","-c","x"]}]}"#,
+            r#"{"ts":"2026-11-25T11:50:22.500000Z","session":1,"pid":11186,"tid":11186,"ppid":11183,"uid":0,"comm":"curl","kind":"connect","family":"inet","addr":"127.0.0.2","port":443,"ret":-1,"host":"backboard.railway.app","learned":"dns"}"#,
             r#"{"ts":"2026-11-25T11:50:23.000000Z","session":1,"pid":11183,"tid":11183,"ppid":1,"uid":0,"comm":"bash","kind":"exec","filename":"/usr/bin/bash","argv":["bash"],"ret":0,"truncated":true,"credentials":["github"],"agent":"Claude Code"}"#,
             r#"{"ts":"2026-11-25T11:50:24.000000Z","session":1,"pid":11183,"tid":11183,"ppid":1,"uid":0,"comm":"bash","kind":"fork","child":11190}"#,
             r#"{"ts":"2026-11-25T11:50:25.000000Z","session":1,"pid":11183,"tid":11183,"ppid":1,"uid":0,"comm":"bash","kind":"session","state":"end","agent":"Claude Code","found_by":"lost-event"}"#,

@@ -329,6 +329,7 @@ fn connect(record: &ConnectEvent) -> Connect {
         port,
         ret: record.ret,
         host: None,
+        learned: None,
     }
 }
 

@@ -8,7 +8,7 @@ pub mod state;
 
 use std::{collections::HashMap, net::IpAddr, path::PathBuf};
 
-use agentwatch_common::maps::CredKey;
+use agentwatch_common::{maps::CredKey, names::NameSource};
 
 use crate::{
     decode::{DnsAnswer, RawAlert},
@@ -77,7 +77,9 @@ impl Enricher {
         if let Body::Connect(connect) = &mut event.body
             && let Ok(addr) = connect.addr.parse::<IpAddr>()
         {
-            connect.host = self.hosts.name_of(addr).map(str::to_string);
+            let known = self.hosts.name_of(addr);
+            connect.host = known.map(|(name, _)| name.to_string());
+            connect.learned = known.map(|(_, learned)| learned);
         }
         self.procs.observe(&event);
         event
@@ -106,7 +108,7 @@ impl Enricher {
         if let Body::Alert(alert) = &mut event.body {
             alert.host = raw
                 .name
-                .or_else(|| self.hosts.name_of(raw.ip).map(str::to_string))
+                .or_else(|| self.hosts.name_of(raw.ip).map(|(name, _)| name.to_string()))
                 .or_else(|| domain.map(|d| d.name.clone()));
             alert.provider = domain.map(|d| d.provider.clone());
             alert.credentials = self.tables.class_names(raw.held);
@@ -140,7 +142,8 @@ impl Enricher {
 
     pub fn dns(&mut self, answer: &DnsAnswer) {
         if !answer.name.is_empty() {
-            self.hosts.learn(&answer.name, &answer.addrs);
+            self.hosts
+                .learn(&answer.name, &answer.addrs, NameSource::Dns);
         }
     }
 }
