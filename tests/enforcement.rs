@@ -6,7 +6,7 @@
 //! catalog's names with loopback addresses, listeners on those addresses
 //! that count connections, and a temporary home holding fake credentials.
 
-use agentwatch_tests::{Lab, Listener, Watched, expect_event, probe, write};
+use agentwatch_tests::{Lab, Watched, assert_allowed, assert_blocked, expect_event, probe, write};
 use serde_json::Value;
 
 const RAILWAY: &str = "127.0.0.2:443";
@@ -17,50 +17,6 @@ const EPERM: i64 = -1;
 
 fn alerts(watched: &Watched) -> Vec<&Value> {
     watched.of_kind("alert")
-}
-
-fn assert_blocked(watched: &Watched, listener: &Listener, what: &str) {
-    assert_eq!(
-        watched.results(),
-        [EPERM],
-        "{what}: the connect must fail with EPERM; stderr:\n{}",
-        watched.stderr
-    );
-    assert_eq!(
-        listener.connections(),
-        0,
-        "{what}: nothing may reach the host"
-    );
-    assert_eq!(
-        alerts(watched).len(),
-        1,
-        "{what}: one alert; {:#?}",
-        watched.events
-    );
-    assert!(
-        watched.stderr.contains("agentwatch: BLOCKED"),
-        "{what}: a readable line on stderr:\n{}",
-        watched.stderr
-    );
-}
-
-fn assert_allowed(watched: &Watched, listener: &Listener, what: &str) {
-    assert_eq!(
-        watched.results(),
-        [0],
-        "{what}: the connect must succeed; stderr:\n{}",
-        watched.stderr
-    );
-    assert_eq!(
-        listener.connections(),
-        1,
-        "{what}: the host must see the call"
-    );
-    assert!(
-        alerts(watched).is_empty(),
-        "{what}: no alert; {:#?}",
-        alerts(watched)
-    );
 }
 
 #[test]

@@ -113,6 +113,53 @@ impl Watched {
     }
 }
 
+/// The probe's connect was refused with EPERM, nothing reached the
+/// listener, and the session got one alert and the stderr line.
+pub fn assert_blocked(watched: &Watched, listener: &Listener, what: &str) {
+    assert_eq!(
+        watched.results(),
+        [-libc::EPERM as i64],
+        "{what}: the connect must fail with EPERM; stderr:\n{}",
+        watched.stderr
+    );
+    assert_eq!(
+        listener.connections(),
+        0,
+        "{what}: nothing may reach the host"
+    );
+    assert_eq!(
+        watched.of_kind("alert").len(),
+        1,
+        "{what}: one alert; {:#?}",
+        watched.events
+    );
+    assert!(
+        watched.stderr.contains("agentwatch: BLOCKED"),
+        "{what}: a readable line on stderr:\n{}",
+        watched.stderr
+    );
+}
+
+/// The probe's connect went through to the listener, with no alert.
+pub fn assert_allowed(watched: &Watched, listener: &Listener, what: &str) {
+    assert_eq!(
+        watched.results(),
+        [0],
+        "{what}: the connect must succeed; stderr:\n{}",
+        watched.stderr
+    );
+    assert_eq!(
+        listener.connections(),
+        1,
+        "{what}: the host must see the call"
+    );
+    assert!(
+        watched.of_kind("alert").is_empty(),
+        "{what}: no alert; {:#?}",
+        watched.of_kind("alert")
+    );
+}
+
 /// Parses a JSON-lines file, failing the test on any malformed line.
 pub fn read_events(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -246,18 +293,45 @@ pub struct DnsLab {
     resolv_dir: PathBuf,
 }
 
+/// What a lab's resolver configuration says, beyond the defaults.
+#[derive(Default)]
+pub struct Resolver<'a> {
+    /// The nameserver in resolv.conf, instead of dnsmasq's 127.0.0.1.
+    pub nameserver: Option<&'a str>,
+    /// More resolv.conf options (`use-vc`: every query over TCP).
+    pub options: &'a [&'a str],
+    /// Lines of the namespace's /etc/hosts (`ip netns exec` mounts
+    /// /etc/netns/NAME/hosts over it), after localhost's.
+    pub hosts: Option<&'a str>,
+}
+
 impl DnsLab {
     /// `args` are dnsmasq options such as `--address=/host/127.0.0.2`,
     /// `--host-record=...` or `--cname=...`.
     pub fn new(args: &[String]) -> Self {
+        Self::with_resolver(args, &Resolver::default())
+    }
+
+    pub fn with_resolver(args: &[String], resolver: &Resolver) -> Self {
         let netns = NetNs::new();
         let resolv_dir = Path::new("/etc/netns").join(&netns.name);
         std::fs::create_dir_all(&resolv_dir).expect("creating /etc/netns/NAME");
         std::fs::write(
             resolv_dir.join("resolv.conf"),
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n",
+            format!(
+                "nameserver {}\noptions timeout:1 attempts:2 {}\n",
+                resolver.nameserver.unwrap_or("127.0.0.1"),
+                resolver.options.join(" ")
+            ),
         )
         .expect("writing resolv.conf");
+        if let Some(hosts) = resolver.hosts {
+            std::fs::write(
+                resolv_dir.join("hosts"),
+                format!("127.0.0.1 localhost\n::1 localhost\n{hosts}\n"),
+            )
+            .expect("writing hosts");
+        }
         let dnsmasq = Command::new("ip")
             .args(["netns", "exec", &netns.name, "dnsmasq"])
             .args(DNSMASQ_ARGS)
@@ -311,10 +385,20 @@ impl DnsLab {
 
     /// A TCP listener on `addr` inside the namespace.
     pub fn listen(&self, addr: &str) -> Listener {
+        let listener = self.bind(addr);
+        listener.set_nonblocking(true).expect("nonblocking");
+        Listener {
+            listener,
+            accepted: std::cell::Cell::new(0),
+        }
+    }
+
+    /// A TCP socket bound to `addr` inside the namespace, listening.
+    pub fn bind(&self, addr: &str) -> std::net::TcpListener {
         let addr: std::net::SocketAddr = addr.parse().expect("ADDR:PORT");
         let netns_path = Path::new("/run/netns").join(&self.netns.name);
         // setns(CLONE_NEWNET) changes only the calling thread: bind there.
-        let listener = thread::spawn(move || {
+        thread::spawn(move || {
             let file = std::fs::File::open(&netns_path).expect("open netns");
             use std::os::fd::AsRawFd as _;
             // SAFETY: a valid namespace fd; affects this thread only.
@@ -323,12 +407,7 @@ impl DnsLab {
             std::net::TcpListener::bind(addr).expect("bind in netns")
         })
         .join()
-        .expect("listener thread");
-        listener.set_nonblocking(true).expect("nonblocking");
-        Listener {
-            listener,
-            accepted: std::cell::Cell::new(0),
-        }
+        .expect("listener thread")
     }
 
     /// `ip netns exec NAME env --chdir=HOME HOME=HOME ...` as a command
@@ -543,7 +622,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Self {
-        let dns = DnsLab::new(&[
+        Self::with_dns(DnsLab::new(&[
             "--host-record=backboard.railway.app,127.0.0.2".into(),
             "--host-record=api.example.org,127.0.0.9".into(),
             "--host-record=ec2.us-east-1.amazonaws.com,127.0.0.3".into(),
@@ -551,7 +630,11 @@ impl Lab {
             // resolves to counts, whatever the chain's last name is.
             "--cname=s3.eu-west-1.amazonaws.com,bucket-lb.storage.test".into(),
             "--host-record=bucket-lb.storage.test,127.0.0.5".into(),
-        ]);
+        ]))
+    }
+
+    /// A lab around DNS of the test's own making.
+    pub fn with_dns(dns: DnsLab) -> Self {
         let home = tempfile::tempdir().expect("home");
         write(
             &home.path().join(".railway/config.json"),
