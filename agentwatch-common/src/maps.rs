@@ -229,10 +229,10 @@ pub mod counter {
     pub const WRITE_UNREADABLE: u32 = 28;
     /// MPTCP sockets a session tried to create (refused: not inspectable).
     pub const MPTCP_REFUSED: u32 = 29;
-    /// DNS over TCP that could not be followed: a connection seen mid-stream
-    /// (or whose state was evicted), a missing segment, or a segment holding
-    /// more messages than one walk takes. The rest of that connection is
-    /// not parsed.
+    /// DNS-over-TCP segments that could not be followed: of a connection
+    /// seen mid-stream (or whose state was evicted), after a missing segment,
+    /// or holding more messages than one walk takes. The rest of that
+    /// connection is not parsed.
     pub const DNS_TCP_UNFOLLOWED: u32 = 30;
     pub const COUNT: u32 = 32;
 }

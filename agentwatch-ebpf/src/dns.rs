@@ -5,7 +5,7 @@
 //! or at the end of a CNAME chain that reaches one. There is no task here:
 //! what is learned is keyed by address.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, ptr::read_volatile};
 
 use agentwatch_common::{
     dns::{DNS_CAP, DnsParser, DnsStream, MAX_LABELS, MAX_STEPS, Piece, Segment, Step},
@@ -324,9 +324,16 @@ extern "C" fn tcp_piece(_index: u64, ctx: *mut c_void) -> i64 {
             flow.stream.prefix_byte(byte);
         }
         Piece::Store { at, len } => {
-            if len == 0 || len > DNS_CAP as u32 {
+            // `piece` bounds both by comparing two registers, which older
+            // verifiers (6.1) narrow no range by: read them back opaquely,
+            // so the compiler keeps masks that state the bounds (1 to
+            // DNS_CAP bytes, below DNS_CAP), identities for these values.
+            // SAFETY: reads of initialised locals.
+            let (at, len) = unsafe { (read_volatile(&at), read_volatile(&len)) };
+            if len == 0 {
                 return 1;
             }
+            let len = ((len - 1) & (DNS_CAP as u32 - 1)) + 1;
             let buf = flow.work.event.payload.as_mut_ptr();
             // SAFETY: the payload is followed by DNS_CAP bytes of slack, so
             // any masked position plus a DNS_CAP copy stays inside the value.

@@ -111,9 +111,11 @@ pub struct DnsScratchCpu {
 pub static DNS_SCRATCH: PerCpuArray<DnsScratchCpu> = PerCpuArray::with_max_entries(1, 0);
 
 /// DNS-over-TCP connections being followed; an evicted one is counted when
-/// its next segment finds no state.
+/// its next segment finds no state. About 2 MiB: an LRU map evicts before it
+/// is full (each CPU keeps up to 128 free entries of its own), and a resolver
+/// asking many names at once opens as many connections.
 #[map]
-pub static DNS_FLOWS: LruHashMap<DnsFlowKey, DnsFlow> = LruHashMap::with_max_entries(128, 0);
+pub static DNS_FLOWS: LruHashMap<DnsFlowKey, DnsFlow> = LruHashMap::with_max_entries(512, 0);
 
 #[map]
 pub static ALERT_SCRATCH: PerCpuArray<AlertEvent> = PerCpuArray::with_max_entries(1, 0);
