@@ -4,8 +4,8 @@ use std::{fs::File, path::Path};
 
 use agentwatch_common::{
     features,
-    maps::SocketKey,
     maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
+    maps::SocketKey,
     names::map_name,
     offsets::{self, KernelOffsets},
 };
