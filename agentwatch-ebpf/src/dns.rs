@@ -116,10 +116,6 @@ extern "C" fn dns_step(_index: u64, _ctx: *mut c_void) -> i64 {
         Step::Continue => 0,
         Step::Question => {
             match_question(scratch);
-            if scratch.matched == 0 {
-                // Not an infrastructure name: nothing more to learn here.
-                return 1;
-            }
             0
         }
         Step::Address { offset, len } => {
@@ -161,9 +157,15 @@ fn match_question(scratch: &mut DnsScratch) {
 
 /// Records an answered address; the machine's own localhost names
 /// (127.0.0.1, ::1, unspecified) are never infrastructure, whatever a hosts
-/// file or resolver says, so local services keep working.
+/// file or resolver says, so local services keep working. An address given
+/// for a name that is not infrastructure, and known as infrastructure's,
+/// is shared (a CDN or anycast pool): connects to it wait for their name.
 #[inline(always)]
 fn remember(scratch: &DnsScratch, offset: u32, len: u32) {
+    if scratch.matched == 0 {
+        mark_shared(scratch, offset, len);
+        return;
+    }
     let at = offset as usize & (DNS_CAP - 1);
     let payload = &scratch.event.payload;
     let inserted = if len == 4 {
@@ -174,7 +176,12 @@ fn remember(scratch: &DnsScratch, offset: u32, len: u32) {
         if ip == [127, 0, 0, 1] || ip == [0, 0, 0, 0] {
             return;
         }
-        INFRA4.insert(u32::from_ne_bytes(ip), scratch.host, 0)
+        let key = u32::from_ne_bytes(ip);
+        INFRA4.insert(
+            key,
+            still_shared(scratch.host, unsafe { INFRA4.get(key) }),
+            0,
+        )
     } else {
         let mut ip = [0u8; 16];
         for (i, byte) in ip.iter_mut().enumerate() {
@@ -183,9 +190,41 @@ fn remember(scratch: &DnsScratch, offset: u32, len: u32) {
         if ip[..15] == [0; 15] && ip[15] <= 1 {
             return;
         }
-        INFRA6.insert(ip, scratch.host, 0)
+        INFRA6.insert(ip, still_shared(scratch.host, unsafe { INFRA6.get(ip) }), 0)
     };
     if inserted.is_err() {
         count(counter::INFRA_FULL);
+    }
+}
+
+/// An address learned again stays shared if it was.
+#[inline(always)]
+fn still_shared(host: HostClass, known: Option<&HostClass>) -> HostClass {
+    HostClass {
+        shared: known.map_or(0, |known| known.shared),
+        ..host
+    }
+}
+
+#[inline(always)]
+fn mark_shared(scratch: &DnsScratch, offset: u32, len: u32) {
+    let at = offset as usize & (DNS_CAP - 1);
+    let payload = &scratch.event.payload;
+    let host = if len == 4 {
+        let mut ip = [0u8; 4];
+        for (i, byte) in ip.iter_mut().enumerate() {
+            *byte = payload[(at + i) & (DNS_CAP - 1)];
+        }
+        INFRA4.get_ptr_mut(u32::from_ne_bytes(ip))
+    } else {
+        let mut ip = [0u8; 16];
+        for (i, byte) in ip.iter_mut().enumerate() {
+            *byte = payload[(at + i) & (DNS_CAP - 1)];
+        }
+        INFRA6.get_ptr_mut(ip)
+    };
+    if let Some(host) = host {
+        // SAFETY: a live map value; a single word written the same by all.
+        unsafe { (*host).shared = 1 };
     }
 }

@@ -133,7 +133,10 @@ fn watch(ctx: &SockOpsContext) {
     }
     // Full, MPTCP, or another program's sk_msg owns the socket.
     // SAFETY: the program's context, as the helper expects.
-    if SOCKETS.update(&mut key, unsafe { &mut *ctx.ops }, 0).is_err() {
+    if SOCKETS
+        .update(&mut key, unsafe { &mut *ctx.ops }, 0)
+        .is_err()
+    {
         count(counter::SOCKET_UNINSPECTABLE);
         let _ = SOCKET_STATES.remove(key);
         return;
@@ -185,7 +188,14 @@ fn inspect(ctx: &SkMsgContext) -> bool {
         len: state.name_len,
         name: &state.name,
     };
-    let decision = judge(&member, creds, &state.host, &to, Some(named), fill_writer_header);
+    let decision = judge(
+        &member,
+        creds,
+        &state.host,
+        &to,
+        Some(named),
+        fill_writer_header,
+    );
     if decision == Decision::Approved {
         state.judgment = SocketJudgment::Approved.code();
     }
@@ -237,7 +247,14 @@ fn name_first_write(ctx: &SkMsgContext, key: &SocketKey, state: &mut SocketState
     let named = read_write(ctx, scratch) && {
         scratch.parser = NameParser::start(scratch.len);
         // SAFETY: the callback only touches this CPU's scratch value.
-        unsafe { bpf_loop(MAX_STEPS, name_step as *mut c_void, core::ptr::null_mut(), 0) };
+        unsafe {
+            bpf_loop(
+                MAX_STEPS,
+                name_step as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            )
+        };
         scratch.parser.phase == phase::NAMED
     };
     let host = if named {

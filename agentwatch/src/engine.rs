@@ -396,7 +396,12 @@ impl Core {
                 out.push(event);
             }
             Ok(Record::Alert(event, raw)) => out.push(self.enrich.alert(event, raw)),
-            Ok(Record::Dns(answer)) => self.enrich.dns(&answer),
+            Ok(Record::Dns(answer)) => {
+                if answer.domain.is_some() {
+                    self.mark_shared_with_earlier_names(&answer.addrs);
+                }
+                self.enrich.dns(&answer);
+            }
             Ok(Record::Name(event, key, domain)) => {
                 if let Body::Name(named) = &event.body
                     && named.judgment == SocketJudgment::Harmless
@@ -408,6 +413,19 @@ impl Core {
             Err(error) => {
                 self.decode_errors += 1;
                 warn!("undecodable record: {error}");
+            }
+        }
+    }
+
+    /// Infrastructure addresses DNS gave earlier for a name that is not
+    /// infrastructure are shared (the kernel marks the other order itself).
+    fn mark_shared_with_earlier_names(&mut self, addrs: &[IpAddr]) {
+        for &addr in addrs {
+            let earlier = self.enrich.hosts.name_of(addr);
+            if earlier.is_some_and(|name| self.enrich.tables.lookup(name).is_none())
+                && let Err(error) = self.maps.mark_shared(addr)
+            {
+                warn!("{error:#}");
             }
         }
     }

@@ -2,7 +2,8 @@
 
 use std::{
     ffi::CString,
-    net::{SocketAddr, TcpStream, ToSocketAddrs},
+    io::Write as _,
+    net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket},
     process::ExitCode,
 };
 
@@ -91,6 +92,88 @@ fn read_then_connect(path: &str, addr: &str) -> i64 {
     result(TcpStream::connect(addr))
 }
 
+/// A minimal TLS 1.2/1.3 ClientHello whose only extension is the server name.
+fn client_hello(server_name: &str) -> Vec<u8> {
+    let name = server_name.as_bytes();
+    let mut sni = ((name.len() + 3) as u16).to_be_bytes().to_vec();
+    sni.push(0);
+    sni.extend((name.len() as u16).to_be_bytes());
+    sni.extend(name);
+    let mut extensions = 0u16.to_be_bytes().to_vec();
+    extensions.extend((sni.len() as u16).to_be_bytes());
+    extensions.extend(sni);
+    let mut body = vec![3, 3];
+    body.extend([0x42; 32]);
+    body.push(0);
+    body.extend([0, 2, 0x13, 0x01, 1, 0]);
+    body.extend((extensions.len() as u16).to_be_bytes());
+    body.extend(extensions);
+    let mut handshake = vec![1];
+    handshake.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(body);
+    let mut record = vec![0x16, 3, 1];
+    record.extend((handshake.len() as u16).to_be_bytes());
+    record.extend(handshake);
+    record
+}
+
+fn http_request(host: &str) -> Vec<u8> {
+    format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: aw-probe\r\n\r\n").into_bytes()
+}
+
+fn proxy_connect(target: &str) -> Vec<u8> {
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").into_bytes()
+}
+
+/// Connects, then writes `bytes`: the bytes written, or `-errno` of the
+/// connect or the write.
+fn connect_write(addr: &str, bytes: &[u8]) -> i64 {
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    match TcpStream::connect(addr) {
+        Ok(mut stream) => write_result(stream.write(bytes)),
+        Err(error) => errno(&error),
+    }
+}
+
+/// One connection, two requests: one before the credential at `path` is
+/// read and one after. Prints the first write's result; returns the second's.
+fn keep_alive(addr: &str, host: &str, path: &str) -> i64 {
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    let mut stream = match TcpStream::connect(addr) {
+        Ok(stream) => stream,
+        Err(error) => return errno(&error),
+    };
+    println!("{}", write_result(stream.write(&http_request(host))));
+    if std::fs::read(path).is_err() {
+        return -i64::from(libc::ENOENT);
+    }
+    write_result(stream.write(&http_request(host)))
+}
+
+/// A connected UDP socket's datagram (how QUIC sends).
+fn udp_send(addr: &str) -> i64 {
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    let socket = match UdpSocket::bind("0.0.0.0:0") {
+        Ok(socket) => socket,
+        Err(error) => return errno(&error),
+    };
+    if let Err(error) = socket.connect(addr) {
+        return errno(&error);
+    }
+    write_result(socket.send(b"\xc0quic-initial"))
+}
+
+fn write_result(written: std::io::Result<usize>) -> i64 {
+    match written {
+        Ok(n) => n as i64,
+        Err(error) => errno(&error),
+    }
+}
+
+fn errno(error: &std::io::Error) -> i64 {
+    -i64::from(error.raw_os_error().unwrap_or(1))
+}
+
 fn result(connected: std::io::Result<TcpStream>) -> i64 {
     match connected {
         Ok(_) => 0,
@@ -108,9 +191,16 @@ fn main() -> ExitCode {
         ["connect", addr] => connect(addr),
         ["connect-host", target] => connect_host(target),
         ["read-connect", path, addr] => read_then_connect(path, addr),
+        ["tls", addr, server_name] => connect_write(addr, &client_hello(server_name)),
+        ["http", addr, host] => connect_write(addr, &http_request(host)),
+        ["proxy-connect", addr, target] => connect_write(addr, &proxy_connect(target)),
+        ["keep-alive", addr, host, path] => keep_alive(addr, host, path),
+        ["udp", addr] => udp_send(addr),
         _ => {
             eprintln!(
-                "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-many PATH N | connect ADDR:PORT"
+                "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-many PATH N | connect ADDR:PORT \
+                 | tls ADDR:PORT SNI | http ADDR:PORT HOST | proxy-connect ADDR:PORT HOST:PORT \
+                 | keep-alive ADDR:PORT HOST PATH | udp ADDR:PORT"
             );
             return ExitCode::from(2);
         }

@@ -94,7 +94,11 @@ fn real_clients_client_hellos_name_their_server() {
 #[test]
 fn the_server_name_is_found_after_other_extensions_in_any_case() {
     let padding = (21, vec![0; 300]);
-    let hello = client_hello(&[(10, vec![0, 2, 0, 29]), padding, server_name("API.Vercel.COM")]);
+    let hello = client_hello(&[
+        (10, vec![0, 2, 0, 29]),
+        padding,
+        server_name("API.Vercel.COM"),
+    ]);
     assert_eq!(parse(&hello), named("api.vercel.com", NameSource::Sni));
 }
 
@@ -120,9 +124,11 @@ fn a_client_hello_without_a_server_name_or_cut_short_names_nothing() {
 
 #[test]
 fn plaintext_requests_name_their_host() {
-    let request = b"GET /v2/projects HTTP/1.1\r\nUser-Agent: curl\r\nhost:  API.vercel.com:443\r\n\r\n";
+    let request =
+        b"GET /v2/projects HTTP/1.1\r\nUser-Agent: curl\r\nhost:  API.vercel.com:443\r\n\r\n";
     assert_eq!(parse(request), named("api.vercel.com", NameSource::Host));
-    let request = b"POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\nContent-Length: 2\r\n\r\n{}";
+    let request =
+        b"POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\nContent-Length: 2\r\n\r\n{}";
     assert_eq!(
         parse(request),
         named("backboard.railway.app", NameSource::Host)
@@ -131,14 +137,16 @@ fn plaintext_requests_name_their_host() {
 
 #[test]
 fn proxy_requests_name_their_target() {
-    let connect = b"CONNECT backboard.railway.app:443 HTTP/1.1\r\nHost: backboard.railway.app:443\r\n\r\n";
+    let connect =
+        b"CONNECT backboard.railway.app:443 HTTP/1.1\r\nHost: backboard.railway.app:443\r\n\r\n";
     assert_eq!(
         parse(connect),
         named("backboard.railway.app", NameSource::ConnectProxy)
     );
     // A plain HTTP proxy is sent the absolute URI; it names the host even
     // when the Host header says otherwise.
-    let absolute = b"GET http://backboard.railway.app/graphql HTTP/1.1\r\nHost: example.org\r\n\r\n";
+    let absolute =
+        b"GET http://backboard.railway.app/graphql HTTP/1.1\r\nHost: example.org\r\n\r\n";
     assert_eq!(
         parse(absolute),
         named("backboard.railway.app", NameSource::Host)
@@ -179,7 +187,10 @@ fn deep_names_keep_their_rightmost_labels() {
     assert_eq!(parser.label_from_right(2), Some(label_hash(b"backboard")));
     assert_eq!(parser.label_from_right(MAX_LABELS as u32), None);
     // The event keeps the first NAME_CAP bytes.
-    let long = format!("{}.example", "x".repeat(60) + "." + &"y".repeat(60) + "." + &"z".repeat(60));
+    let long = format!(
+        "{}.example",
+        "x".repeat(60) + "." + &"y".repeat(60) + "." + &"z".repeat(60)
+    );
     let request = format!("GET / HTTP/1.1\r\nHost: {long}\r\n\r\n");
     let (buf, len) = buffer(request.as_bytes());
     let mut parser = NameParser::start(len);

@@ -160,7 +160,10 @@ fn probe_programs(report: &mut Report) {
                 let why = if support.first_write_missing.is_empty() {
                     "its programs did not attach (see below)".to_string()
                 } else {
-                    format!("this kernel lacks {}", support.first_write_missing.join(", "))
+                    format!(
+                        "this kernel lacks {}",
+                        support.first_write_missing.join(", ")
+                    )
                 };
                 report.add(
                     Status::Warn,

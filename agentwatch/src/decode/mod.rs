@@ -643,7 +643,12 @@ mod tests {
         };
         assert_eq!(named.host.as_deref(), Some("myapp.vercel.app"));
         assert_eq!(
-            (named.learned, named.judgment, named.addr.as_str(), named.port),
+            (
+                named.learned,
+                named.judgment,
+                named.addr.as_str(),
+                named.port
+            ),
             (NameSource::Sni, SocketJudgment::Harmless, "127.0.0.7", 443)
         );
     }

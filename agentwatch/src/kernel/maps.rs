@@ -204,16 +204,41 @@ impl KernelMaps {
         update(self.domains.insert(suffix_hash, host, 0), "the domain map")
     }
 
+    /// Records an infrastructure address; one already known as shared
+    /// stays shared.
     pub fn add_infra_address(&mut self, addr: IpAddr, host: HostClass) -> Result<()> {
         match addr {
-            IpAddr::V4(v4) => update(
-                self.infra4.insert(u32::from_ne_bytes(v4.octets()), host, 0),
-                "the IPv4 infrastructure map",
-            ),
-            IpAddr::V6(v6) => update(
-                self.infra6.insert(v6.octets(), host, 0),
-                "the IPv6 infrastructure map",
-            ),
+            IpAddr::V4(v4) => {
+                let key = u32::from_ne_bytes(v4.octets());
+                let host = still_shared(host, self.infra4.get(&key, 0).ok());
+                update(
+                    self.infra4.insert(key, host, 0),
+                    "the IPv4 infrastructure map",
+                )
+            }
+            IpAddr::V6(v6) => {
+                let key = v6.octets();
+                let host = still_shared(host, self.infra6.get(&key, 0).ok());
+                update(
+                    self.infra6.insert(key, host, 0),
+                    "the IPv6 infrastructure map",
+                )
+            }
+        }
+    }
+
+    /// DNS gave a known infrastructure address for a name that is not
+    /// infrastructure too: connects to it wait for their first write's name.
+    pub fn mark_shared(&mut self, addr: IpAddr) -> Result<()> {
+        let known = match addr {
+            IpAddr::V4(v4) => self.infra4.get(&u32::from_ne_bytes(v4.octets()), 0),
+            IpAddr::V6(v6) => self.infra6.get(&v6.octets(), 0),
+        };
+        match known {
+            Ok(host) if host.shared == 0 => {
+                self.add_infra_address(addr, HostClass { shared: 1, ..host })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -381,5 +406,12 @@ impl KernelMaps {
         counters.nameless_writes = sum(counter::NAMELESS_WRITES)?;
         counters.write_unreadable = sum(counter::WRITE_UNREADABLE)?;
         Ok(counters)
+    }
+}
+
+fn still_shared(host: HostClass, known: Option<HostClass>) -> HostClass {
+    HostClass {
+        shared: known.map_or(0, |known| known.shared),
+        ..host
     }
 }

@@ -4,8 +4,8 @@ use std::{fs::File, path::Path};
 
 use agentwatch_common::{
     features,
-    maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
     maps::SocketKey,
+    maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
     names::map_name,
     offsets::{self, KernelOffsets},
 };
