@@ -248,3 +248,42 @@ fn a_datagram_to_the_api_is_refused_when_sent() {
         "port" => 443,
     });
 }
+
+#[test]
+fn a_session_may_not_open_an_mptcp_socket_which_could_not_be_inspected() {
+    let outside = std::process::Command::new(agentwatch_tests::probe())
+        .arg("mptcp")
+        .output()
+        .expect("aw-probe");
+    assert_eq!(
+        String::from_utf8_lossy(&outside.stdout).trim(),
+        "0",
+        "this kernel must support MPTCP for the test to mean anything"
+    );
+    let lab = Lab::new();
+    let watched = lab.run(&[], &[], "$PROBE mptcp");
+    assert_eq!(watched.results(), [EPERM], "{}", watched.stderr);
+}
+
+#[test]
+fn a_connect_that_could_not_be_watched_is_judged_by_address_at_connect() {
+    let lab = vercel_lab();
+    let pool = lab.listen(VERCEL_POOL);
+    // Room for one watched socket, held by a connection that never writes.
+    let watched = lab.run(
+        &["--max-sockets", "1"],
+        &[],
+        "cat ~/.local/share/com.vercel.cli/auth.json >/dev/null\n\
+         getent hosts myapp.vercel.app >/dev/null\n\
+         $PROBE second-socket 127.0.0.7:443 api.vercel.com",
+    );
+    assert_results(&watched, &[EPERM], "unwatchable connect");
+    assert_received(&pool, 0, "unwatchable connect");
+    assert_eq!(pool.connections(), 1, "only the held connection");
+    expect_event!(watched.events, "alert", {
+        "host" => "api.vercel.com",
+        "learned" => "dns",
+        "action" => "block",
+        "comm" => "aw-probe",
+    });
+}

@@ -58,6 +58,12 @@ pub fn sock_addr_member(tgid: u32) -> Option<Member> {
     lookup(tgid, allowed)
 }
 
+/// Whether `tgid` is in a session, for programs that only ask.
+#[inline(always)]
+pub fn in_session(tgid: u32) -> bool {
+    unsafe { PROCS.get(tgid) }.is_some()
+}
+
 /// The session a socket belongs to, seen from the sk_msg program (which
 /// runs as the writer, and may signal only on kernels that allow it there).
 #[inline(always)]

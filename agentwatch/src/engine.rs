@@ -48,6 +48,7 @@ const FOUND_CLASS: &str = "found";
 pub struct EngineOptions {
     pub ring_buffer_bytes: u32,
     pub max_processes: u32,
+    pub max_sockets: u32,
     pub policy: Policy,
     /// Home directories whose `~/` credential files count.
     pub homes: Vec<PathBuf>,
@@ -95,6 +96,7 @@ impl Engine {
         let mut probes = Probes::load(&LoadOptions {
             ring_buffer_bytes: options.ring_buffer_bytes,
             max_processes: options.max_processes,
+            max_sockets: options.max_sockets,
         })?;
         for failure in &probes.attach_failures {
             eprintln!(

@@ -150,6 +150,17 @@ fn keep_alive(addr: &str, host: &str, path: &str) -> i64 {
     write_result(stream.write(&http_request(host)))
 }
 
+/// Opens a connection to ADDR and holds it unwritten, then writes a
+/// request for HOST on a second one: what a full socket table does to it.
+fn second_socket(addr: &str, host: &str) -> i64 {
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    let _held = match TcpStream::connect(addr) {
+        Ok(stream) => stream,
+        Err(error) => return errno(&error),
+    };
+    connect_write(&addr.to_string(), &http_request(host))
+}
+
 /// A connected UDP socket's datagram (how QUIC sends).
 fn udp_send(addr: &str) -> i64 {
     let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
@@ -161,6 +172,19 @@ fn udp_send(addr: &str) -> i64 {
         return errno(&error);
     }
     write_result(socket.send(b"\xc0quic-initial"))
+}
+
+/// `socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)`: 0, or `-errno`.
+fn mptcp_socket() -> i64 {
+    // SAFETY: plain integer arguments; the descriptor is closed at once.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP);
+        if fd < 0 {
+            return -i64::from(*libc::__errno_location());
+        }
+        libc::close(fd);
+    }
+    0
 }
 
 fn write_result(written: std::io::Result<usize>) -> i64 {
@@ -196,11 +220,14 @@ fn main() -> ExitCode {
         ["proxy-connect", addr, target] => connect_write(addr, &proxy_connect(target)),
         ["keep-alive", addr, host, path] => keep_alive(addr, host, path),
         ["udp", addr] => udp_send(addr),
+        ["second-socket", addr, host] => second_socket(addr, host),
+        ["mptcp"] => mptcp_socket(),
         _ => {
             eprintln!(
                 "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-many PATH N | connect ADDR:PORT \
                  | tls ADDR:PORT SNI | http ADDR:PORT HOST | proxy-connect ADDR:PORT HOST:PORT \
-                 | keep-alive ADDR:PORT HOST PATH | udp ADDR:PORT"
+                 | keep-alive ADDR:PORT HOST PATH | udp ADDR:PORT | mptcp \
+                 | second-socket ADDR:PORT HOST"
             );
             return ExitCode::from(2);
         }

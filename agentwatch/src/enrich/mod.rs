@@ -104,9 +104,16 @@ impl Enricher {
         self.name_writer(&mut event);
         let ancestry = self.procs.ancestry(event.pid, &event.comm);
         if let Body::Alert(alert) = &mut event.body {
+            // An address may be shared with names that are not
+            // infrastructure: DNS's name for it counts only if it is.
             alert.host = raw
                 .name
-                .or_else(|| self.hosts.name_of(raw.ip).map(str::to_string))
+                .or_else(|| {
+                    self.hosts
+                        .name_of(raw.ip)
+                        .filter(|name| self.tables.lookup(name).is_some())
+                        .map(str::to_string)
+                })
                 .or_else(|| domain.map(|d| d.name.clone()));
             alert.provider = domain.map(|d| d.provider.clone());
             alert.credentials = self.tables.class_names(raw.held);

@@ -65,6 +65,7 @@ pub struct KernelMaps {
     socket_states: HashMap<MapData, SocketKey, SocketState>,
     /// The first-write programs are attached ([`Config::first_write`]).
     first_write: bool,
+    max_sockets: u32,
     capacities: std::collections::HashMap<&'static str, u32>,
 }
 
@@ -101,9 +102,11 @@ fn update(result: Result<(), MapError>, what: &str) -> Result<()> {
 /// `max_entries` of a hash map, as the kernel created it.
 fn capacity(ebpf: &Ebpf, name: &str) -> u32 {
     match ebpf.map(name) {
-        Some(aya::maps::Map::HashMap(data) | aya::maps::Map::LruHashMap(data)) => {
-            data.info().map_or(0, |info| info.max_entries())
-        }
+        Some(
+            aya::maps::Map::HashMap(data)
+            | aya::maps::Map::LruHashMap(data)
+            | aya::maps::Map::SockHash(data),
+        ) => data.info().map_or(0, |info| info.max_entries()),
         _ => 0,
     }
 }
@@ -114,6 +117,7 @@ impl KernelMaps {
             .iter()
             .map(|(label, name)| (*label, capacity(ebpf, name)))
             .collect();
+        let max_sockets = capacity(ebpf, map_name::SOCKETS);
         Ok(Self {
             capacities,
             procs: take(ebpf, map_name::PROCS)?,
@@ -135,6 +139,7 @@ impl KernelMaps {
             sockets: take(ebpf, map_name::SOCKETS)?,
             socket_states: take(ebpf, map_name::SOCKET_STATES)?,
             first_write: false,
+            max_sockets,
         })
     }
 
@@ -365,6 +370,7 @@ impl KernelMaps {
     pub fn set_config(&mut self, config: Config) -> Result<()> {
         let config = Config {
             first_write: u32::from(self.first_write),
+            max_sockets: self.max_sockets,
             ..config
         };
         update(self.config.set(0, config, 0), "the config map")
