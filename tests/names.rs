@@ -287,3 +287,32 @@ fn a_connect_that_could_not_be_watched_is_judged_by_address_at_connect() {
         "comm" => "aw-probe",
     });
 }
+
+#[test]
+fn fast_open_data_in_a_syn_is_judged_by_address() {
+    let lab = vercel_lab();
+    // The namespace's TCP accepts Fast Open as client and server.
+    agentwatch_tests::run_ok(std::process::Command::new("ip").args([
+        "netns",
+        "exec",
+        &lab.dns.netns.name,
+        "sysctl",
+        "-qw",
+        "net.ipv4.tcp_fastopen=3",
+    ]));
+    let watched = lab.run(
+        &[],
+        &[],
+        "getent hosts myapp.vercel.app >/dev/null\n\
+         $PROBE fast-open 127.0.0.7:8443 api.vercel.com\n\
+         cat ~/.local/share/com.vercel.cli/auth.json >/dev/null\n\
+         $PROBE fast-open 127.0.0.7:8444 api.vercel.com",
+    );
+    // Untainted, the SYN's request arrives; tainted, not a byte of it.
+    assert_results(&watched, &[1, 0], "fast open");
+    expect_event!(watched.events, "alert", {
+        "host" => "api.vercel.com",
+        "learned" => "dns",
+        "port" => 8444,
+    });
+}

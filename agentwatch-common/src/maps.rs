@@ -97,8 +97,8 @@ pub struct SocketMark {
 pub mod socket_flags {
     /// A human approved this connect: its writes are not judged again.
     pub const APPROVED: u32 = 1;
-    /// Its TCP connection could not be watched at its first write: its
-    /// segments are judged by address as they leave.
+    /// Its TCP connection could not be watched at its first write (or sent
+    /// data in its SYN): its segments are judged by address as they leave.
     pub const UNINSPECTED: u32 = 2;
     /// An uninspected connection already refused: its segments are dropped
     /// without another alert.
@@ -241,6 +241,9 @@ pub mod counter {
     pub const WRITE_UNREADABLE: u32 = 28;
     /// MPTCP sockets a session tried to create (refused: not inspectable).
     pub const MPTCP_REFUSED: u32 = 29;
+    /// A session's TCP connections that sent data in their SYN (Fast Open),
+    /// judged by address at egress.
+    pub const FAST_OPEN: u32 = 30;
     pub const COUNT: u32 = 32;
 }
 

@@ -34,7 +34,7 @@ use crate::{
     catalog::{AF_INET, address_host, classify},
     emit::{fill_writer_header, send},
     judge::{Decision, Destination, Named, held_credentials, judge},
-    maps::{SOCKET_MARKS, SOCKET_STATES, SOCKETS, UNINSPECTED, count, count_watched},
+    maps::{SOCKET_MARKS, SOCKET_STATES, SOCKETS, count, count_watched, flag_uninspected},
     scratch::{WRITE_SCRATCH, WriteScratch},
     session::{member, socket_member},
 };
@@ -142,7 +142,11 @@ fn watch(ctx: &SockOpsContext) {
         return;
     }
     count_watched(1);
-    let _ = SOCKET_MARKS.remove(cookie);
+    // A Fast Open socket's queued data leaves without a write: egress
+    // still judges it by its mark.
+    if mark.flags & socket_flags::UNINSPECTED == 0 {
+        let _ = SOCKET_MARKS.remove(cookie);
+    }
     // Close is where its state leaves (the sockhash entry leaves by itself).
     // SAFETY: the program's context.
     unsafe { bpf_sock_ops_cb_flags_set(ctx.ops, BPF_SOCK_OPS_STATE_CB_FLAG as i32) };
@@ -160,10 +164,7 @@ fn uninspected(cookie: u64, mark: SocketMark) {
     if SOCKET_MARKS.insert(cookie, mark, 0).is_err() {
         count(counter::SOCKET_MARKS_FULL);
     }
-    if let Some(flag) = UNINSPECTED.get_ptr_mut(0) {
-        // SAFETY: a live map value; every writer stores the same 1.
-        unsafe { *flag = 1 };
-    }
+    flag_uninspected();
 }
 
 #[inline(always)]

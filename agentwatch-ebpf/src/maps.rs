@@ -94,6 +94,15 @@ pub static SOCKET_STATES: LruHashMap<SocketKey, SocketState> =
 #[map]
 pub static UNINSPECTED: Array<u32> = Array::with_max_entries(1, 0);
 
+/// From now on, egress looks at TCP segments too.
+#[inline(always)]
+pub fn flag_uninspected() {
+    if let Some(flag) = UNINSPECTED.get_ptr_mut(0) {
+        // SAFETY: a live map value; every writer stores the same 1.
+        unsafe { *flag = 1 };
+    }
+}
+
 /// Sockets in `SOCKETS` not yet judged harmless (entry 0), so that a connect
 /// that would find it full is judged at connect instead.
 #[map]

@@ -25,7 +25,9 @@ use crate::{
     catalog::{AF_INET, AF_INET6, address_host},
     emit::{fill_header, fill_session_header, send},
     judge::{Decision, Destination, held_credentials, judge},
-    maps::{PENDING_CONNECTS, SOCKET_MARKS, UNINSPECTED, config, count, sockets_full},
+    maps::{
+        PENDING_CONNECTS, SOCKET_MARKS, UNINSPECTED, config, count, flag_uninspected, sockets_full,
+    },
     scratch::CONNECT_SCRATCH,
     session::{Member, in_session, member, sock_addr_member, socket_member},
     syscall::{arg, ret},
@@ -37,6 +39,7 @@ const DENY: i32 = 0;
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_TCP: u8 = 6;
+const TCP_SYN: u16 = 0x02;
 const IPPROTO_MPTCP: u32 = 262;
 
 /// An MPTCP socket cannot enter a sockhash, so its writes could not be
@@ -226,8 +229,9 @@ fn judge_address(member: &Member, to: &Destination, may_wait_for_name: bool) -> 
 
 /// What leaves a session's socket without passing a hook that judged it:
 /// connected datagrams (QUIC, a connected UDP socket's `send`), which pass
-/// no sendmsg hook, and the segments of a TCP connection that could not be
-/// watched at its first write. A refused datagram's sender gets EPERM; a
+/// no sendmsg hook, and the segments of a TCP connection whose data no
+/// sk_msg program saw: one that could not be watched, or that sent data in
+/// its SYN (TCP Fast Open). A refused datagram's sender gets EPERM; a
 /// dropped segment never reaches the peer.
 #[cgroup_skb(egress)]
 pub fn socket_egress(ctx: SkBuffContext) -> i32 {
@@ -236,11 +240,11 @@ pub fn socket_egress(ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn refuse_egress(ctx: &SkBuffContext) -> bool {
-    let Some((protocol, to)) = destination(ctx) else {
+    let Some((protocol, to, syn_data)) = destination(ctx) else {
         return false;
     };
-    // TCP is looked at only once a connection went uninspected.
-    if protocol == IPPROTO_TCP && UNINSPECTED.get(0).copied().unwrap_or(0) == 0 {
+    // Other TCP is looked at only once a connection went uninspected.
+    if protocol == IPPROTO_TCP && !syn_data && UNINSPECTED.get(0).copied().unwrap_or(0) == 0 {
         return false;
     }
     // SAFETY: the context's own skb, as the helper expects.
@@ -250,6 +254,13 @@ fn refuse_egress(ctx: &SkBuffContext) -> bool {
     };
     // SAFETY: a live map value, used by this program run.
     let mark = unsafe { &mut *mark };
+    if syn_data {
+        // Data in a SYN, before any sk_msg program can see the socket: the
+        // connection is judged by address, here, from now on.
+        mark.flags |= socket_flags::UNINSPECTED;
+        count(counter::FAST_OPEN);
+        flag_uninspected();
+    }
     if protocol == IPPROTO_TCP {
         if mark.flags & socket_flags::UNINSPECTED == 0 {
             return false;
@@ -279,9 +290,9 @@ fn refuse_egress(ctx: &SkBuffContext) -> bool {
 }
 
 /// Protocol and destination of a UDP or TCP packet (the skb starts at the
-/// IP header).
+/// IP header), and whether it is a SYN carrying data.
 #[inline(always)]
-fn destination(ctx: &SkBuffContext) -> Option<(u8, Destination)> {
+fn destination(ctx: &SkBuffContext) -> Option<(u8, Destination, bool)> {
     let first: u8 = ctx.load(0).ok()?;
     let mut addr = [0u8; 16];
     let (protocol, family, header) = match first >> 4 {
@@ -301,5 +312,10 @@ fn destination(ctx: &SkBuffContext) -> Option<(u8, Destination)> {
     }
     // The destination port is the second word of both headers.
     let port = u16::from_be(ctx.load::<u16>(header as usize + 2).ok()?);
-    Some((protocol, Destination { family, port, addr }))
+    let syn_data = protocol == IPPROTO_TCP && {
+        let offset_flags = u16::from_be(ctx.load::<u16>(header as usize + 12).ok()?);
+        let tcp_header = u32::from(offset_flags >> 12) * 4;
+        offset_flags & TCP_SYN != 0 && ctx.len() > header + tcp_header
+    };
+    Some((protocol, Destination { family, port, addr }, syn_data))
 }

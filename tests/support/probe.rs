@@ -161,6 +161,81 @@ fn second_socket(addr: &str, host: &str) -> i64 {
     connect_write(&addr.to_string(), &http_request(host))
 }
 
+/// TCP Fast Open: a listener on ADDR (this process's own, accepting data in
+/// a SYN without a cookie), then a request for HOST sent in the SYN of a
+/// connection to it. Returns the bytes the listener received within a second.
+fn fast_open(addr: &str, host: &str) -> i64 {
+    use std::{io::Read as _, os::fd::AsRawFd as _, time::Duration};
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    let SocketAddr::V4(v4) = addr else {
+        return -i64::from(libc::EAFNOSUPPORT);
+    };
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(error) => return errno(&error),
+    };
+    let set = |fd: i32, option: i32, value: i32| {
+        // SAFETY: a valid descriptor and a pointer to an int of the given size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                option,
+                (&raw const value).cast(),
+                size_of::<i32>() as u32,
+            )
+        }
+    };
+    set(listener.as_raw_fd(), libc::TCP_FASTOPEN, 8);
+    set(listener.as_raw_fd(), libc::TCP_FASTOPEN_NO_COOKIE, 1);
+    let request = http_request(host);
+    let sockaddr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: plain calls on a descriptor this function owns, with valid
+    // pointers and lengths.
+    let client = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        set(fd, libc::TCP_FASTOPEN_NO_COOKIE, 1);
+        let sent = libc::sendto(
+            fd,
+            request.as_ptr().cast(),
+            request.len(),
+            libc::MSG_FASTOPEN | libc::MSG_DONTWAIT,
+            (&raw const sockaddr).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        );
+        if sent < 0 {
+            let error = -i64::from(*libc::__errno_location());
+            libc::close(fd);
+            return error;
+        }
+        fd
+    };
+    // A refused SYN never completes the handshake: poll, do not block.
+    let _ = listener.set_nonblocking(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut received = 0;
+    while std::time::Instant::now() < deadline {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut buf = [0u8; 4096];
+            received = stream.read(&mut buf).unwrap_or(0);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: the descriptor opened above.
+    unsafe { libc::close(client) };
+    received as i64
+}
+
 /// A connected UDP socket's datagram (how QUIC sends).
 fn udp_send(addr: &str) -> i64 {
     let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
@@ -222,12 +297,13 @@ fn main() -> ExitCode {
         ["udp", addr] => udp_send(addr),
         ["second-socket", addr, host] => second_socket(addr, host),
         ["mptcp"] => mptcp_socket(),
+        ["fast-open", addr, host] => fast_open(addr, host),
         _ => {
             eprintln!(
                 "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-many PATH N | connect ADDR:PORT \
                  | tls ADDR:PORT SNI | http ADDR:PORT HOST | proxy-connect ADDR:PORT HOST:PORT \
                  | keep-alive ADDR:PORT HOST PATH | udp ADDR:PORT | mptcp \
-                 | second-socket ADDR:PORT HOST"
+                 | second-socket ADDR:PORT HOST | fast-open ADDR:PORT HOST"
             );
             return ExitCode::from(2);
         }

@@ -31,6 +31,7 @@ pub struct KernelCounters {
     pub socket_uninspectable: u64,
     pub socket_state_lost: u64,
     pub mptcp_refused: u64,
+    pub fast_open: u64,
     /// First writes judged by the name they asked for, by their address
     /// (they named nothing), or by their address because they could not be read.
     pub named_writes: u64,
@@ -408,6 +409,7 @@ impl KernelMaps {
         counters.socket_uninspectable = sum(counter::SOCKET_UNINSPECTABLE)?;
         counters.socket_state_lost = sum(counter::SOCKET_STATE_LOST)?;
         counters.mptcp_refused = sum(counter::MPTCP_REFUSED)?;
+        counters.fast_open = sum(counter::FAST_OPEN)?;
         counters.named_writes = sum(counter::NAMED_WRITES)?;
         counters.nameless_writes = sum(counter::NAMELESS_WRITES)?;
         counters.write_unreadable = sum(counter::WRITE_UNREADABLE)?;
