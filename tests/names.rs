@@ -316,3 +316,39 @@ fn fast_open_data_in_a_syn_is_judged_by_address() {
         "port" => 8444,
     });
 }
+
+#[test]
+fn check_names_other_programs_that_own_sk_msg() {
+    use std::{
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+    // Another agentwatch's sockhash is as foreign to this one as Cilium's.
+    let mut other = Command::new(agentwatch_tests::agentwatch())
+        .args(["run", "--", "sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting agentwatch run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut report = String::new();
+    while Instant::now() < deadline {
+        let check = agentwatch_tests::output_with_timeout(
+            Command::new(agentwatch_tests::agentwatch()).arg("check"),
+        );
+        report = String::from_utf8_lossy(&check.stdout).into_owned();
+        if report.contains("other sk_msg programs") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: kill(2) on the pid of the child started above.
+    unsafe { libc::kill(other.id() as i32, libc::SIGTERM) };
+    let _ = other.wait();
+    let line = report
+        .lines()
+        .find(|line| line.contains("other sk_msg programs"))
+        .unwrap_or_else(|| panic!("check does not report the other sk_msg program:\n{report}"));
+    assert!(line.starts_with("warn"), "{line}");
+    assert!(line.contains("first_write (id "), "{line}");
+}

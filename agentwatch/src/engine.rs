@@ -104,6 +104,13 @@ impl Engine {
                 failure.program, failure.error
             );
         }
+        if !probes.foreign_sk_msg.is_empty() {
+            eprintln!(
+                "agentwatch: other sk_msg programs are loaded ({}): sockets they own cannot be \
+                 watched at their first write and are judged by address",
+                probes.foreign_sk_msg.join(", ")
+            );
+        }
         let mut maps = KernelMaps::take(&mut probes.ebpf)?;
         maps.set_first_write(probes.first_write)?;
         let records = RecordStream::take(&mut probes.ebpf)?;

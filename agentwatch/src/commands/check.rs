@@ -174,6 +174,17 @@ fn probe_programs(report: &mut Report) {
                     ),
                 );
             }
+            if !attached.foreign_sk_msg.is_empty() {
+                report.add(
+                    Status::Warn,
+                    "other sk_msg programs",
+                    format!(
+                        "{}: a socket one of them owns cannot be watched at its first write; \
+                         a session's such sockets are judged by address",
+                        attached.foreign_sk_msg.join(", ")
+                    ),
+                );
+            }
             if support.uprobes {
                 report.add(
                     Status::Ok,

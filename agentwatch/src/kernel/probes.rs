@@ -119,6 +119,8 @@ pub struct Probes {
     pub attach_failures: Vec<AttachFailure>,
     /// Sockets are judged by the name their first write asks for.
     pub first_write: bool,
+    /// Other programs' sk_msg programs, seen at load.
+    pub foreign_sk_msg: Vec<String>,
     kill_switch: Option<TracePointLinkId>,
     /// Syscall tracepoints that attached at load.
     syscall_programs: Vec<&'static str>,
@@ -152,8 +154,33 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
 /// they can be detached while no session exists) and the failures.
 pub struct Attached {
     pub support: Support,
+    /// Other programs' sk_msg programs, seen at load.
+    pub foreign_sk_msg: Vec<String>,
     pub syscall_links: Vec<(&'static str, TracePointLinkId)>,
     pub failures: Vec<AttachFailure>,
+}
+
+/// sk_msg programs other than ours, by name and id: a socket already in
+/// their sockmap or sockhash cannot enter ours, so it is judged by address.
+fn foreign_sk_msg_programs(ebpf: &Ebpf) -> Vec<String> {
+    let own = ebpf
+        .program(FIRST_WRITE_PROGRAMS[1])
+        .and_then(|program| program.info().ok())
+        .map(|info| info.id());
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|info| {
+            info.program_type() == aya_obj::generated::bpf_prog_type::BPF_PROG_TYPE_SK_MSG
+                && Some(info.id()) != own
+        })
+        .map(|info| {
+            format!(
+                "{} (id {})",
+                info.name_as_str().unwrap_or("unnamed"),
+                info.id()
+            )
+        })
+        .collect()
 }
 
 impl Attached {
@@ -191,6 +218,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
     kill_switch.load().map_err(describe)?;
     let mut attached = Attached {
         support,
+        foreign_sk_msg: Vec::new(),
         syscall_links: Vec::new(),
         failures: Vec::new(),
     };
@@ -215,6 +243,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
             }),
         }
     }
+    attached.foreign_sk_msg = foreign_sk_msg_programs(&ebpf);
     Ok((ebpf, attached))
 }
 
@@ -237,6 +266,7 @@ impl Probes {
         Ok(Self {
             ebpf,
             first_write,
+            foreign_sk_msg: attached.foreign_sk_msg,
             attach_failures: attached.failures,
             kill_switch: None,
             syscall_programs,
