@@ -27,6 +27,7 @@ mod peers;
 mod procs;
 mod race;
 mod report;
+mod rounds;
 mod throughput;
 
 use std::{
