@@ -36,7 +36,7 @@ use crate::{
     judge::{Decision, Destination, Named, held_credentials, judge},
     maps::{SOCKET_MARKS, SOCKET_STATES, SOCKETS, count, count_watched, flag_uninspected},
     scratch::{WRITE_SCRATCH, WriteScratch},
-    session::{member, socket_member},
+    session::{session_of, socket_member},
 };
 
 #[sock_ops]
@@ -235,7 +235,7 @@ fn state_of(key: &SocketKey) -> Option<*mut SocketState> {
         return Some(state);
     }
     count(counter::SOCKET_STATE_LOST);
-    let session = member((bpf_get_current_pid_tgid() >> 32) as u32)?.session;
+    let session = session_of((bpf_get_current_pid_tgid() >> 32) as u32)?;
     let scratch = WRITE_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch value, used by this program run only.
     let state = unsafe { &mut (*scratch).state };

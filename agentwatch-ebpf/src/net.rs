@@ -29,7 +29,7 @@ use crate::{
         PENDING_CONNECTS, SOCKET_MARKS, UNINSPECTED, config, count, flag_uninspected, sockets_full,
     },
     scratch::CONNECT_SCRATCH,
-    session::{Member, in_session, member, sock_addr_member, socket_member},
+    session::{Member, member, packet_member, session_of, sock_addr_member},
     syscall::{arg, ret},
 };
 
@@ -49,7 +49,8 @@ const IPPROTO_MPTCP: u32 = 262;
 pub fn socket_create(ctx: SockContext) -> i32 {
     // SAFETY: a field of the program's context.
     let protocol = unsafe { (*ctx.sock).protocol };
-    if protocol != IPPROTO_MPTCP || !in_session((bpf_get_current_pid_tgid() >> 32) as u32) {
+    if protocol != IPPROTO_MPTCP || session_of((bpf_get_current_pid_tgid() >> 32) as u32).is_none()
+    {
         return ALLOW;
     }
     count(counter::MPTCP_REFUSED);
@@ -272,7 +273,7 @@ fn refuse_egress(ctx: &SkBuffContext) -> bool {
     if mark.flags & socket_flags::APPROVED != 0 {
         return false;
     }
-    let member = socket_member(mark.session);
+    let member = packet_member(mark.session);
     let creds = held_credentials(&member);
     if creds == 0 {
         return false;

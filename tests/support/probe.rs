@@ -1,5 +1,6 @@
 //! `aw-probe CMD ARGS`: one system call the tests want to see traced.
 
+use agentwatch_common::first_write::fixtures::{self, client_hello};
 use std::{
     ffi::CString,
     io::Write as _,
@@ -90,31 +91,6 @@ fn read_then_connect(path: &str, addr: &str) -> i64 {
         return -i64::from(libc::ENOENT);
     }
     result(TcpStream::connect(addr))
-}
-
-/// A minimal TLS 1.2/1.3 ClientHello whose only extension is the server name.
-fn client_hello(server_name: &str) -> Vec<u8> {
-    let name = server_name.as_bytes();
-    let mut sni = ((name.len() + 3) as u16).to_be_bytes().to_vec();
-    sni.push(0);
-    sni.extend((name.len() as u16).to_be_bytes());
-    sni.extend(name);
-    let mut extensions = 0u16.to_be_bytes().to_vec();
-    extensions.extend((sni.len() as u16).to_be_bytes());
-    extensions.extend(sni);
-    let mut body = vec![3, 3];
-    body.extend([0x42; 32]);
-    body.push(0);
-    body.extend([0, 2, 0x13, 0x01, 1, 0]);
-    body.extend((extensions.len() as u16).to_be_bytes());
-    body.extend(extensions);
-    let mut handshake = vec![1];
-    handshake.extend(&(body.len() as u32).to_be_bytes()[1..]);
-    handshake.extend(body);
-    let mut record = vec![0x16, 3, 1];
-    record.extend((handshake.len() as u16).to_be_bytes());
-    record.extend(handshake);
-    record
 }
 
 fn http_request(host: &str) -> Vec<u8> {
@@ -290,7 +266,9 @@ fn main() -> ExitCode {
         ["connect", addr] => connect(addr),
         ["connect-host", target] => connect_host(target),
         ["read-connect", path, addr] => read_then_connect(path, addr),
-        ["tls", addr, server_name] => connect_write(addr, &client_hello(server_name)),
+        ["tls", addr, server_name] => {
+            connect_write(addr, &client_hello(&[fixtures::server_name(server_name)]))
+        }
         ["http", addr, host] => connect_write(addr, &http_request(host)),
         ["proxy-connect", addr, target] => connect_write(addr, &proxy_connect(target)),
         ["keep-alive", addr, host, path] => keep_alive(addr, host, path),

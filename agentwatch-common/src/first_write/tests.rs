@@ -1,4 +1,7 @@
-use super::*;
+use super::{
+    fixtures::{client_hello, server_name},
+    *,
+};
 use crate::hash::{SUFFIX_SEED, domain_hash, label_hash, suffix_step};
 
 /// ClientHellos as real clients sent them to a loopback listener:
@@ -46,39 +49,6 @@ fn parse(write: &[u8]) -> Option<(String, NameSource)> {
 
 fn named(name: &str, source: NameSource) -> Option<(String, NameSource)> {
     Some((name.to_string(), source))
-}
-
-/// A minimal ClientHello with the given extensions (type, data).
-fn client_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut body = vec![3, 3];
-    body.extend([7u8; 32]);
-    body.push(32);
-    body.extend([1u8; 32]);
-    body.extend([0, 2, 0x13, 0x01]);
-    body.extend([1, 0]);
-    let mut ext = Vec::new();
-    for (kind, data) in extensions {
-        ext.extend(kind.to_be_bytes());
-        ext.extend((data.len() as u16).to_be_bytes());
-        ext.extend(data);
-    }
-    body.extend((ext.len() as u16).to_be_bytes());
-    body.extend(ext);
-    let mut handshake = vec![1];
-    handshake.extend(&(body.len() as u32).to_be_bytes()[1..]);
-    handshake.extend(body);
-    let mut record = vec![0x16, 3, 1];
-    record.extend((handshake.len() as u16).to_be_bytes());
-    record.extend(handshake);
-    record
-}
-
-fn server_name(name: &str) -> (u16, Vec<u8>) {
-    let mut data = ((name.len() + 3) as u16).to_be_bytes().to_vec();
-    data.push(0);
-    data.extend((name.len() as u16).to_be_bytes());
-    data.extend(name.as_bytes());
-    (0, data)
 }
 
 #[test]
