@@ -407,5 +407,47 @@ impl NameParser {
     }
 }
 
+/// First writes built by hand, for tests here and the integration tests'
+/// probe (a real client's ClientHello is in `first_write/*.bin`).
+#[cfg(any(test, feature = "user"))]
+pub mod fixtures {
+    extern crate alloc;
+    use alloc::{vec, vec::Vec};
+
+    /// A minimal TLS ClientHello with the given extensions (type, data).
+    pub fn client_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend([7u8; 32]);
+        body.push(32);
+        body.extend([1u8; 32]);
+        // One cipher suite (TLS_AES_128_GCM_SHA256), no compression.
+        body.extend([0, 2, 0x13, 0x01, 1, 0]);
+        let mut all = Vec::new();
+        for (kind, data) in extensions {
+            all.extend(kind.to_be_bytes());
+            all.extend((data.len() as u16).to_be_bytes());
+            all.extend(data);
+        }
+        body.extend((all.len() as u16).to_be_bytes());
+        body.extend(all);
+        let mut handshake = vec![1];
+        handshake.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        handshake.extend(body);
+        let mut record = vec![0x16, 3, 1];
+        record.extend((handshake.len() as u16).to_be_bytes());
+        record.extend(handshake);
+        record
+    }
+
+    /// The server_name extension naming `name`.
+    pub fn server_name(name: &str) -> (u16, Vec<u8>) {
+        let mut data = ((name.len() + 3) as u16).to_be_bytes().to_vec();
+        data.push(0);
+        data.extend((name.len() as u16).to_be_bytes());
+        data.extend(name.as_bytes());
+        (0, data)
+    }
+}
+
 #[cfg(test)]
 mod tests;

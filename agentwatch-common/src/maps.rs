@@ -11,6 +11,9 @@ pub struct ProcInfo {
 /// Processes the kernel can track in sessions at once (`PROCS`), unless
 /// the daemon's `--max-processes` says otherwise.
 pub const DEFAULT_MAX_PROCESSES: u32 = 65536;
+/// Sessions' TCP sockets watched at once (`SOCKETS`, `SOCKET_STATES`),
+/// unless `--max-sockets` says otherwise; more are judged by address.
+pub const DEFAULT_MAX_SOCKETS: u32 = 16384;
 /// Bytes of the ring buffer (`EVENTS`), unless `--ring-buffer-size` says otherwise.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
 
@@ -94,6 +97,12 @@ pub struct SocketMark {
 pub mod socket_flags {
     /// A human approved this connect: its writes are not judged again.
     pub const APPROVED: u32 = 1;
+    /// Its TCP connection could not be watched at its first write (or sent
+    /// data in its SYN): its segments are judged by address as they leave.
+    pub const UNINSPECTED: u32 = 2;
+    /// An uninspected connection already refused: its segments are dropped
+    /// without another alert.
+    pub const REFUSED: u32 = 4;
 }
 
 /// Key of `SOCKETS` (the sockhash the first-write program watches) and of
@@ -157,6 +166,9 @@ pub struct Config {
     /// write asks for. Without them every infrastructure address is refused
     /// at connect.
     pub first_write: u32,
+    /// Capacity of `SOCKETS`: once this many sockets are watched, a connect
+    /// that could not be watched is judged by its address at connect.
+    pub max_sockets: u32,
 }
 
 /// Arguments of an open call in flight, saved at syscall entry for the exit.
@@ -229,11 +241,14 @@ pub mod counter {
     pub const WRITE_UNREADABLE: u32 = 28;
     /// MPTCP sockets a session tried to create (refused: not inspectable).
     pub const MPTCP_REFUSED: u32 = 29;
+    /// A session's TCP connections that sent data in their SYN (Fast Open),
+    /// judged by address at egress.
+    pub const FAST_OPEN: u32 = 30;
     /// DNS-over-TCP segments that could not be followed: of a connection
     /// seen mid-stream (or whose state was evicted), after a missing segment,
     /// or holding more messages than one walk takes. The rest of that
     /// connection is not parsed.
-    pub const DNS_TCP_UNFOLLOWED: u32 = 30;
+    pub const DNS_TCP_UNFOLLOWED: u32 = 31;
     pub const COUNT: u32 = 32;
 }
 

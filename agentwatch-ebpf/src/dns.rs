@@ -154,6 +154,8 @@ extern "C" fn dns_step(_index: u64, ctx: *mut c_void) -> i64 {
         Step::Address { offset, len } => {
             if work.matched != 0 {
                 remember(work, offset, len);
+            } else {
+                mark_shared(work, offset, len);
             }
             0
         }
@@ -181,34 +183,77 @@ fn match_name(work: &mut DnsScratch) {
     }
 }
 
-/// Records an answered address; the machine's own localhost names
-/// (127.0.0.1, ::1, unspecified) are never infrastructure, whatever a hosts
-/// file or resolver says, so local services keep working.
+/// An A or AAAA answer's address.
+enum Answered {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
 #[inline(always)]
-fn remember(work: &DnsScratch, offset: u32, len: u32) {
+fn answered(work: &DnsScratch, offset: u32, len: u32) -> Answered {
     let at = offset as usize & (DNS_CAP - 1);
     let payload = &work.event.payload;
-    let inserted = if len == 4 {
+    if len == 4 {
         let mut ip = [0u8; 4];
         for (i, byte) in ip.iter_mut().enumerate() {
             *byte = payload[(at + i) & (DNS_CAP - 1)];
         }
-        if ip == [127, 0, 0, 1] || ip == [0, 0, 0, 0] {
-            return;
-        }
-        INFRA4.insert(u32::from_ne_bytes(ip), work.host, 0)
+        Answered::V4(ip)
     } else {
         let mut ip = [0u8; 16];
         for (i, byte) in ip.iter_mut().enumerate() {
             *byte = payload[(at + i) & (DNS_CAP - 1)];
         }
-        if ip[..15] == [0; 15] && ip[15] <= 1 {
-            return;
+        Answered::V6(ip)
+    }
+}
+
+/// Records an answered address; the machine's own localhost names
+/// (127.0.0.1, ::1, unspecified) are never infrastructure, whatever a hosts
+/// file or resolver says, so local services keep working.
+#[inline(always)]
+fn remember(work: &DnsScratch, offset: u32, len: u32) {
+    let inserted = match answered(work, offset, len) {
+        Answered::V4(ip) => {
+            if ip == [127, 0, 0, 1] || ip == [0, 0, 0, 0] {
+                return;
+            }
+            let key = u32::from_ne_bytes(ip);
+            INFRA4.insert(key, still_shared(work.host, unsafe { INFRA4.get(key) }), 0)
         }
-        INFRA6.insert(ip, work.host, 0)
+        Answered::V6(ip) => {
+            if ip[..15] == [0; 15] && ip[15] <= 1 {
+                return;
+            }
+            INFRA6.insert(ip, still_shared(work.host, unsafe { INFRA6.get(ip) }), 0)
+        }
     };
     if inserted.is_err() {
         count(counter::INFRA_FULL);
+    }
+}
+
+/// An address learned again stays shared if it was.
+#[inline(always)]
+fn still_shared(host: HostClass, known: Option<&HostClass>) -> HostClass {
+    HostClass {
+        shared: known.map_or(0, |known| known.shared),
+        ..host
+    }
+}
+
+/// An address given for a name that is not infrastructure, and known as
+/// infrastructure's, is shared (a CDN or anycast pool): connects to it wait
+/// for the name their first write asks for.
+#[inline(always)]
+fn mark_shared(work: &DnsScratch, offset: u32, len: u32) {
+    let host = match answered(work, offset, len) {
+        Answered::V4(ip) => INFRA4.get_ptr_mut(u32::from_ne_bytes(ip)),
+        Answered::V6(ip) => INFRA6.get_ptr_mut(ip),
+    };
+    if let Some(host) = host {
+        // SAFETY: a live map value; a single word written the same by all.
+        unsafe { (*host).shared = 1 };
     }
 }
 

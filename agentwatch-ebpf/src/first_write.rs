@@ -11,7 +11,7 @@ use core::ffi::c_void;
 
 use agentwatch_common::{
     first_write::{MAX_STEPS, NAME_CAP, NameParser, Step, WRITE_CAP, phase},
-    maps::{HostClass, SocketKey, SocketState, counter, socket_flags},
+    maps::{HostClass, SocketKey, SocketMark, SocketState, counter, socket_flags},
     names::{Kind, NameSource, SocketJudgment},
 };
 use aya_ebpf::{
@@ -34,9 +34,9 @@ use crate::{
     catalog::{AF_INET, address_host, classify},
     emit::{fill_writer_header, send},
     judge::{Decision, Destination, Named, held_credentials, judge},
-    maps::{SOCKET_MARKS, SOCKET_STATES, SOCKETS, count},
+    maps::{SOCKET_MARKS, SOCKET_STATES, SOCKETS, count, count_watched, flag_uninspected},
     scratch::{WRITE_SCRATCH, WriteScratch},
-    session::{member, socket_member},
+    session::{session_of, socket_member},
 };
 
 #[sock_ops]
@@ -128,26 +128,54 @@ fn watch(ctx: &SockOpsContext) {
     state.host = HostClass::default();
     state.name_len = 0;
     if SOCKET_STATES.insert(key, *state, 0).is_err() {
-        count(counter::SOCKET_UNINSPECTABLE);
+        uninspected(cookie, mark);
         return;
     }
-    // Full, MPTCP, or another program's sk_msg owns the socket.
+    // Full, or another program's sk_msg owns the socket.
     // SAFETY: the program's context, as the helper expects.
-    if SOCKETS.update(&mut key, unsafe { &mut *ctx.ops }, 0).is_err() {
-        count(counter::SOCKET_UNINSPECTABLE);
+    if SOCKETS
+        .update(&mut key, unsafe { &mut *ctx.ops }, 0)
+        .is_err()
+    {
         let _ = SOCKET_STATES.remove(key);
+        uninspected(cookie, mark);
         return;
     }
-    let _ = SOCKET_MARKS.remove(cookie);
+    count_watched(1);
+    // A Fast Open socket's queued data leaves without a write: egress
+    // still judges it by its mark.
+    if mark.flags & socket_flags::UNINSPECTED == 0 {
+        let _ = SOCKET_MARKS.remove(cookie);
+    }
     // Close is where its state leaves (the sockhash entry leaves by itself).
     // SAFETY: the program's context.
     unsafe { bpf_sock_ops_cb_flags_set(ctx.ops, BPF_SOCK_OPS_STATE_CB_FLAG as i32) };
 }
 
+/// A socket whose writes cannot be seen: counted, and judged by address
+/// at egress from now on (fail closed, never open).
+#[inline(always)]
+fn uninspected(cookie: u64, mark: SocketMark) {
+    count(counter::SOCKET_UNINSPECTABLE);
+    let mark = SocketMark {
+        flags: mark.flags | socket_flags::UNINSPECTED,
+        ..mark
+    };
+    if SOCKET_MARKS.insert(cookie, mark, 0).is_err() {
+        count(counter::SOCKET_MARKS_FULL);
+    }
+    flag_uninspected();
+}
+
 #[inline(always)]
 fn forget(ctx: &SockOpsContext) {
     let key = socket_key!(ctx.ops);
-    let _ = SOCKET_STATES.remove(key);
+    // A harmless socket left the count when it was judged.
+    let counted = unsafe { SOCKET_STATES.get(key) }
+        .is_some_and(|state| state.judgment != SocketJudgment::Harmless.code());
+    if SOCKET_STATES.remove(key).is_ok() && counted {
+        count_watched(u64::MAX);
+    }
 }
 
 #[sk_msg]
@@ -185,7 +213,14 @@ fn inspect(ctx: &SkMsgContext) -> bool {
         len: state.name_len,
         name: &state.name,
     };
-    let decision = judge(&member, creds, &state.host, &to, Some(named), fill_writer_header);
+    let decision = judge(
+        &member,
+        creds,
+        &state.host,
+        &to,
+        Some(named),
+        fill_writer_header,
+    );
     if decision == Decision::Approved {
         state.judgment = SocketJudgment::Approved.code();
     }
@@ -200,7 +235,7 @@ fn state_of(key: &SocketKey) -> Option<*mut SocketState> {
         return Some(state);
     }
     count(counter::SOCKET_STATE_LOST);
-    let session = member((bpf_get_current_pid_tgid() >> 32) as u32)?.session;
+    let session = session_of((bpf_get_current_pid_tgid() >> 32) as u32)?;
     let scratch = WRITE_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch value, used by this program run only.
     let state = unsafe { &mut (*scratch).state };
@@ -237,7 +272,14 @@ fn name_first_write(ctx: &SkMsgContext, key: &SocketKey, state: &mut SocketState
     let named = read_write(ctx, scratch) && {
         scratch.parser = NameParser::start(scratch.len);
         // SAFETY: the callback only touches this CPU's scratch value.
-        unsafe { bpf_loop(MAX_STEPS, name_step as *mut c_void, core::ptr::null_mut(), 0) };
+        unsafe {
+            bpf_loop(
+                MAX_STEPS,
+                name_step as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            )
+        };
         scratch.parser.phase == phase::NAMED
     };
     let host = if named {
@@ -262,6 +304,8 @@ fn name_first_write(ctx: &SkMsgContext, key: &SocketKey, state: &mut SocketState
     state.judgment = if infrastructure {
         SocketJudgment::Infrastructure.code()
     } else {
+        // User space takes it out of the sockhash.
+        count_watched(u64::MAX);
         SocketJudgment::Harmless.code()
     };
     report(key, state, named, scratch);

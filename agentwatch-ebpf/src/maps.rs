@@ -3,9 +3,9 @@
 //! looks up through `agentwatch_common::names::map_name` (tested to match).
 
 use agentwatch_common::maps::{
-    AllowKey, Config, ConnectArgs, CredKey, DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES,
-    EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo, SessionState, SocketKey, SocketMark,
-    SocketState, counter,
+    AllowKey, Config, ConnectArgs, CredKey, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS,
+    DEFAULT_RING_BUFFER_BYTES, EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo, SessionState,
+    SocketKey, SocketMark, SocketState, counter,
 };
 use aya_ebpf::{
     macros::map,
@@ -81,13 +81,52 @@ pub static SOCKET_MARKS: LruHashMap<u64, SocketMark> = LruHashMap::with_max_entr
 /// Sessions' established TCP sockets, whose writes the sk_msg program sees
 /// until user space takes a harmless one out. Untracked sockets never enter.
 #[map]
-pub static SOCKETS: SockHash<SocketKey> = SockHash::with_max_entries(16384, 0);
+pub static SOCKETS: SockHash<SocketKey> = SockHash::with_max_entries(DEFAULT_MAX_SOCKETS, 0);
 
 /// What each socket in `SOCKETS` named; removed at close (sock_ops) or with
 /// the socket (user space).
 #[map]
 pub static SOCKET_STATES: LruHashMap<SocketKey, SocketState> =
-    LruHashMap::with_max_entries(16384, 0);
+    LruHashMap::with_max_entries(DEFAULT_MAX_SOCKETS, 0);
+
+/// Set (entry 0 = 1) once a session's TCP socket could not be watched at
+/// its first write; until then egress does not look at TCP at all.
+#[map]
+pub static UNINSPECTED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// From now on, egress looks at TCP segments too.
+#[inline(always)]
+pub fn flag_uninspected() {
+    if let Some(flag) = UNINSPECTED.get_ptr_mut(0) {
+        // SAFETY: a live map value; every writer stores the same 1.
+        unsafe { *flag = 1 };
+    }
+}
+
+/// Sockets in `SOCKETS` not yet judged harmless (entry 0), so that a connect
+/// that would find it full is judged at connect instead.
+#[map]
+pub static WATCHED: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Adds `delta` (wrapping: -1 is `u64::MAX`) to the watched-socket count.
+#[inline(always)]
+pub fn count_watched(delta: u64) {
+    if let Some(watched) = WATCHED.get_ptr_mut(0) {
+        // SAFETY: a live map value; the add is atomic across CPUs.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                watched, delta,
+            )
+        };
+    }
+}
+
+/// Whether a new socket would find `SOCKETS` full.
+#[inline(always)]
+pub fn sockets_full() -> bool {
+    let watched = WATCHED.get(0).copied().unwrap_or(0);
+    watched >= u64::from(config().max_sockets)
+}
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);

@@ -17,17 +17,19 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid,
         generated::{bpf_get_socket_cookie, bpf_probe_read_user},
     },
-    macros::{cgroup_skb, cgroup_sock_addr, tracepoint},
-    programs::{SkBuffContext, SockAddrContext, TracePointContext},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, tracepoint},
+    programs::{SkBuffContext, SockAddrContext, SockContext, TracePointContext},
 };
 
 use crate::{
     catalog::{AF_INET, AF_INET6, address_host},
     emit::{fill_header, fill_session_header, send},
     judge::{Decision, Destination, held_credentials, judge},
-    maps::{PENDING_CONNECTS, SOCKET_MARKS, config, count},
+    maps::{
+        PENDING_CONNECTS, SOCKET_MARKS, UNINSPECTED, config, count, flag_uninspected, sockets_full,
+    },
     scratch::CONNECT_SCRATCH,
-    session::{Member, member, sock_addr_member, socket_member},
+    session::{Member, member, packet_member, session_of, sock_addr_member},
     syscall::{arg, ret},
 };
 
@@ -36,6 +38,24 @@ const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_TCP: u8 = 6;
+const TCP_SYN: u16 = 0x02;
+const IPPROTO_MPTCP: u32 = 262;
+
+/// An MPTCP socket cannot enter a sockhash, so its writes could not be
+/// judged by name: a session may not create one (`socket()` fails with
+/// EPERM, and MPTCP-aware programs fall back to TCP).
+#[cgroup_sock(sock_create)]
+pub fn socket_create(ctx: SockContext) -> i32 {
+    // SAFETY: a field of the program's context.
+    let protocol = unsafe { (*ctx.sock).protocol };
+    if protocol != IPPROTO_MPTCP || session_of((bpf_get_current_pid_tgid() >> 32) as u32).is_none()
+    {
+        return ALLOW;
+    }
+    count(counter::MPTCP_REFUSED);
+    DENY
+}
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -201,33 +221,61 @@ fn judge_address(member: &Member, to: &Destination, may_wait_for_name: bool) -> 
     let Some(host) = address_host(to) else {
         return Decision::Allow;
     };
-    if may_wait_for_name && host.shared != 0 && config().first_write != 0 {
+    // A socket that could not be watched gets no name: judged here.
+    if may_wait_for_name && host.shared != 0 && config().first_write != 0 && !sockets_full() {
         return Decision::Allow;
     }
     judge(member, creds, &host, to, None, fill_header)
 }
 
-/// Connected datagrams (QUIC, a connected UDP socket's `send`) pass no
-/// sendmsg hook: judged here, as they leave. A refused datagram's sender
-/// gets EPERM. Only UDP from a marked socket is looked at.
+/// What leaves a session's socket without passing a hook that judged it:
+/// connected datagrams (QUIC, a connected UDP socket's `send`), which pass
+/// no sendmsg hook, and the segments of a TCP connection whose data no
+/// sk_msg program saw: one that could not be watched, or that sent data in
+/// its SYN (TCP Fast Open). A refused datagram's sender gets EPERM; a
+/// dropped segment never reaches the peer.
 #[cgroup_skb(egress)]
-pub fn datagram_egress(ctx: SkBuffContext) -> i32 {
-    if refuse_datagram(&ctx) { DENY } else { ALLOW }
+pub fn socket_egress(ctx: SkBuffContext) -> i32 {
+    if refuse_egress(&ctx) { DENY } else { ALLOW }
 }
 
 #[inline(always)]
-fn refuse_datagram(ctx: &SkBuffContext) -> bool {
-    let Some(to) = udp_destination(ctx) else {
+fn refuse_egress(ctx: &SkBuffContext) -> bool {
+    let Some((protocol, to, syn_data)) = destination(ctx) else {
         return false;
     };
+    // Other TCP is looked at only once a connection went uninspected.
+    if protocol == IPPROTO_TCP && !syn_data && UNINSPECTED.get(0).copied().unwrap_or(0) == 0 {
+        return false;
+    }
     // SAFETY: the context's own skb, as the helper expects.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
-    let Some(mark) = (unsafe { SOCKET_MARKS.get(cookie) }).copied() else {
+    let Some(mark) = SOCKET_MARKS.get_ptr_mut(cookie) else {
         return false;
     };
-    let member = socket_member(mark.session);
+    // SAFETY: a live map value, used by this program run.
+    let mark = unsafe { &mut *mark };
+    if syn_data {
+        // Data in a SYN, before any sk_msg program can see the socket: the
+        // connection is judged by address, here, from now on.
+        mark.flags |= socket_flags::UNINSPECTED;
+        count(counter::FAST_OPEN);
+        flag_uninspected();
+    }
+    if protocol == IPPROTO_TCP {
+        if mark.flags & socket_flags::UNINSPECTED == 0 {
+            return false;
+        }
+        if mark.flags & socket_flags::REFUSED != 0 {
+            return true;
+        }
+    }
+    if mark.flags & socket_flags::APPROVED != 0 {
+        return false;
+    }
+    let member = packet_member(mark.session);
     let creds = held_credentials(&member);
-    if creds == 0 || mark.flags & socket_flags::APPROVED != 0 {
+    if creds == 0 {
         return false;
     }
     let Some(host) = address_host(&to) else {
@@ -235,31 +283,40 @@ fn refuse_datagram(ctx: &SkBuffContext) -> bool {
     };
     // No task is certain here: the session is flagged, and its processes
     // are killed or stopped at their next traced system call.
-    judge(&member, creds, &host, &to, None, fill_session_header) == Decision::Refuse
+    let refused = judge(&member, creds, &host, &to, None, fill_session_header) == Decision::Refuse;
+    if refused && protocol == IPPROTO_TCP {
+        mark.flags |= socket_flags::REFUSED;
+    }
+    refused
 }
 
-/// Destination of a UDP packet (the skb starts at the IP header).
+/// Protocol and destination of a UDP or TCP packet (the skb starts at the
+/// IP header), and whether it is a SYN carrying data.
 #[inline(always)]
-fn udp_destination(ctx: &SkBuffContext) -> Option<Destination> {
+fn destination(ctx: &SkBuffContext) -> Option<(u8, Destination, bool)> {
     let first: u8 = ctx.load(0).ok()?;
     let mut addr = [0u8; 16];
-    let (family, udp) = match first >> 4 {
+    let (protocol, family, header) = match first >> 4 {
         4 => {
-            if ctx.load::<u8>(9).ok()? != IPPROTO_UDP {
-                return None;
-            }
+            let protocol = ctx.load::<u8>(9).ok()?;
             addr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(16).ok()?);
-            (AF_INET, u32::from(first & 0xf) * 4)
+            (protocol, AF_INET, u32::from(first & 0xf) * 4)
         }
         6 => {
-            if ctx.load::<u8>(6).ok()? != IPPROTO_UDP {
-                return None;
-            }
             addr = ctx.load::<[u8; 16]>(24).ok()?;
-            (AF_INET6, 40)
+            (ctx.load::<u8>(6).ok()?, AF_INET6, 40)
         }
         _ => return None,
     };
-    let port = u16::from_be(ctx.load::<u16>(udp as usize + 2).ok()?);
-    Some(Destination { family, port, addr })
+    if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
+        return None;
+    }
+    // The destination port is the second word of both headers.
+    let port = u16::from_be(ctx.load::<u16>(header as usize + 2).ok()?);
+    let syn_data = protocol == IPPROTO_TCP && {
+        let offset_flags = u16::from_be(ctx.load::<u16>(header as usize + 12).ok()?);
+        let tcp_header = u32::from(offset_flags >> 12) * 4;
+        offset_flags & TCP_SYN != 0 && ctx.len() > header + tcp_header
+    };
+    Some((protocol, Destination { family, port, addr }, syn_data))
 }

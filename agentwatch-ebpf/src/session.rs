@@ -58,18 +58,36 @@ pub fn sock_addr_member(tgid: u32) -> Option<Member> {
     lookup(tgid, allowed)
 }
 
+/// The session of `tgid`, for programs that only ask (and may not signal).
+#[inline(always)]
+pub fn session_of(tgid: u32) -> Option<u32> {
+    unsafe { PROCS.get(tgid) }.map(|info| info.session)
+}
+
 /// The session a socket belongs to, seen from the sk_msg program (which
 /// runs as the writer, and may signal only on kernels that allow it there).
 #[inline(always)]
 pub fn socket_member(session: u32) -> Member {
     // SAFETY: as in `sock_addr_member`.
     let allowed = unsafe { core::ptr::read_volatile(&FEATURES.sk_msg_signal) } != 0;
+    of_session(session, allowed)
+}
+
+/// The session a packet's socket belongs to, seen where no task is certain
+/// (cgroup skb): flagged, never signalled.
+#[inline(always)]
+pub fn packet_member(session: u32) -> Member {
+    of_session(session, false)
+}
+
+#[inline(always)]
+fn of_session(session: u32, may_signal: bool) -> Member {
     Member {
         session,
         state: SESSIONS
             .get_ptr_mut(session)
             .unwrap_or(core::ptr::null_mut()),
-        may_signal: allowed,
+        may_signal,
     }
 }
 

@@ -49,6 +49,7 @@ const FOUND_CLASS: &str = "found";
 pub struct EngineOptions {
     pub ring_buffer_bytes: u32,
     pub max_processes: u32,
+    pub max_sockets: u32,
     pub policy: Policy,
     /// Home directories whose `~/` credential files count.
     pub homes: Vec<PathBuf>,
@@ -99,11 +100,19 @@ impl Engine {
         let mut probes = Probes::load(&LoadOptions {
             ring_buffer_bytes: options.ring_buffer_bytes,
             max_processes: options.max_processes,
+            max_sockets: options.max_sockets,
         })?;
         for failure in &probes.attach_failures {
             eprintln!(
                 "agentwatch: running without {}: {}",
                 failure.program, failure.error
+            );
+        }
+        if !probes.foreign_sk_msg.is_empty() {
+            eprintln!(
+                "agentwatch: other sk_msg programs are loaded ({}): sockets they own cannot be \
+                 watched at their first write and are judged by address",
+                probes.foreign_sk_msg.join(", ")
             );
         }
         let mut maps = KernelMaps::take(&mut probes.ebpf)?;
@@ -407,7 +416,12 @@ impl Core {
                 out.push(event);
             }
             Ok(Record::Alert(event, raw)) => out.push(self.enrich.alert(event, raw)),
-            Ok(Record::Dns(answer)) => self.enrich.dns(&answer),
+            Ok(Record::Dns(answer)) => {
+                if answer.domain.is_some() {
+                    self.mark_shared_with_earlier_names(&answer.addrs);
+                }
+                self.enrich.dns(&answer);
+            }
             Ok(Record::Name(event, key, domain)) => {
                 if let Body::Name(named) = &event.body
                     && named.judgment == SocketJudgment::Harmless
@@ -419,6 +433,18 @@ impl Core {
             Err(error) => {
                 self.decode_errors += 1;
                 warn!("undecodable record: {error}");
+            }
+        }
+    }
+
+    /// Infrastructure addresses DNS gave earlier for a name that is not
+    /// infrastructure are shared (the kernel marks the other order itself).
+    fn mark_shared_with_earlier_names(&mut self, addrs: &[IpAddr]) {
+        for &addr in addrs {
+            if self.enrich.hosts.latest_is_other(addr)
+                && let Err(error) = self.maps.mark_shared(addr)
+            {
+                warn!("{error:#}");
             }
         }
     }
@@ -488,7 +514,9 @@ impl Core {
                 } else {
                     NameSource::Dns
                 };
-                self.enrich.hosts.learn(&name, &[addr], source);
+                self.enrich
+                    .hosts
+                    .learn(&name, &[addr], source, domain.is_some());
                 if let Some(domain) = domain.filter(|_| !is_localhost(addr)) {
                     let host = HostClass {
                         learned: source.code(),
@@ -520,10 +548,11 @@ impl Core {
             if is_localhost(*addr) {
                 continue;
             }
+            let domain = self.enrich.tables.lookup(name);
             self.enrich
                 .hosts
-                .learn(name, &[*addr], NameSource::HostsFile);
-            if let Some(domain) = self.enrich.tables.lookup(name) {
+                .learn(name, &[*addr], NameSource::HostsFile, domain.is_some());
+            if let Some(domain) = domain {
                 let host = HostClass {
                     learned: NameSource::HostsFile.code(),
                     ..domain.host

@@ -385,12 +385,7 @@ impl DnsLab {
 
     /// A TCP listener on `addr` inside the namespace.
     pub fn listen(&self, addr: &str) -> Listener {
-        let listener = self.bind(addr);
-        listener.set_nonblocking(true).expect("nonblocking");
-        Listener {
-            listener,
-            accepted: std::cell::Cell::new(0),
-        }
+        Listener::new(self.bind(addr))
     }
 
     /// A TCP socket bound to `addr` inside the namespace, listening.
@@ -437,19 +432,44 @@ impl Drop for DnsLab {
 }
 
 /// A listening socket; connections are counted by draining its queue, which
-/// the kernel fills as soon as a handshake completes.
+/// the kernel fills as soon as a handshake completes, and the bytes they
+/// delivered are read as they come (a refused write must deliver none).
 pub struct Listener {
     listener: std::net::TcpListener,
-    accepted: std::cell::Cell<usize>,
+    accepted: std::cell::RefCell<Vec<std::net::TcpStream>>,
+    received: std::cell::Cell<usize>,
 }
 
 impl Listener {
+    fn new(listener: std::net::TcpListener) -> Self {
+        listener.set_nonblocking(true).expect("nonblocking");
+        Self {
+            listener,
+            accepted: Default::default(),
+            received: Default::default(),
+        }
+    }
+
     /// Connections that reached the listener so far.
     pub fn connections(&self) -> usize {
-        while self.listener.accept().is_ok() {
-            self.accepted.set(self.accepted.get() + 1);
+        while let Ok((stream, _)) = self.listener.accept() {
+            stream.set_nonblocking(true).expect("nonblocking");
+            self.accepted.borrow_mut().push(stream);
         }
-        self.accepted.get()
+        self.accepted.borrow().len()
+    }
+
+    /// Bytes that reached the listener over all its connections so far.
+    pub fn bytes(&self) -> usize {
+        use std::io::Read as _;
+        self.connections();
+        let mut buf = [0u8; 4096];
+        for stream in self.accepted.borrow_mut().iter_mut() {
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                self.received.set(self.received.get() + n);
+            }
+        }
+        self.received.get()
     }
 }
 
@@ -622,7 +642,12 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Self {
-        Self::with_dns(DnsLab::new(&[
+        Self::with_records(&[])
+    }
+
+    /// The lab, with more dnsmasq options (`--host-record=NAME,ADDR`).
+    pub fn with_records(records: &[&str]) -> Self {
+        let mut args: Vec<String> = vec![
             "--host-record=backboard.railway.app,127.0.0.2".into(),
             "--host-record=api.example.org,127.0.0.9".into(),
             "--host-record=ec2.us-east-1.amazonaws.com,127.0.0.3".into(),
@@ -630,7 +655,9 @@ impl Lab {
             // resolves to counts, whatever the chain's last name is.
             "--cname=s3.eu-west-1.amazonaws.com,bucket-lb.storage.test".into(),
             "--host-record=bucket-lb.storage.test,127.0.0.5".into(),
-        ]))
+        ];
+        args.extend(records.iter().map(|record| record.to_string()));
+        Self::with_dns(DnsLab::new(&args))
     }
 
     /// A lab around DNS of the test's own making.

@@ -1,8 +1,10 @@
 //! `aw-probe CMD ARGS`: one system call the tests want to see traced.
 
+use agentwatch_common::first_write::fixtures::{self, client_hello};
 use std::{
     ffi::CString,
-    net::{SocketAddr, TcpStream, ToSocketAddrs},
+    io::Write as _,
+    net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket},
     process::ExitCode,
 };
 
@@ -91,6 +93,162 @@ fn read_then_connect(path: &str, addr: &str) -> i64 {
     result(TcpStream::connect(addr))
 }
 
+fn http_request(host: &str) -> Vec<u8> {
+    format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: aw-probe\r\n\r\n").into_bytes()
+}
+
+fn proxy_connect(target: &str) -> Vec<u8> {
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").into_bytes()
+}
+
+/// Connects, then writes `bytes`: the bytes written, or `-errno` of the
+/// connect or the write.
+fn connect_write(addr: &str, bytes: &[u8]) -> i64 {
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    match TcpStream::connect(addr) {
+        Ok(mut stream) => write_result(stream.write(bytes)),
+        Err(error) => errno(&error),
+    }
+}
+
+/// One connection, two requests: one before the credential at `path` is
+/// read and one after. Prints the first write's result; returns the second's.
+fn keep_alive(addr: &str, host: &str, path: &str) -> i64 {
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    let mut stream = match TcpStream::connect(addr) {
+        Ok(stream) => stream,
+        Err(error) => return errno(&error),
+    };
+    println!("{}", write_result(stream.write(&http_request(host))));
+    if std::fs::read(path).is_err() {
+        return -i64::from(libc::ENOENT);
+    }
+    write_result(stream.write(&http_request(host)))
+}
+
+/// Opens a connection to ADDR and holds it unwritten, then writes a
+/// request for HOST on a second one: what a full socket table does to it.
+fn second_socket(addr: &str, host: &str) -> i64 {
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    let _held = match TcpStream::connect(addr) {
+        Ok(stream) => stream,
+        Err(error) => return errno(&error),
+    };
+    connect_write(&addr.to_string(), &http_request(host))
+}
+
+/// TCP Fast Open: a listener on ADDR (this process's own, accepting data in
+/// a SYN without a cookie), then a request for HOST sent in the SYN of a
+/// connection to it. Returns the bytes the listener received within a second.
+fn fast_open(addr: &str, host: &str) -> i64 {
+    use std::{io::Read as _, os::fd::AsRawFd as _, time::Duration};
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    let SocketAddr::V4(v4) = addr else {
+        return -i64::from(libc::EAFNOSUPPORT);
+    };
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(error) => return errno(&error),
+    };
+    let set = |fd: i32, option: i32, value: i32| {
+        // SAFETY: a valid descriptor and a pointer to an int of the given size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                option,
+                (&raw const value).cast(),
+                size_of::<i32>() as u32,
+            )
+        }
+    };
+    set(listener.as_raw_fd(), libc::TCP_FASTOPEN, 8);
+    set(listener.as_raw_fd(), libc::TCP_FASTOPEN_NO_COOKIE, 1);
+    let request = http_request(host);
+    let sockaddr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: plain calls on a descriptor this function owns, with valid
+    // pointers and lengths.
+    let client = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        set(fd, libc::TCP_FASTOPEN_NO_COOKIE, 1);
+        let sent = libc::sendto(
+            fd,
+            request.as_ptr().cast(),
+            request.len(),
+            libc::MSG_FASTOPEN | libc::MSG_DONTWAIT,
+            (&raw const sockaddr).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        );
+        if sent < 0 {
+            let error = -i64::from(*libc::__errno_location());
+            libc::close(fd);
+            return error;
+        }
+        fd
+    };
+    // A refused SYN never completes the handshake: poll, do not block.
+    let _ = listener.set_nonblocking(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut received = 0;
+    while std::time::Instant::now() < deadline {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut buf = [0u8; 4096];
+            received = stream.read(&mut buf).unwrap_or(0);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: the descriptor opened above.
+    unsafe { libc::close(client) };
+    received as i64
+}
+
+/// A connected UDP socket's datagram (how QUIC sends).
+fn udp_send(addr: &str) -> i64 {
+    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+    let socket = match UdpSocket::bind("0.0.0.0:0") {
+        Ok(socket) => socket,
+        Err(error) => return errno(&error),
+    };
+    if let Err(error) = socket.connect(addr) {
+        return errno(&error);
+    }
+    write_result(socket.send(b"\xc0quic-initial"))
+}
+
+/// `socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)`: 0, or `-errno`.
+fn mptcp_socket() -> i64 {
+    // SAFETY: plain integer arguments; the descriptor is closed at once.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP);
+        if fd < 0 {
+            return -i64::from(*libc::__errno_location());
+        }
+        libc::close(fd);
+    }
+    0
+}
+
+fn write_result(written: std::io::Result<usize>) -> i64 {
+    match written {
+        Ok(n) => n as i64,
+        Err(error) => errno(&error),
+    }
+}
+
+fn errno(error: &std::io::Error) -> i64 {
+    -i64::from(error.raw_os_error().unwrap_or(1))
+}
+
 fn result(connected: std::io::Result<TcpStream>) -> i64 {
     match connected {
         Ok(_) => 0,
@@ -108,9 +266,22 @@ fn main() -> ExitCode {
         ["connect", addr] => connect(addr),
         ["connect-host", target] => connect_host(target),
         ["read-connect", path, addr] => read_then_connect(path, addr),
+        ["tls", addr, server_name] => {
+            connect_write(addr, &client_hello(&[fixtures::server_name(server_name)]))
+        }
+        ["http", addr, host] => connect_write(addr, &http_request(host)),
+        ["proxy-connect", addr, target] => connect_write(addr, &proxy_connect(target)),
+        ["keep-alive", addr, host, path] => keep_alive(addr, host, path),
+        ["udp", addr] => udp_send(addr),
+        ["second-socket", addr, host] => second_socket(addr, host),
+        ["mptcp"] => mptcp_socket(),
+        ["fast-open", addr, host] => fast_open(addr, host),
         _ => {
             eprintln!(
-                "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-many PATH N | connect ADDR:PORT"
+                "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-many PATH N | connect ADDR:PORT \
+                 | tls ADDR:PORT SNI | http ADDR:PORT HOST | proxy-connect ADDR:PORT HOST:PORT \
+                 | keep-alive ADDR:PORT HOST PATH | udp ADDR:PORT | mptcp \
+                 | second-socket ADDR:PORT HOST | fast-open ADDR:PORT HOST"
             );
             return ExitCode::from(2);
         }

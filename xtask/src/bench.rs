@@ -6,6 +6,11 @@
 //!   a process outside any session while one runs, inside a watched
 //!   session, with the daemon and no session, and under bpftrace and auditd
 //!   doing equivalent work; interleaved rounds, medians.
+//! - `writes`: 64-byte writes to a loopback socket, as ratios to no
+//!   monitor, for a process outside any session while one runs, and inside
+//!   a watched session on a socket whose first write named a harmless host
+//!   (taken out of the sockhash) or an infrastructure host (every write
+//!   judged: the ns each write pays); the writer's CPU time, same rounds.
 //! - `throughput`: events/s ingested from parallel busy sessions, and the
 //!   rate at which the ring buffer starts to lose events.
 //! - `race`: read a credential and connect at once, under block: fresh
@@ -27,7 +32,9 @@ mod peers;
 mod procs;
 mod race;
 mod report;
+mod rounds;
 mod throughput;
+mod writes;
 
 use std::{
     ffi::OsStr,
@@ -70,6 +77,7 @@ pub struct Options {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
 pub enum Section {
     Overhead,
+    Writes,
     Throughput,
     Race,
     Memory,
@@ -78,8 +86,9 @@ pub enum Section {
 }
 
 impl Section {
-    const ALL: [Section; 6] = [
+    const ALL: [Section; 7] = [
         Section::Overhead,
+        Section::Writes,
         Section::Throughput,
         Section::Race,
         Section::Memory,
@@ -90,6 +99,7 @@ impl Section {
     fn name(self) -> &'static str {
         match self {
             Section::Overhead => "overhead",
+            Section::Writes => "writes",
             Section::Throughput => "throughput",
             Section::Race => "race",
             Section::Memory => "memory",
@@ -274,6 +284,7 @@ pub fn bench(root: &Path, options: Options) -> Result<()> {
                 check_interrupted()?;
                 match section {
                     Section::Overhead => overhead::run(&ctx),
+                    Section::Writes => writes::run(&ctx),
                     Section::Throughput => throughput::run(&ctx),
                     Section::Race => race::run(&ctx),
                     Section::Memory => memory::run(&ctx),

@@ -1,4 +1,7 @@
-use super::*;
+use super::{
+    fixtures::{client_hello, server_name},
+    *,
+};
 use crate::hash::{SUFFIX_SEED, domain_hash, label_hash, suffix_step};
 
 /// ClientHellos as real clients sent them to a loopback listener:
@@ -48,39 +51,6 @@ fn named(name: &str, source: NameSource) -> Option<(String, NameSource)> {
     Some((name.to_string(), source))
 }
 
-/// A minimal ClientHello with the given extensions (type, data).
-fn client_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut body = vec![3, 3];
-    body.extend([7u8; 32]);
-    body.push(32);
-    body.extend([1u8; 32]);
-    body.extend([0, 2, 0x13, 0x01]);
-    body.extend([1, 0]);
-    let mut ext = Vec::new();
-    for (kind, data) in extensions {
-        ext.extend(kind.to_be_bytes());
-        ext.extend((data.len() as u16).to_be_bytes());
-        ext.extend(data);
-    }
-    body.extend((ext.len() as u16).to_be_bytes());
-    body.extend(ext);
-    let mut handshake = vec![1];
-    handshake.extend(&(body.len() as u32).to_be_bytes()[1..]);
-    handshake.extend(body);
-    let mut record = vec![0x16, 3, 1];
-    record.extend((handshake.len() as u16).to_be_bytes());
-    record.extend(handshake);
-    record
-}
-
-fn server_name(name: &str) -> (u16, Vec<u8>) {
-    let mut data = ((name.len() + 3) as u16).to_be_bytes().to_vec();
-    data.push(0);
-    data.extend((name.len() as u16).to_be_bytes());
-    data.extend(name.as_bytes());
-    (0, data)
-}
-
 #[test]
 fn real_clients_client_hellos_name_their_server() {
     assert_eq!(
@@ -94,7 +64,11 @@ fn real_clients_client_hellos_name_their_server() {
 #[test]
 fn the_server_name_is_found_after_other_extensions_in_any_case() {
     let padding = (21, vec![0; 300]);
-    let hello = client_hello(&[(10, vec![0, 2, 0, 29]), padding, server_name("API.Vercel.COM")]);
+    let hello = client_hello(&[
+        (10, vec![0, 2, 0, 29]),
+        padding,
+        server_name("API.Vercel.COM"),
+    ]);
     assert_eq!(parse(&hello), named("api.vercel.com", NameSource::Sni));
 }
 
@@ -120,9 +94,11 @@ fn a_client_hello_without_a_server_name_or_cut_short_names_nothing() {
 
 #[test]
 fn plaintext_requests_name_their_host() {
-    let request = b"GET /v2/projects HTTP/1.1\r\nUser-Agent: curl\r\nhost:  API.vercel.com:443\r\n\r\n";
+    let request =
+        b"GET /v2/projects HTTP/1.1\r\nUser-Agent: curl\r\nhost:  API.vercel.com:443\r\n\r\n";
     assert_eq!(parse(request), named("api.vercel.com", NameSource::Host));
-    let request = b"POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\nContent-Length: 2\r\n\r\n{}";
+    let request =
+        b"POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\nContent-Length: 2\r\n\r\n{}";
     assert_eq!(
         parse(request),
         named("backboard.railway.app", NameSource::Host)
@@ -131,14 +107,16 @@ fn plaintext_requests_name_their_host() {
 
 #[test]
 fn proxy_requests_name_their_target() {
-    let connect = b"CONNECT backboard.railway.app:443 HTTP/1.1\r\nHost: backboard.railway.app:443\r\n\r\n";
+    let connect =
+        b"CONNECT backboard.railway.app:443 HTTP/1.1\r\nHost: backboard.railway.app:443\r\n\r\n";
     assert_eq!(
         parse(connect),
         named("backboard.railway.app", NameSource::ConnectProxy)
     );
     // A plain HTTP proxy is sent the absolute URI; it names the host even
     // when the Host header says otherwise.
-    let absolute = b"GET http://backboard.railway.app/graphql HTTP/1.1\r\nHost: example.org\r\n\r\n";
+    let absolute =
+        b"GET http://backboard.railway.app/graphql HTTP/1.1\r\nHost: example.org\r\n\r\n";
     assert_eq!(
         parse(absolute),
         named("backboard.railway.app", NameSource::Host)
@@ -179,7 +157,10 @@ fn deep_names_keep_their_rightmost_labels() {
     assert_eq!(parser.label_from_right(2), Some(label_hash(b"backboard")));
     assert_eq!(parser.label_from_right(MAX_LABELS as u32), None);
     // The event keeps the first NAME_CAP bytes.
-    let long = format!("{}.example", "x".repeat(60) + "." + &"y".repeat(60) + "." + &"z".repeat(60));
+    let long = format!(
+        "{}.example",
+        "x".repeat(60) + "." + &"y".repeat(60) + "." + &"z".repeat(60)
+    );
     let request = format!("GET / HTTP/1.1\r\nHost: {long}\r\n\r\n");
     let (buf, len) = buffer(request.as_bytes());
     let mut parser = NameParser::start(len);

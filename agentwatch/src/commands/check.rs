@@ -160,7 +160,10 @@ fn probe_programs(report: &mut Report) {
                 let why = if support.first_write_missing.is_empty() {
                     "its programs did not attach (see below)".to_string()
                 } else {
-                    format!("this kernel lacks {}", support.first_write_missing.join(", "))
+                    format!(
+                        "this kernel lacks {}",
+                        support.first_write_missing.join(", ")
+                    )
                 };
                 report.add(
                     Status::Warn,
@@ -168,6 +171,17 @@ fn probe_programs(report: &mut Report) {
                     format!(
                         "unavailable: {why}; connects are judged by address alone, so an \
                          address shared with a non-infrastructure name is refused too"
+                    ),
+                );
+            }
+            if !attached.foreign_sk_msg.is_empty() {
+                report.add(
+                    Status::Warn,
+                    "other sk_msg programs",
+                    format!(
+                        "{}: a socket one of them owns cannot be watched at its first write; \
+                         a session's such sockets are judged by address",
+                        attached.foreign_sk_msg.join(", ")
                     ),
                 );
             }

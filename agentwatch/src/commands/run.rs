@@ -6,7 +6,9 @@ use std::{
     time::Duration,
 };
 
-use agentwatch_common::maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES};
+use agentwatch_common::maps::{
+    DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES,
+};
 use anyhow::{Context as _, Result, bail};
 use nix::{
     sys::signal::{Signal, kill},
@@ -52,6 +54,10 @@ pub struct RunOptions {
     /// directory for credential files; the rest is walked meanwhile.
     #[arg(long, value_name = "MS", default_value_t = START_BUDGET.as_millis() as u64)]
     pub workspace_wait: u64,
+    /// Sockets watched for the name of their first write at once; beyond
+    /// that they are judged by address as they send.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sockets: u32,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -77,6 +83,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let mut engine = Engine::start(EngineOptions {
         ring_buffer_bytes: options.ring_buffer_size,
         max_processes: DEFAULT_MAX_PROCESSES,
+        max_sockets: options.max_sockets,
         policy,
         homes: vec![home],
     })

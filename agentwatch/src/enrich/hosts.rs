@@ -13,21 +13,55 @@ use agentwatch_common::names::NameSource;
 /// Names remembered for addresses; the oldest is forgotten first.
 const CACHE_CAPACITY: usize = 8192;
 
+/// What is known of an address: the latest name given for it, and the
+/// latest infrastructure name (an address a CDN shares is both).
+#[derive(Debug)]
+struct Known {
+    latest: String,
+    source: NameSource,
+    latest_is_infrastructure: bool,
+    infrastructure: Option<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct HostCache {
-    names: HashMap<IpAddr, (String, NameSource)>,
+    names: HashMap<IpAddr, Known>,
     order: VecDeque<IpAddr>,
 }
 
 impl HostCache {
-    pub fn learn(&mut self, name: &str, addrs: &[IpAddr], source: NameSource) {
+    /// Remembers `name` for `addrs`; `infrastructure` when the name (or its
+    /// CNAME chain) is under the catalog.
+    pub fn learn(
+        &mut self,
+        name: &str,
+        addrs: &[IpAddr],
+        source: NameSource,
+        infrastructure: bool,
+    ) {
         for &addr in addrs {
-            if self
-                .names
-                .insert(addr, (name.to_string(), source))
-                .is_none()
-            {
-                self.order.push_back(addr);
+            let infra = infrastructure.then(|| name.to_string());
+            match self.names.get_mut(&addr) {
+                Some(known) => {
+                    known.latest = name.to_string();
+                    known.source = source;
+                    known.latest_is_infrastructure = infrastructure;
+                    if infra.is_some() {
+                        known.infrastructure = infra;
+                    }
+                }
+                None => {
+                    self.names.insert(
+                        addr,
+                        Known {
+                            latest: name.to_string(),
+                            source,
+                            latest_is_infrastructure: infrastructure,
+                            infrastructure: infra,
+                        },
+                    );
+                    self.order.push_back(addr);
+                }
             }
         }
         while self.order.len() > CACHE_CAPACITY {
@@ -41,7 +75,19 @@ impl HostCache {
     pub fn name_of(&self, addr: IpAddr) -> Option<(&str, NameSource)> {
         self.names
             .get(&addr)
-            .map(|(name, source)| (name.as_str(), *source))
+            .map(|known| (known.latest.as_str(), known.source))
+    }
+
+    /// The latest infrastructure name learned for `addr`.
+    pub fn infrastructure_name_of(&self, addr: IpAddr) -> Option<&str> {
+        self.names.get(&addr)?.infrastructure.as_deref()
+    }
+
+    /// Whether the latest name given for `addr` is not infrastructure.
+    pub fn latest_is_other(&self, addr: IpAddr) -> bool {
+        self.names
+            .get(&addr)
+            .is_some_and(|known| !known.latest_is_infrastructure)
     }
 }
 
@@ -53,14 +99,22 @@ mod tests {
     fn cache_is_bounded_and_remembers_the_latest_name() {
         let mut cache = HostCache::default();
         let addr: IpAddr = "10.0.0.1".parse().unwrap();
-        cache.learn("a.example", &[addr], NameSource::Dns);
-        cache.learn("b.example", &[addr], NameSource::HostsFile);
+        cache.learn("api.example", &[addr], NameSource::Dns, true);
+        cache.learn("b.example", &[addr], NameSource::HostsFile, false);
         assert_eq!(
             cache.name_of(addr),
             Some(("b.example", NameSource::HostsFile))
         );
+        // A shared address keeps its infrastructure name.
+        assert_eq!(cache.infrastructure_name_of(addr), Some("api.example"));
+        assert!(cache.latest_is_other(addr));
         for i in 0..(CACHE_CAPACITY as u32 + 10) {
-            cache.learn("x", &[IpAddr::from(i.to_be_bytes())], NameSource::Dns);
+            cache.learn(
+                "x",
+                &[IpAddr::from(i.to_be_bytes())],
+                NameSource::Dns,
+                false,
+            );
         }
         assert!(cache.names.len() <= CACHE_CAPACITY);
         assert_eq!(cache.names.len(), cache.order.len());

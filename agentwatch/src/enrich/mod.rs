@@ -106,9 +106,15 @@ impl Enricher {
         self.name_writer(&mut event);
         let ancestry = self.procs.ancestry(event.pid, &event.comm);
         if let Body::Alert(alert) = &mut event.body {
+            // An address may be shared with names that are not
+            // infrastructure: DNS's name for it counts only if it is.
             alert.host = raw
                 .name
-                .or_else(|| self.hosts.name_of(raw.ip).map(|(name, _)| name.to_string()))
+                .or_else(|| {
+                    self.hosts
+                        .infrastructure_name_of(raw.ip)
+                        .map(str::to_string)
+                })
                 .or_else(|| domain.map(|d| d.name.clone()));
             alert.provider = domain.map(|d| d.provider.clone());
             alert.credentials = self.tables.class_names(raw.held);
@@ -142,8 +148,12 @@ impl Enricher {
 
     pub fn dns(&mut self, answer: &DnsAnswer) {
         if !answer.name.is_empty() {
-            self.hosts
-                .learn(&answer.name, &answer.addrs, NameSource::Dns);
+            self.hosts.learn(
+                &answer.name,
+                &answer.addrs,
+                NameSource::Dns,
+                answer.domain.is_some(),
+            );
         }
     }
 }

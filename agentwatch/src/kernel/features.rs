@@ -57,7 +57,10 @@ impl Support {
             ("sock_ops", program(ProgramType::SockOps)),
             ("sk_msg", program(ProgramType::SkMsg)),
             ("sockhash", map(MapType::SockHash)),
-            ("bpf_loop in sk_msg", helper(ProgramType::SkMsg, BpfHelper::BPF_FUNC_loop)),
+            (
+                "bpf_loop in sk_msg",
+                helper(ProgramType::SkMsg, BpfHelper::BPF_FUNC_loop),
+            ),
             (
                 "bpf_probe_read_kernel in sk_msg",
                 helper(ProgramType::SkMsg, BpfHelper::BPF_FUNC_probe_read_kernel),

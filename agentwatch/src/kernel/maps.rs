@@ -32,6 +32,7 @@ pub struct KernelCounters {
     pub socket_uninspectable: u64,
     pub socket_state_lost: u64,
     pub mptcp_refused: u64,
+    pub fast_open: u64,
     /// First writes judged by the name they asked for, by their address
     /// (they named nothing), or by their address because they could not be read.
     pub named_writes: u64,
@@ -66,6 +67,7 @@ pub struct KernelMaps {
     socket_states: HashMap<MapData, SocketKey, SocketState>,
     /// The first-write programs are attached ([`Config::first_write`]).
     first_write: bool,
+    max_sockets: u32,
     capacities: std::collections::HashMap<&'static str, u32>,
 }
 
@@ -102,9 +104,11 @@ fn update(result: Result<(), MapError>, what: &str) -> Result<()> {
 /// `max_entries` of a hash map, as the kernel created it.
 fn capacity(ebpf: &Ebpf, name: &str) -> u32 {
     match ebpf.map(name) {
-        Some(aya::maps::Map::HashMap(data) | aya::maps::Map::LruHashMap(data)) => {
-            data.info().map_or(0, |info| info.max_entries())
-        }
+        Some(
+            aya::maps::Map::HashMap(data)
+            | aya::maps::Map::LruHashMap(data)
+            | aya::maps::Map::SockHash(data),
+        ) => data.info().map_or(0, |info| info.max_entries()),
         _ => 0,
     }
 }
@@ -115,6 +119,7 @@ impl KernelMaps {
             .iter()
             .map(|(label, name)| (*label, capacity(ebpf, name)))
             .collect();
+        let max_sockets = capacity(ebpf, map_name::SOCKETS);
         Ok(Self {
             capacities,
             procs: take(ebpf, map_name::PROCS)?,
@@ -136,6 +141,7 @@ impl KernelMaps {
             sockets: take(ebpf, map_name::SOCKETS)?,
             socket_states: take(ebpf, map_name::SOCKET_STATES)?,
             first_write: false,
+            max_sockets,
         })
     }
 
@@ -205,16 +211,41 @@ impl KernelMaps {
         update(self.domains.insert(suffix_hash, host, 0), "the domain map")
     }
 
+    /// Records an infrastructure address; one already known as shared
+    /// stays shared.
     pub fn add_infra_address(&mut self, addr: IpAddr, host: HostClass) -> Result<()> {
         match addr {
-            IpAddr::V4(v4) => update(
-                self.infra4.insert(u32::from_ne_bytes(v4.octets()), host, 0),
-                "the IPv4 infrastructure map",
-            ),
-            IpAddr::V6(v6) => update(
-                self.infra6.insert(v6.octets(), host, 0),
-                "the IPv6 infrastructure map",
-            ),
+            IpAddr::V4(v4) => {
+                let key = u32::from_ne_bytes(v4.octets());
+                let host = still_shared(host, self.infra4.get(&key, 0).ok());
+                update(
+                    self.infra4.insert(key, host, 0),
+                    "the IPv4 infrastructure map",
+                )
+            }
+            IpAddr::V6(v6) => {
+                let key = v6.octets();
+                let host = still_shared(host, self.infra6.get(&key, 0).ok());
+                update(
+                    self.infra6.insert(key, host, 0),
+                    "the IPv6 infrastructure map",
+                )
+            }
+        }
+    }
+
+    /// DNS gave a known infrastructure address for a name that is not
+    /// infrastructure too: connects to it wait for their first write's name.
+    pub fn mark_shared(&mut self, addr: IpAddr) -> Result<()> {
+        let known = match addr {
+            IpAddr::V4(v4) => self.infra4.get(&u32::from_ne_bytes(v4.octets()), 0),
+            IpAddr::V6(v6) => self.infra6.get(&v6.octets(), 0),
+        };
+        match known {
+            Ok(host) if host.shared == 0 => {
+                self.add_infra_address(addr, HostClass { shared: 1, ..host })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -341,6 +372,7 @@ impl KernelMaps {
     pub fn set_config(&mut self, config: Config) -> Result<()> {
         let config = Config {
             first_write: u32::from(self.first_write),
+            max_sockets: self.max_sockets,
             ..config
         };
         update(self.config.set(0, config, 0), "the config map")
@@ -379,9 +411,17 @@ impl KernelMaps {
         counters.socket_uninspectable = sum(counter::SOCKET_UNINSPECTABLE)?;
         counters.socket_state_lost = sum(counter::SOCKET_STATE_LOST)?;
         counters.mptcp_refused = sum(counter::MPTCP_REFUSED)?;
+        counters.fast_open = sum(counter::FAST_OPEN)?;
         counters.named_writes = sum(counter::NAMED_WRITES)?;
         counters.nameless_writes = sum(counter::NAMELESS_WRITES)?;
         counters.write_unreadable = sum(counter::WRITE_UNREADABLE)?;
         Ok(counters)
+    }
+}
+
+fn still_shared(host: HostClass, known: Option<HostClass>) -> HostClass {
+    HostClass {
+        shared: known.map_or(0, |known| known.shared),
+        ..host
     }
 }

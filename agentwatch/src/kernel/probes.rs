@@ -4,8 +4,8 @@ use std::{fs::File, path::Path};
 
 use agentwatch_common::{
     features,
-    maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
     maps::SocketKey,
+    maps::{DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES},
     names::map_name,
     offsets::{self, KernelOffsets},
 };
@@ -14,8 +14,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, SockHash, sock::SockMapFd},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
-        ProgramError, SkMsg, SockOps, TracePoint, trace_point::TracePointLinkId,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, ProgramError, SkMsg, SockOps, TracePoint, trace_point::TracePointLinkId,
     },
 };
 use tracing::debug;
@@ -42,6 +42,8 @@ pub enum Hook {
     CgroupSkbIngress,
     /// A cgroup skb egress program attached to the cgroup v2 root.
     CgroupSkbEgress,
+    /// A cgroup sock_create program attached to the cgroup v2 root.
+    CgroupSockCreate,
     /// A sock_ops program attached to the cgroup v2 root.
     SockOps,
     /// An sk_msg program attached to the `SOCKETS` sockhash.
@@ -87,7 +89,9 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("sendmsg4", Hook::CgroupSockAddr, true),
     spec("sendmsg6", Hook::CgroupSockAddr, true),
     spec("dns_ingress", Hook::CgroupSkbIngress, true),
-    spec("datagram_egress", Hook::CgroupSkbEgress, true),
+    spec("socket_egress", Hook::CgroupSkbEgress, true),
+    // Without it a session's MPTCP sockets go uninspected (counted).
+    spec("socket_create", Hook::CgroupSockCreate, false),
     // Without these two, connects are judged by address alone.
     spec(FIRST_WRITE_PROGRAMS[0], Hook::SockOps, false),
     spec(FIRST_WRITE_PROGRAMS[1], Hook::SkMsg, false),
@@ -115,6 +119,8 @@ pub struct Probes {
     pub attach_failures: Vec<AttachFailure>,
     /// Sockets are judged by the name their first write asks for.
     pub first_write: bool,
+    /// Other programs' sk_msg programs, seen at load.
+    pub foreign_sk_msg: Vec<String>,
     kill_switch: Option<TracePointLinkId>,
     /// Syscall tracepoints that attached at load.
     syscall_programs: Vec<&'static str>,
@@ -125,6 +131,7 @@ pub struct Probes {
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub max_processes: u32,
+    pub max_sockets: u32,
     pub ring_buffer_bytes: u32,
 }
 
@@ -132,6 +139,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             max_processes: DEFAULT_MAX_PROCESSES,
+            max_sockets: DEFAULT_MAX_SOCKETS,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
         }
     }
@@ -146,8 +154,33 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
 /// they can be detached while no session exists) and the failures.
 pub struct Attached {
     pub support: Support,
+    /// Other programs' sk_msg programs, seen at load.
+    pub foreign_sk_msg: Vec<String>,
     pub syscall_links: Vec<(&'static str, TracePointLinkId)>,
     pub failures: Vec<AttachFailure>,
+}
+
+/// sk_msg programs other than ours, by name and id: a socket already in
+/// their sockmap or sockhash cannot enter ours, so it is judged by address.
+fn foreign_sk_msg_programs(ebpf: &Ebpf) -> Vec<String> {
+    let own = ebpf
+        .program(FIRST_WRITE_PROGRAMS[1])
+        .and_then(|program| program.info().ok())
+        .map(|info| info.id());
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|info| {
+            info.program_type() == aya_obj::generated::bpf_prog_type::BPF_PROG_TYPE_SK_MSG
+                && Some(info.id()) != own
+        })
+        .map(|info| {
+            format!(
+                "{} (id {})",
+                info.name_as_str().unwrap_or("unnamed"),
+                info.id()
+            )
+        })
+        .collect()
 }
 
 impl Attached {
@@ -170,6 +203,8 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
         .override_global(offsets::GLOBAL, &offsets, true)
         .override_global(features::GLOBAL, &support.features, true)
         .map_max_entries(map_name::PROCS, options.max_processes)
+        .map_max_entries(map_name::SOCKETS, options.max_sockets)
+        .map_max_entries(map_name::SOCKET_STATES, options.max_sockets)
         .map_max_entries(map_name::EVENTS, options.ring_buffer_bytes)
         .load(EBPF_OBJECT)
         .context("loading the kernel programs")?;
@@ -183,6 +218,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
     kill_switch.load().map_err(describe)?;
     let mut attached = Attached {
         support,
+        foreign_sk_msg: Vec::new(),
         syscall_links: Vec::new(),
         failures: Vec::new(),
     };
@@ -207,6 +243,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
             }),
         }
     }
+    attached.foreign_sk_msg = foreign_sk_msg_programs(&ebpf);
     Ok((ebpf, attached))
 }
 
@@ -229,6 +266,7 @@ impl Probes {
         Ok(Self {
             ebpf,
             first_write,
+            foreign_sk_msg: attached.foreign_sk_msg,
             attach_failures: attached.failures,
             kill_switch: None,
             syscall_programs,
@@ -326,6 +364,14 @@ fn attach(
         // agentwatch, systemd's); `Single` only means no flags.
         Hook::CgroupSockAddr => {
             let program: &mut CgroupSockAddr = program.try_into()?;
+            program.load().and_then(|()| {
+                program
+                    .attach(hooks.cgroup, CgroupAttachMode::Single)
+                    .map(|_| None)
+            })
+        }
+        Hook::CgroupSockCreate => {
+            let program: &mut CgroupSock = program.try_into()?;
             program.load().and_then(|()| {
                 program
                     .attach(hooks.cgroup, CgroupAttachMode::Single)

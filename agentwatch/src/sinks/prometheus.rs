@@ -203,6 +203,11 @@ impl Metrics {
             ),
             ("mptcp_refused", now.mptcp_refused, before.mptcp_refused),
             (
+                "fast_open_judged_by_address",
+                now.fast_open,
+                before.fast_open,
+            ),
+            (
                 "undecodable_record",
                 losses.decode_errors,
                 self.exported.decode_errors,

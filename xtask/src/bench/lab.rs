@@ -7,7 +7,7 @@
 
 use std::{
     ffi::OsStr,
-    net::TcpListener,
+    net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -107,7 +107,7 @@ impl Lab {
 
     /// `GET path` from `addr` inside the namespace (loopback only).
     pub fn http_get(&self, addr: &str, path: &str) -> Result<String> {
-        let addr: std::net::SocketAddr = addr.parse().context("ADDR:PORT")?;
+        let addr: SocketAddr = addr.parse().context("ADDR:PORT")?;
         anyhow::ensure!(addr.ip().is_loopback(), "{addr} is not loopback");
         let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
         self.in_netns(move || {
@@ -123,28 +123,52 @@ impl Lab {
 
     /// A TCP listener on `addr` inside the namespace, counting connections.
     pub fn listen(&self, addr: &str) -> Result<Counter> {
-        let addr: std::net::SocketAddr = addr.parse().context("ADDR:PORT")?;
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        let acceptor = self.accept(addr, move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        })?;
+        Ok(Counter {
+            accepted,
+            _acceptor: acceptor,
+        })
+    }
+
+    /// A TCP listener on `addr` inside the namespace that reads whatever
+    /// its connections send, each on a thread of its own, and discards it.
+    pub fn sink(&self, addr: &str) -> Result<Acceptor> {
+        self.accept(addr, |mut stream| {
+            std::thread::spawn(move || std::io::copy(&mut stream, &mut std::io::sink()));
+        })
+    }
+
+    /// Hands each connection to `addr` inside the namespace to `accepted`,
+    /// on a thread of its own, until dropped.
+    fn accept(
+        &self,
+        addr: &str,
+        mut accepted: impl FnMut(TcpStream) + Send + 'static,
+    ) -> Result<Acceptor> {
+        let addr: SocketAddr = addr.parse().context("ADDR:PORT")?;
         let listener = self.in_netns(move || Ok(TcpListener::bind(addr)?))?;
         listener.set_nonblocking(true)?;
-        let accepted = Arc::new(AtomicU64::new(0));
+        let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let accepted = accepted.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
                 loop {
                     match listener.accept() {
-                        Ok(_) => {
-                            accepted.fetch_add(1, Ordering::SeqCst);
-                        }
+                        // Accepted sockets block, whatever the listener does.
+                        Ok((stream, _)) => accepted(stream),
                         Err(_) if stop.load(Ordering::SeqCst) => break,
                         Err(_) => std::thread::sleep(Duration::from_millis(2)),
                     }
                 }
             })
         };
-        Ok(Counter {
-            accepted,
+        Ok(Acceptor {
+            addr,
             stop,
             thread: Some(thread),
         })
@@ -164,11 +188,33 @@ impl Drop for Lab {
     }
 }
 
+/// A lab listener's accepting thread, stopped when dropped.
+pub struct Acceptor {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Acceptor {
+    /// Where it listens (the port chosen, if given 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Connections accepted by a lab listener.
 pub struct Counter {
     accepted: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl Counter {
@@ -176,15 +222,6 @@ impl Counter {
     pub fn connections(&self) -> u64 {
         std::thread::sleep(Duration::from_millis(10));
         self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Counter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -7,7 +7,10 @@ use std::{
     ffi::{CString, OsString},
     io::{BufRead as _, Write as _},
     net::{SocketAddr, SocketAddrV4, ToSocketAddrs as _},
-    os::unix::{ffi::OsStrExt as _, process::ExitStatusExt as _},
+    os::{
+        fd::AsRawFd as _,
+        unix::{ffi::OsStrExt as _, process::ExitStatusExt as _},
+    },
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -31,6 +34,23 @@ enum Kind {
     Connect(LoopArgs),
     /// Both loops, one after the other.
     Loops(LoopArgs),
+    /// Connect to TO (a listener that discards), send a first request
+    /// naming HOST, wait SETTLE_MS, then write SIZE bytes in a loop.
+    Writes {
+        #[command(flatten)]
+        loops: LoopArgs,
+        #[arg(long)]
+        to: SocketAddrV4,
+        /// The host the first write's HTTP `Host:` names.
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// How long to wait after the first write: what judges it may act
+        /// on it after the write has returned.
+        #[arg(long, default_value_t = 100)]
+        settle_ms: u64,
+    },
     /// open+close at RATE per second for MILLIS milliseconds.
     OpenRate {
         #[arg(long)]
@@ -100,6 +120,13 @@ pub fn main(args: LoadArgs) -> Result<()> {
         Kind::OpenClose(args) => loops(args, true, false)?,
         Kind::Connect(args) => loops(args, false, true)?,
         Kind::Loops(args) => loops(args, true, true)?,
+        Kind::Writes {
+            loops,
+            to,
+            host,
+            size,
+            settle_ms,
+        } => writes(loops, to, &host, size, settle_ms)?,
         Kind::OpenRate { rate, millis } => open_rate(rate, millis)?,
         Kind::RaceOnce { credential, target } => race_once(&credential, &target)?,
         Kind::RaceChildren {
@@ -137,6 +164,12 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: a valid clock and a valid pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time of the calling thread: what a system call costs it, whoever
+/// else shares the machine.
+fn thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 fn errno() -> i32 {
@@ -235,6 +268,7 @@ fn measure(args: LoopArgs, mut op: impl FnMut() -> bool) -> Value {
         failures += u64::from(!op());
     }
     let start = monotonic_ns();
+    let cpu_start = thread_cpu_ns();
     let mut iterations = 0u64;
     match args.iterations {
         Some(n) => {
@@ -254,10 +288,13 @@ fn measure(args: LoopArgs, mut op: impl FnMut() -> bool) -> Value {
         }
     }
     let ns = monotonic_ns() - start;
+    let cpu_ns = thread_cpu_ns() - cpu_start;
     json!({
         "iterations": iterations,
         "ns": ns,
         "ns_per_op": ns as f64 / iterations.max(1) as f64,
+        "cpu_ns": cpu_ns,
+        "cpu_ns_per_op": cpu_ns as f64 / iterations.max(1) as f64,
         "failures": failures,
     })
 }
@@ -284,6 +321,62 @@ fn loops(args: LoopArgs, open: bool, connect: bool) -> Result<Value> {
         out["connect"] = measure(args, || connect_once(&target) == -libc::ECONNREFUSED);
     }
     Ok(out)
+}
+
+fn writes(
+    args: LoopArgs,
+    to: SocketAddrV4,
+    host: &str,
+    size: usize,
+    settle_ms: u64,
+) -> Result<Value> {
+    let mut stream =
+        std::net::TcpStream::connect(to).with_context(|| format!("connecting to {to}"))?;
+    // As HTTP and TLS clients do: each write is a segment of its own.
+    stream.set_nodelay(true)?;
+    if args.wait_stdin {
+        wait_for_go()?;
+    }
+    stream
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .context("the first write")?;
+    std::thread::sleep(Duration::from_millis(settle_ms));
+    let fd = stream.as_raw_fd();
+    let buf = vec![b'x'; size];
+    // SAFETY: a write from a live buffer to the stream's own socket.
+    let write = || unsafe { libc::write(fd, buf.as_ptr().cast(), size) } == size as isize;
+    Ok(json!({
+        "pid": std::process::id(),
+        "to": to.to_string(),
+        "host": host,
+        "size": size,
+        "settle_ms": settle_ms,
+        "writes": sliced(args, write),
+    }))
+}
+
+/// [`measure`] in slices: the median slice leaves out a burst of the
+/// machine's other work (on a shared VM that inflates even CPU time).
+fn sliced(args: LoopArgs, op: impl Fn() -> bool) -> Value {
+    const SLICES: u64 = 5;
+    let slice = LoopArgs {
+        iterations: args.iterations.map(|n| n / SLICES),
+        millis: args.millis / SLICES,
+        ..args
+    };
+    let slices: Vec<Value> = (0..SLICES).map(|_| measure(slice, &op)).collect();
+    let median_of = |key: &str| {
+        let values: Vec<f64> = slices.iter().filter_map(|s| s[key].as_f64()).collect();
+        super::report::median(&values)
+    };
+    let total = |key: &str| slices.iter().filter_map(|s| s[key].as_u64()).sum::<u64>();
+    json!({
+        "ns_per_op": median_of("ns_per_op"),
+        "cpu_ns_per_op": median_of("cpu_ns_per_op"),
+        "iterations": total("iterations"),
+        "failures": total("failures"),
+        "slices": slices,
+    })
 }
 
 fn open_rate(rate: u64, millis: u64) -> Result<Value> {

@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 use super::{
     Ctx,
     peers::{self, AuditRule, Auditd, Bpftrace, BpftraceMode},
-    procs::{Proc, check_interrupted, last_json, read_line, wait_for_child, write_line},
-    report::median,
+    procs::{Proc, last_json, read_line, write_line},
+    rounds::{
+        self, Config as _, Figure, beside_a_session, interleaved, micros, result_of, summarize,
+    },
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -29,8 +31,8 @@ pub enum Config {
     Auditd,
 }
 
-impl Config {
-    pub fn key(self) -> &'static str {
+impl rounds::Config for Config {
+    fn key(self) -> &'static str {
         match self {
             Config::Baseline => "baseline",
             Config::Untracked => "untracked",
@@ -41,7 +43,9 @@ impl Config {
             Config::Auditd => "auditd",
         }
     }
+}
 
+impl Config {
     pub fn describe(self) -> &'static str {
         match self {
             Config::Baseline => "no monitor",
@@ -63,7 +67,10 @@ impl Config {
     }
 }
 
-pub const LOOPS: [&str; 2] = ["open_close", "connect"];
+const FIGURES: [Figure; 2] = [
+    ("open_close", "/open_close/ns_per_op"),
+    ("connect", "/connect/ns_per_op"),
+];
 
 struct Loops {
     value: Value,
@@ -71,9 +78,10 @@ struct Loops {
 
 impl Loops {
     fn parse(value: Value) -> Result<Self> {
-        for name in LOOPS {
-            value[name]["ns_per_op"]
-                .as_f64()
+        for (name, pointer) in FIGURES {
+            value
+                .pointer(pointer)
+                .and_then(Value::as_f64)
                 .with_context(|| format!("no {name} figure in {value}"))?;
         }
         Ok(Self { value })
@@ -108,73 +116,15 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
             None
         }
     };
-    let mut rounds = Vec::new();
-    for round in 0..ctx.rounds {
-        check_interrupted()?;
-        let mut order = configs.clone();
-        order.rotate_left(round % configs.len());
-        let mut figures = json!({ "order": order.iter().map(|c| c.key()).collect::<Vec<_>>() });
-        let mut line = format!("bench: overhead round {}/{}:", round + 1, ctx.rounds);
-        for config in order {
-            check_interrupted()?;
-            figures[config.key()] = match measure(ctx, config, millis) {
-                Ok(loops) => {
-                    line += &format!(
-                        " {} {:.2}/{:.2} µs;",
-                        config.key(),
-                        loops.value["open_close"]["ns_per_op"]
-                            .as_f64()
-                            .unwrap_or(0.0)
-                            / 1e3,
-                        loops.value["connect"]["ns_per_op"].as_f64().unwrap_or(0.0) / 1e3
-                    );
-                    loops.value
-                }
-                Err(error) => {
-                    line += &format!(
-                        " {} failed ({});",
-                        config.key(),
-                        super::procs::tail(&format!("{error:#}"), 300)
-                    );
-                    json!({ "error": format!("{error:#}") })
-                }
-            };
-        }
-        eprintln!("{line}");
-        rounds.push(figures);
-    }
+    let rounds = interleaved(
+        ctx,
+        "overhead",
+        &configs,
+        |config| Ok(measure(ctx, config, millis)?.value),
+        |loops| micros(loops, &FIGURES),
+    )?;
     drop(auditd);
-    let mut summary = json!({});
-    for config in &configs {
-        for name in LOOPS {
-            let ns: Vec<f64> = rounds
-                .iter()
-                .filter_map(|round| round[config.key()][name]["ns_per_op"].as_f64())
-                .collect();
-            let ratios: Vec<f64> = rounds
-                .iter()
-                .filter_map(|round| {
-                    Some(
-                        round[config.key()][name]["ns_per_op"].as_f64()?
-                            / round["baseline"][name]["ns_per_op"].as_f64()?,
-                    )
-                })
-                .collect();
-            let errors: Vec<&Value> = rounds
-                .iter()
-                .filter_map(|round| round[config.key()].get("error"))
-                .collect();
-            summary[config.key()][name] = json!({
-                "median_ns": median(&ns),
-                "median_ratio": median(&ratios),
-                "ratios": ratios,
-                "rounds_measured": ns.len(),
-            });
-            if !errors.is_empty() {
-                summary[config.key()]["errors"] = json!(errors);
-            }
-        }
-    }
+    let summary = summarize(&rounds, &configs, Config::Baseline, &FIGURES);
     Ok(json!({
         "method": "each figure: one `xtask bench-load loops` process in the bench's network namespace, \
                    500 warm-up iterations then each loop for a fixed time; ns/op = elapsed/iterations; \
@@ -193,22 +143,12 @@ fn measure(ctx: &Ctx, config: Config, millis: u64) -> Result<Loops> {
     let loops_args = ["loops", "--millis", &millis_arg];
     match config {
         Config::Baseline => plain(ctx, &loops_args),
-        Config::Untracked => {
-            let mut cmd = ctx.watched(&["--events", "/dev/null"]);
-            cmd.args(["sleep", "600"]);
-            let mut session =
-                Proc::spawn_logged(&mut cmd, &ctx.dir, &ctx.name("untracked-session"))?;
-            wait_for_child(&session, Duration::from_secs(60))?;
-            let loops = plain(ctx, &loops_args);
-            session.stop();
-            loops
-        }
-        Config::Watched => {
-            let mut cmd = ctx.watched_load(&["--events", "/dev/null"], &loops_args);
-            let finished = Proc::spawn_logged(&mut cmd, &ctx.dir, &ctx.name("watched"))?
-                .finish(Duration::from_secs(120))?;
-            Loops::parse(finished.json()?)
-        }
+        Config::Untracked => beside_a_session(ctx, || plain(ctx, &loops_args)),
+        Config::Watched => Loops::parse(result_of(
+            ctx,
+            ctx.watched_load(&["--events", "/dev/null"], &loops_args),
+            "watched",
+        )?),
         Config::Daemon => {
             let daemon = ctx.start_daemon()?;
             // What it has attached while the loops run (no session: the
@@ -252,10 +192,7 @@ fn measure(ctx: &Ctx, config: Config, millis: u64) -> Result<Loops> {
 
 /// The load alone (no tracer of its own).
 fn plain(ctx: &Ctx, args: &[&str]) -> Result<Loops> {
-    let mut cmd = ctx.load(args);
-    let finished = Proc::spawn_logged(&mut cmd, &ctx.dir, &ctx.name("load"))?
-        .finish(Duration::from_secs(120))?;
-    Loops::parse(finished.json()?)
+    Loops::parse(result_of(ctx, ctx.load(args), "load")?)
 }
 
 /// The load, started paused so that `attach` can trace its pid first.

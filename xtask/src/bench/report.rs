@@ -182,6 +182,55 @@ fn error_of(section: &Value) -> Option<String> {
         .map(|e| e.as_str().unwrap_or_default().chars().take(160).collect())
 }
 
+/// Small socket writes: the first-write sensor's cost per write, in the
+/// writer's CPU time (wall time, in the JSON, also holds waiting for a core).
+fn writes_table(out: &mut String, r: &Value) {
+    let w = &r["writes"];
+    let s = &w["summary"];
+    let _ = writeln!(
+        out,
+        "\n| 64-byte socket writes ({} rounds, medians; ratio to no agentwatch in the same round) | writer's CPU time per write | goal | verdict |",
+        r["rounds"]
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    if let Some(error) = error_of(w) {
+        let _ = writeln!(out, "| writes section failed: {error} | | | not measured |");
+    }
+    let baseline = s["baseline"]["cpu"]["median_ns"]
+        .as_f64()
+        .map_or("not measured".into(), |ns| format!("{:.2} µs", ns / 1e3));
+    let _ = writeln!(out, "| no agentwatch (baseline) | {baseline} | | |");
+    for (key, label) in [
+        (
+            "untracked",
+            "process outside any session, a session running",
+        ),
+        (
+            "harmless",
+            "watched session, first write named a harmless host (socket taken out of the sockhash)",
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {label} | {} | unchanged (≤ {WRITES_NOISE}x, noise) | {} |",
+            ratio_cell(s, key, "cpu"),
+            verdict(ratio(s, key, "cpu").map(|r| r <= WRITES_NOISE))
+        );
+    }
+    let extra = s["infrastructure"]["cpu"]["median_extra_ns"]
+        .as_f64()
+        .map_or(String::new(), |ns| format!(", {ns:+.0} ns per write"));
+    let _ = writeln!(
+        out,
+        "| watched session, first write named an infrastructure host, no credential read (every write judged) | {}{extra} | reported | |",
+        ratio_cell(s, "infrastructure", "cpu"),
+    );
+}
+
+/// What the writes section calls unchanged: the spread of its figures
+/// between rounds on a shared 2-vCPU machine.
+const WRITES_NOISE: f64 = 1.05;
+
 pub fn table(r: &Value) -> String {
     let mut out = String::new();
     let m = &r["machine"];
@@ -301,6 +350,8 @@ pub fn table(r: &Value) -> String {
             verdict(cheaper)
         );
     }
+
+    writes_table(&mut out, r);
 
     // Everything else.
     let _ = writeln!(out, "\n| measure | result | goal | verdict |");

@@ -27,14 +27,29 @@ pub const QUICK: &[&str] = &["6.1", "7.3"];
 /// not run, and never counted as a failure.
 const TOO_OLD: &[&str] = &["5.10"];
 /// The integration test targets of the `tests` crate.
-const TARGETS: &[&str] = &["foundation", "enforcement", "daemon"];
-/// The quick lane's enforcement tests: a block, a kill, an allowed call
-/// without a credential read, and a token inherited in the environment.
-const QUICK_TESTS: &[&str] = &[
-    "reading_the_railway_token_then_calling_railway_is_blocked_and_alerted",
-    "under_kill_the_session_dies",
-    "without_a_credential_read_the_call_is_allowed",
-    "a_session_started_with_a_token_in_its_environment_is_blocked",
+const TARGETS: &[&str] = &["foundation", "enforcement", "names", "daemon"];
+/// The quick lane's tests, by target: a block, a kill, an allowed call
+/// without a credential read, a token inherited in the environment, and a
+/// refusal by the name a first write asks for next to the user's app on the
+/// same address.
+const QUICK_TESTS: &[(&str, &str)] = &[
+    (
+        "enforcement",
+        "reading_the_railway_token_then_calling_railway_is_blocked_and_alerted",
+    ),
+    ("enforcement", "under_kill_the_session_dies"),
+    (
+        "enforcement",
+        "without_a_credential_read_the_call_is_allowed",
+    ),
+    (
+        "enforcement",
+        "a_session_started_with_a_token_in_its_environment_is_blocked",
+    ),
+    (
+        "names",
+        "the_users_app_on_a_shared_address_passes_and_the_api_host_is_refused_by_its_name",
+    ),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -283,7 +298,12 @@ fn suites(root: &Path, lane: Lane) -> Result<Vec<Suite>> {
         let Some(&target) = TARGETS.iter().find(|&&t| t == name) else {
             continue;
         };
-        if !is_test || (lane == Lane::Quick && target != "enforcement") {
+        let quick: Vec<&str> = QUICK_TESTS
+            .iter()
+            .filter(|(of, _)| *of == target)
+            .map(|(_, test)| *test)
+            .collect();
+        if !is_test || (lane == Lane::Quick && quick.is_empty()) {
             continue;
         }
         let exe = PathBuf::from(exe);
@@ -291,13 +311,12 @@ fn suites(root: &Path, lane: Lane) -> Result<Vec<Suite>> {
         let (args, tests) = match lane {
             Lane::Full => (Vec::new(), listed),
             Lane::Quick => {
-                if let Some(missing) = QUICK_TESTS.iter().find(|t| !listed.iter().any(|l| l == *t))
-                {
+                if let Some(missing) = quick.iter().find(|t| !listed.iter().any(|l| l == *t)) {
                     bail!(
                         "the quick lane's test {missing} is not in {target}: update vm::QUICK_TESTS"
                     );
                 }
-                let names: Vec<String> = QUICK_TESTS.iter().map(|t| t.to_string()).collect();
+                let names: Vec<String> = quick.iter().map(|t| t.to_string()).collect();
                 let mut args = vec!["--exact".to_string()];
                 args.extend(names.iter().cloned());
                 (args, names)

@@ -181,8 +181,8 @@ impl KernelReport {
         if let Some(error) = &self.error {
             notes.push(error.lines().next().unwrap_or_default().to_string());
         }
-        if self.check.as_ref().is_some_and(|check| check.ok) {
-            notes.push("check ok".to_string());
+        if let Some(check) = self.check.as_ref().filter(|check| check.ok) {
+            notes.push(format!("check ok ({})", judgments(&check.output)));
         }
         // One note per verdict: the hooks a kernel refuses usually share one.
         let mut verdicts: Vec<(String, Vec<String>)> = Vec::new();
@@ -204,6 +204,30 @@ impl KernelReport {
         }
         notes.join("; ").replace('|', "\\|")
     }
+}
+
+/// Which judgment this kernel gets, from `check`'s lines: names at the first
+/// write or addresses only, where a refusal's signal is sent, and uprobes.
+fn judgments(output: &str) -> String {
+    let status = |what: &str| {
+        output
+            .lines()
+            .find(|line| line.get(6..).is_some_and(|rest| rest.starts_with(what)))
+            .map(|line| (line.starts_with("ok"), line))
+    };
+    let names = match status("first-write judgment") {
+        Some((true, _)) => "names at the first write",
+        _ => "addresses only",
+    };
+    let signal = match status("kill and stop at a refusal") {
+        Some((_, line)) if line.contains("in the connect hook") => "signal in the hook",
+        _ => "signal at the syscall's exit",
+    };
+    let uprobes = match status("uprobes") {
+        Some((true, _)) => "uprobes",
+        _ => "no uprobes",
+    };
+    format!("{names}, {signal}, {uprobes}")
 }
 
 /// `check` prints `FAIL  WHAT(padded to 34) DETAIL`; for a program the
@@ -469,6 +493,28 @@ failures:
         );
         assert!(!results[1].message.contains("failures:"));
         assert!(results[3].message.starts_with("no verdict"));
+    }
+
+    #[test]
+    fn judgments_say_how_each_kernel_judges() {
+        let newer = "\
+ok    kill and stop at a refusal         in the connect hook, before the refused call returns
+ok    first-write judgment               a session's TCP socket is judged by the name ...
+ok    uprobes                            available in this kernel (uprobe PMU)
+";
+        assert_eq!(
+            judgments(newer),
+            "names at the first write, signal in the hook, uprobes"
+        );
+        let older = "\
+ok    kill and stop at a refusal         at the refused connect's return (...)
+warn  first-write judgment               unavailable: this kernel lacks sk_msg
+warn  uprobes                            missing: no uprobe PMU
+";
+        assert_eq!(
+            judgments(older),
+            "addresses only, signal at the syscall's exit, no uprobes"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{
 
 use agentwatch_common::{
     event::agent::{HELD, PAUSED},
-    maps::{DEFAULT_MAX_PROCESSES, DEFAULT_RING_BUFFER_BYTES},
+    maps::{DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES},
     names::{FoundBy, Verdict},
 };
 use anyhow::{Context as _, Result};
@@ -86,6 +86,10 @@ pub struct DaemonOptions {
     /// Processes the kernel can track in sessions at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES)]
     pub max_processes: u32,
+    /// Sessions' TCP sockets watched for the name of their first write at
+    /// once; beyond that they are judged by address as they send.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sockets: u32,
 }
 
 /// A session the daemon knows about; its id is its root process's pid.
@@ -148,6 +152,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     let engine = Engine::start(EngineOptions {
         ring_buffer_bytes: options.ring_buffer_size,
         max_processes: options.max_processes,
+        max_sockets: options.max_sockets,
         policy,
         homes: user_homes().into_iter().chain(options.homes).collect(),
     })
