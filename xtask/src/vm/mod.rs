@@ -27,7 +27,7 @@ pub const QUICK: &[&str] = &["6.1", "7.3"];
 /// not run, and never counted as a failure.
 const TOO_OLD: &[&str] = &["5.10"];
 /// The integration test targets of the `tests` crate.
-const TARGETS: &[&str] = &["foundation", "enforcement", "names", "daemon"];
+const TARGETS: &[&str] = &["foundation", "enforcement", "names", "dns", "daemon"];
 /// The quick lane's tests, by target: a block, a kill, an allowed call
 /// without a credential read, a token inherited in the environment, and a
 /// refusal by the name a first write asks for next to the user's app on the
