@@ -249,6 +249,38 @@ fn ask_mode_stops_the_session_until_a_human_approves_its_retry() {
 }
 
 #[test]
+fn ask_mode_stops_a_write_refused_by_its_name_and_lets_the_approved_retry_through() {
+    let _serial = serial();
+    let lab = Lab::new();
+    // An address no DNS answer gave: only the name refuses this call.
+    let listener = lab.listen("127.0.0.8:443");
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &["--mode", "ask"]);
+    let call = "\"$PROBE\" tls 127.0.0.8:443 backboard.railway.app";
+    let claude = agent_script(
+        &lab,
+        "claude",
+        &format!("cat \"$HOME/.railway/config.json\" >/dev/null\n{call}\n{call}"),
+    );
+    let mut agent = spawn_group(&mut lab.command(&[], &claude));
+
+    let request = wait_for_pending(&daemon);
+    let id = request["id"].as_u64().unwrap();
+    assert_eq!(request["host"], "backboard.railway.app");
+    let probe = request["pid"].as_u64().unwrap() as u32;
+    assert_eq!(process_state(probe), Some('T'), "the writer is stopped");
+    assert_eq!(listener.bytes(), 0, "nothing of the refused write left");
+
+    let approved = daemon.client(&["approve", &id.to_string()]);
+    assert!(approved.status.success(), "{approved:?}");
+    let output = wait_with_timeout(agent);
+    let got = results(&output);
+    assert_eq!(got.len(), 2, "{output:?}");
+    assert_eq!(got[0], -13, "the refused write failed with EACCES: {output:?}");
+    assert!(got[1] > 0, "the approved retry was written: {output:?}");
+    assert_eq!(listener.bytes(), got[1] as usize);
+}
+
+#[test]
 fn ask_mode_deny_and_no_answer_kill_the_session() {
     let _serial = serial();
     let lab = Lab::new();
