@@ -277,7 +277,10 @@ fn ask_mode_stops_a_write_refused_by_its_name_and_lets_the_approved_retry_throug
     let output = wait_with_timeout(agent);
     let got = results(&output);
     assert_eq!(got.len(), 2, "{output:?}");
-    assert_eq!(got[0], -13, "the refused write failed with EACCES: {output:?}");
+    assert_eq!(
+        got[0], -13,
+        "the refused write failed with EACCES: {output:?}"
+    );
     assert!(got[1] > 0, "the approved retry was written: {output:?}");
     assert_eq!(listener.bytes(), got[1] as usize);
 }

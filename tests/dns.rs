@@ -28,6 +28,25 @@ fn connect(host: &str) -> String {
     format!("$PROBE connect-host {host}:443\n")
 }
 
+/// A session that read the Railway token calls Railway: refused at connect,
+/// with an alert saying how the address was `learned`.
+fn railway_blocked(lab: &Lab, what: &str, learned: &str) -> Watched {
+    let railway = lab.listen("127.0.0.2:443");
+    let watched = lab.run(
+        &[],
+        &[],
+        &format!("{READ_RAILWAY}{}", connect("backboard.railway.app")),
+    );
+    assert_blocked(&watched, &railway, what);
+    expect_event!(watched.events, "alert", {
+        "host" => "backboard.railway.app",
+        "learned" => learned,
+        "provider" => "railway",
+        "credential/class" => "railway",
+    });
+    watched
+}
+
 /// The kernel followed every DNS-over-TCP connection it saw.
 fn assert_followed(watched: &Watched) {
     assert!(
@@ -51,21 +70,8 @@ fn answers_over_tcp_are_learned() {
     );
     let lab = Lab::with_dns(dns);
 
-    let railway = lab.listen("127.0.0.2:443");
-    let watched = lab.run(
-        &[],
-        &[],
-        &format!("{READ_RAILWAY}{}", connect("backboard.railway.app")),
-    );
-    assert_blocked(&watched, &railway, "railway over TCP");
-    expect_event!(watched.events, "alert", {
-        "host" => "backboard.railway.app",
-        "learned" => "dns",
-        "provider" => "railway",
-        "credential/class" => "railway",
-    });
+    let watched = railway_blocked(&lab, "railway over TCP", "dns");
     assert_followed(&watched);
-    drop(railway);
 
     // Not an exact catalog host: only the kernel's reading of the TCP
     // answer can make its address infrastructure.
@@ -242,18 +248,7 @@ fn hosts_file_entries_under_catalog_domains_are_infrastructure() {
     );
     let lab = Lab::with_dns(dns);
 
-    let railway = lab.listen("127.0.0.2:443");
-    let watched = lab.run(
-        &[],
-        &[],
-        &format!("{READ_RAILWAY}{}", connect("backboard.railway.app")),
-    );
-    assert_blocked(&watched, &railway, "railway from /etc/hosts");
-    expect_event!(watched.events, "alert", {
-        "host" => "backboard.railway.app",
-        "learned" => "hosts-file",
-        "provider" => "railway",
-    });
+    let watched = railway_blocked(&lab, "railway from /etc/hosts", "hosts-file");
     expect_event!(watched.events, "connect", {
         "host" => "backboard.railway.app",
         "learned" => "hosts-file",
