@@ -254,7 +254,6 @@ fn hosts_file_entries_under_catalog_domains_are_infrastructure() {
         "learned" => "hosts-file",
         "ret" => EPERM,
     });
-    drop(railway);
 
     let ec2 = lab.listen("127.0.0.7:443");
     let watched = lab.run(
