@@ -195,6 +195,8 @@ fn inspect(ctx: &SkMsgContext) -> bool {
     match SocketJudgment::try_from(state.judgment) {
         Ok(SocketJudgment::Harmless | SocketJudgment::Approved) => return true,
         Ok(SocketJudgment::Infrastructure) => {}
+        // An empty write names nothing yet: the next one is the first.
+        Ok(SocketJudgment::Pending) if ctx.size() == 0 => return true,
         Ok(SocketJudgment::Pending) => {
             if !name_first_write(ctx, &key, state) {
                 return true;
@@ -269,7 +271,8 @@ fn name_first_write(ctx: &SkMsgContext, key: &SocketKey, state: &mut SocketState
     };
     // SAFETY: this CPU's scratch value, used by this program run only.
     let scratch: &mut WriteScratch = unsafe { &mut *scratch };
-    let named = read_write(ctx, scratch) && {
+    let read = read_write(ctx, scratch);
+    let named = read && {
         scratch.parser = NameParser::start(scratch.len);
         // SAFETY: the callback only touches this CPU's scratch value.
         unsafe {
@@ -292,7 +295,9 @@ fn name_first_write(ctx: &SkMsgContext, key: &SocketKey, state: &mut SocketState
             ..host
         })
     } else {
-        count(counter::NAMELESS_WRITES);
+        if read {
+            count(counter::NAMELESS_WRITES);
+        }
         state.name_len = 0;
         address_host(&destination(key)).map(|host| HostClass {
             learned: NameSource::Address.code(),
@@ -331,6 +336,7 @@ fn read_write(ctx: &SkMsgContext, scratch: &mut WriteScratch) -> bool {
         len = WRITE_CAP;
     }
     if len == 0 {
+        count(counter::WRITE_UNREADABLE);
         return false;
     }
     // SAFETY: reads `len` bytes of the message's linear data into scratch.
