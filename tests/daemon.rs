@@ -283,6 +283,17 @@ fn ask_mode_stops_a_write_refused_by_its_name_and_lets_the_approved_retry_throug
     );
     assert!(got[1] > 0, "the approved retry was written: {output:?}");
     assert_eq!(listener.bytes(), got[1] as usize);
+    // Both first writes were judged by their name (counters are exported
+    // as the daemon polls them).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+        if metrics.contains("agentwatch_first_writes_total{by=\"name\"} 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
