@@ -260,16 +260,29 @@ fn parse_libtest(target: &str, output: &str, planned: &[String]) -> Vec<TestResu
         })
         .collect();
     let mut section: Option<usize> = None;
+    // A test whose verdict a child's stderr pushed onto a later line.
+    let mut awaiting: Option<usize> = None;
+    let verdict_of = |text: &str| match text.trim() {
+        "ok" => Some(Outcome::Pass),
+        "FAILED" => Some(Outcome::Fail),
+        _ => None,
+    };
     for line in output.lines() {
         if let Some(rest) = line.strip_prefix("test ")
             && let Some((name, verdict)) = rest.split_once(" ... ")
-            && let Some(result) = results.iter_mut().find(|result| result.name == name)
+            && let Some(index) = results.iter().position(|result| result.name == name)
         {
-            match verdict.trim() {
-                "ok" => result.outcome = Outcome::Pass,
-                "FAILED" => result.outcome = Outcome::Fail,
-                _ => {}
+            match verdict_of(verdict) {
+                Some(outcome) => results[index].outcome = outcome,
+                None => awaiting = Some(index),
             }
+            continue;
+        }
+        if let Some(index) = awaiting
+            && let Some(outcome) = verdict_of(line)
+        {
+            results[index].outcome = outcome;
+            awaiting = None;
             continue;
         }
         if let Some(name) = line
@@ -493,6 +506,10 @@ failures:
         );
         assert!(!results[1].message.contains("failures:"));
         assert!(results[3].message.starts_with("no verdict"));
+        // A child's stderr between a test's name and its verdict.
+        let interleaved = "test a_top ... no server running on /tmp/tmux-0/default\nok\n";
+        let results = parse_libtest("daemon", interleaved, &["a_top".to_string()]);
+        assert_eq!(results[0].outcome, Outcome::Pass);
     }
 
     #[test]
