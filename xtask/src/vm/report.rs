@@ -509,7 +509,11 @@ failures:
         // A child's stderr between a test's name and its verdict.
         let interleaved = "test a_top ... no server running on /tmp/tmux-0/default\nok\n";
         let results = parse_libtest("daemon", interleaved, &["a_top".to_string()]);
-        assert_eq!(results[0].outcome, Outcome::Pass);
+        assert!(
+            results[0].outcome == Outcome::Pass,
+            "{}",
+            results[0].outcome.as_str()
+        );
     }
 
     #[test]
