@@ -83,6 +83,17 @@ pub struct HostClass {
     pub _pad: u32,
 }
 
+impl HostClass {
+    /// `self` learned for an address already known as `known`: an address
+    /// shared with a non-infrastructure name stays shared.
+    pub fn learned_over(self, known: Option<&HostClass>) -> HostClass {
+        HostClass {
+            shared: self.shared | known.map_or(0, |known| known.shared),
+            ..self
+        }
+    }
+}
+
 /// Value of `SOCKET_MARKS`, keyed by socket cookie: a socket a session
 /// connected, marked by the connect hook (which runs as the connecting task)
 /// for the programs that later see the socket without a task.
@@ -265,4 +276,27 @@ mod pod {
     unsafe impl aya::Pod for super::SocketMark {}
     unsafe impl aya::Pod for super::SocketKey {}
     unsafe impl aya::Pod for super::SocketState {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_address_stays_shared_whatever_is_learned_for_it() {
+        let infrastructure = HostClass {
+            classes: 1,
+            ..HostClass::default()
+        };
+        let shared = HostClass {
+            shared: 1,
+            ..infrastructure
+        };
+        // Learned again from DNS: stays shared.
+        assert_eq!(infrastructure.learned_over(Some(&shared)).shared, 1);
+        // Marked shared over a known, unshared entry: becomes shared.
+        assert_eq!(shared.learned_over(Some(&infrastructure)).shared, 1);
+        assert_eq!(infrastructure.learned_over(None).shared, 0);
+        assert_eq!(infrastructure.learned_over(Some(&infrastructure)).shared, 0);
+    }
 }

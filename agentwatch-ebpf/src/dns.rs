@@ -219,26 +219,17 @@ fn remember(work: &DnsScratch, offset: u32, len: u32) {
                 return;
             }
             let key = u32::from_ne_bytes(ip);
-            INFRA4.insert(key, still_shared(work.host, unsafe { INFRA4.get(key) }), 0)
+            INFRA4.insert(key, work.host.learned_over(unsafe { INFRA4.get(key) }), 0)
         }
         Answered::V6(ip) => {
             if ip[..15] == [0; 15] && ip[15] <= 1 {
                 return;
             }
-            INFRA6.insert(ip, still_shared(work.host, unsafe { INFRA6.get(ip) }), 0)
+            INFRA6.insert(ip, work.host.learned_over(unsafe { INFRA6.get(ip) }), 0)
         }
     };
     if inserted.is_err() {
         count(counter::INFRA_FULL);
-    }
-}
-
-/// An address learned again stays shared if it was.
-#[inline(always)]
-fn still_shared(host: HostClass, known: Option<&HostClass>) -> HostClass {
-    HostClass {
-        shared: known.map_or(0, |known| known.shared),
-        ..host
     }
 }
 

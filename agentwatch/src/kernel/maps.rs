@@ -217,7 +217,7 @@ impl KernelMaps {
         match addr {
             IpAddr::V4(v4) => {
                 let key = u32::from_ne_bytes(v4.octets());
-                let host = still_shared(host, self.infra4.get(&key, 0).ok());
+                let host = host.learned_over(self.infra4.get(&key, 0).ok().as_ref());
                 update(
                     self.infra4.insert(key, host, 0),
                     "the IPv4 infrastructure map",
@@ -225,7 +225,7 @@ impl KernelMaps {
             }
             IpAddr::V6(v6) => {
                 let key = v6.octets();
-                let host = still_shared(host, self.infra6.get(&key, 0).ok());
+                let host = host.learned_over(self.infra6.get(&key, 0).ok().as_ref());
                 update(
                     self.infra6.insert(key, host, 0),
                     "the IPv6 infrastructure map",
@@ -416,12 +416,5 @@ impl KernelMaps {
         counters.nameless_writes = sum(counter::NAMELESS_WRITES)?;
         counters.write_unreadable = sum(counter::WRITE_UNREADABLE)?;
         Ok(counters)
-    }
-}
-
-fn still_shared(host: HostClass, known: Option<HostClass>) -> HostClass {
-    HostClass {
-        shared: known.map_or(0, |known| known.shared),
-        ..host
     }
 }
