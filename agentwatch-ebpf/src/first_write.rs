@@ -10,7 +10,7 @@
 use core::ffi::c_void;
 
 use agentwatch_common::{
-    first_write::{MAX_STEPS, NAME_CAP, NameParser, Step, WRITE_CAP, phase},
+    first_write::{MAX_STEPS, NameParser, Step, WRITE_CAP, phase},
     maps::{HostClass, SocketKey, SocketMark, SocketState, counter, socket_flags},
     names::{Kind, NameSource, SocketJudgment},
 };
@@ -113,20 +113,14 @@ fn watch(ctx: &SockOpsContext) {
         return;
     };
     let mut key = socket_key!(ctx.ops);
-    let Some(scratch) = WRITE_SCRATCH.get_ptr_mut(0) else {
+    let judgment = if mark.flags & socket_flags::APPROVED != 0 {
+        SocketJudgment::Approved
+    } else {
+        SocketJudgment::Pending
+    };
+    let Some(state) = fresh_state(mark.session, judgment) else {
         return;
     };
-    // SAFETY: this CPU's scratch value, used by this program run only.
-    let scratch: &mut WriteScratch = unsafe { &mut *scratch };
-    let state = &mut scratch.state;
-    state.session = mark.session;
-    state.judgment = if mark.flags & socket_flags::APPROVED != 0 {
-        SocketJudgment::Approved.code()
-    } else {
-        SocketJudgment::Pending.code()
-    };
-    state.host = HostClass::default();
-    state.name_len = 0;
     if SOCKET_STATES.insert(key, *state, 0).is_err() {
         uninspected(cookie, mark);
         return;
@@ -229,6 +223,20 @@ fn inspect(ctx: &SkMsgContext) -> bool {
     decision != Decision::Refuse
 }
 
+/// A socket's first state, built in this CPU's scratch value (too large
+/// for the stack) before it enters `SOCKET_STATES`.
+#[inline(always)]
+fn fresh_state(session: u32, judgment: SocketJudgment) -> Option<&'static mut SocketState> {
+    let scratch = WRITE_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch value, used by this program run only.
+    let state = unsafe { &mut (*scratch).state };
+    state.session = session;
+    state.judgment = judgment.code();
+    state.host = HostClass::default();
+    state.name_len = 0;
+    Some(state)
+}
+
 /// The socket's state; one evicted from the LRU is judged anew as the
 /// writer's session's (a writer in no session lets it pass).
 #[inline(always)]
@@ -238,13 +246,7 @@ fn state_of(key: &SocketKey) -> Option<*mut SocketState> {
     }
     count(counter::SOCKET_STATE_LOST);
     let session = session_of((bpf_get_current_pid_tgid() >> 32) as u32)?;
-    let scratch = WRITE_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch value, used by this program run only.
-    let state = unsafe { &mut (*scratch).state };
-    state.session = session;
-    state.judgment = SocketJudgment::Pending.code();
-    state.host = HostClass::default();
-    state.name_len = 0;
+    let state = fresh_state(session, SocketJudgment::Pending)?;
     SOCKET_STATES.insert(key, *state, 0).ok()?;
     SOCKET_STATES.get_ptr_mut(key)
 }
@@ -385,11 +387,8 @@ fn report(key: &SocketKey, state: &SocketState, named: bool, scratch: &mut Write
     } else {
         0
     };
-    event.name_len = if state.name_len as usize > NAME_CAP {
-        NAME_CAP as u32
-    } else {
-        state.name_len
-    };
+    // At most NAME_CAP: it is the parser's kept name's length.
+    event.name_len = state.name_len;
     event.name = state.name;
     send(event as *const _, core::mem::size_of_val(event), Kind::Name);
 }
