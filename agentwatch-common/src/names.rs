@@ -288,6 +288,38 @@ pub mod map_name {
     ];
 }
 
+named_codes! {
+    /// What an operation (an API call, a command) does to a provider's
+    /// infrastructure. Declared from least to most severe: the most severe
+    /// part of a call (one field of a batched GraphQL mutation) judges it.
+    #[derive(PartialOrd, Ord)]
+    pub enum OperationClass: u32, "operation class" {
+        /// Only reads (a GraphQL query, `GET`, `terraform plan`).
+        Reads = 0 => "reads",
+        /// Changes something that can be changed back (a deploy, a restart).
+        Changes = 1 => "changes",
+        /// What the call does could not be seen (a body cut before its
+        /// operation, curl's `-d @file`). Never a catalog entry's class.
+        Unknown = 2 => "unknown",
+        /// Destroys something (`volumeDelete`, `terraform destroy`).
+        Destructive = 3 => "destructive",
+    }
+}
+
+named_codes! {
+    /// How an operation was named.
+    pub enum OperationKind: u32, "operation kind" {
+        GraphqlMutation = 1 => "graphql-mutation",
+        GraphqlQuery = 2 => "graphql-query",
+        /// A REST call: method and path.
+        Http = 3 => "http",
+        /// An AWS query (`Action=`) or JSON (`X-Amz-Target`) protocol action.
+        AwsAction = 4 => "aws-action",
+        /// A command line (argv) of a cataloged tool.
+        Command = 5 => "command",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

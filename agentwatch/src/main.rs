@@ -8,6 +8,7 @@ mod enrich;
 mod event;
 mod feed;
 mod kernel;
+mod operation;
 mod policy;
 mod privileges;
 mod respond;

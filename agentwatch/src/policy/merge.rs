@@ -15,6 +15,9 @@ pub(super) struct Merged {
     pub(super) class_order: Vec<Id>,
     pub(super) allow: Vec<RawAllow>,
     pub(super) agents: Vec<(Id, AgentPatch)>,
+    pub(super) changes: Option<Action>,
+    pub(super) unknown_operation: Option<Action>,
+    pub(super) commands: Vec<(Id, CommandPatch)>,
 }
 
 pub(super) fn upsert<P: Patch>(list: &mut Vec<(Id, P)>, id: Id, patch: P) {
@@ -63,6 +66,11 @@ impl Merged {
         self.allow.extend(layer.allow);
         for (id, patch) in layer.agents {
             upsert(&mut self.agents, id, patch);
+        }
+        self.changes = layer.changes.or(self.changes);
+        self.unknown_operation = layer.unknown_operation.or(self.unknown_operation);
+        for (id, patch) in layer.commands {
+            upsert(&mut self.commands, id, patch);
         }
     }
 
@@ -151,6 +159,29 @@ impl Merged {
             });
         }
 
+        let mut commands = Vec::new();
+        for (id, c) in self.commands.into_iter().filter(|(_, c)| c.enabled()) {
+            let provider = match c.provider {
+                Some((provider, _)) if provider_enabled(&provider) => Some(provider),
+                Some((provider, loc)) if find(&self.providers, &provider).is_none() => {
+                    diags.push(loc, format!("unknown provider {provider:?}"));
+                    None
+                }
+                // A provider disabled by the user: the tool's calls are no provider's.
+                _ => None,
+            };
+            commands.push(CommandTool {
+                name: c.name.unwrap_or_else(|| id.name.clone()),
+                id: id.name,
+                provider,
+                executables: c.executables.unwrap_or_default(),
+                value_flags: c.value_flags.unwrap_or_default(),
+                default: c.default.unwrap_or(OperationClass::Changes),
+                http_client: c.http_client,
+                operations: c.operations.unwrap_or_default(),
+            });
+        }
+
         let providers = self
             .providers
             .into_iter()
@@ -161,6 +192,10 @@ impl Merged {
                 hosts: p.hosts.unwrap_or_default(),
                 domains: p.domains.unwrap_or_default(),
                 exclude_domains: p.exclude_domains.unwrap_or_default(),
+                graphql_paths: p.graphql_paths.unwrap_or_default(),
+                graphql: p.graphql.unwrap_or_default(),
+                rest: p.rest.unwrap_or_default(),
+                actions: p.actions.unwrap_or_default(),
             })
             .collect();
         let agents = self
@@ -184,6 +219,9 @@ impl Merged {
             classes,
             allow,
             agents,
+            changes: self.changes.unwrap_or(Action::Alert),
+            unknown_operation: self.unknown_operation.unwrap_or(Action::Block),
+            commands,
         }
     }
 }

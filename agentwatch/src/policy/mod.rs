@@ -20,6 +20,8 @@ mod merge;
 mod read;
 mod validate;
 
+use crate::operation::pattern::{CommandPattern, NamePattern, RestPattern, Rule};
+use crate::operation::{HttpClient, OperationClass};
 use merge::build;
 pub use read::PolicyError;
 use validate::{covers, normalize_lookup};
@@ -66,6 +68,15 @@ pub struct Provider {
     pub domains: Vec<String>,
     /// Suffixes below `domains` that are NOT infrastructure.
     pub exclude_domains: Vec<String>,
+    /// Paths (globs) of the provider's GraphQL endpoint, e.g. `/graphql/v2`.
+    pub graphql_paths: Vec<glob::Pattern>,
+    /// GraphQL field names (of mutations) and what they do; an unlisted mutation `changes`.
+    pub graphql: Vec<Rule<NamePattern>>,
+    /// REST method and path rules, over the defaults: GET/HEAD/OPTIONS `reads`, DELETE
+    /// `destructive`, others `changes`.
+    pub rest: Vec<Rule<RestPattern>>,
+    /// AWS query (`Action=`) and JSON (`X-Amz-Target`) protocol actions; unlisted `changes`.
+    pub actions: Vec<Rule<NamePattern>>,
 }
 
 impl Provider {
@@ -130,9 +141,32 @@ pub struct AgentMatcher {
     pub env: Vec<EnvMarker>,
 }
 
+/// A command-line tool whose invocations are judged at exec (`[commands.<id>]`).
+#[derive(Debug, Clone)]
+pub struct CommandTool {
+    pub id: String,
+    pub name: String,
+    /// The provider whose infrastructure it changes, if one (and enabled).
+    pub provider: Option<String>,
+    /// Basenames of the executed file, e.g. "fly", "flyctl".
+    pub executables: Vec<String>,
+    /// Global flags that take their value as the next argument (`-n x`, `--region r`).
+    pub value_flags: Vec<String>,
+    /// The class of an invocation no rule matches.
+    pub default: OperationClass,
+    /// Its argv is read as the HTTP request it makes (curl, wget) instead of by rules.
+    pub http_client: Option<HttpClient>,
+    /// Subcommand words and flags, e.g. `volume delete`, `apply -destroy`.
+    pub operations: Vec<Rule<CommandPattern>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub action: Action,
+    /// For a call of a tainted session that `changes` infrastructure (TOML `changes`).
+    pub changes: Action,
+    /// For a call whose operation cannot be seen (TOML `unknown_operation`).
+    pub unknown_operation: Action,
     /// Every credential counts against every provider.
     pub strict: bool,
     /// How long `ask` waits for an answer; TOML `ask_timeout_secs`.
@@ -142,6 +176,7 @@ pub struct Policy {
     pub classes: Vec<CredentialClass>,
     pub allow: Vec<AllowRule>,
     pub agents: Vec<AgentMatcher>,
+    pub commands: Vec<CommandTool>,
 }
 
 /// One problem in a policy file, with its place.

@@ -2,6 +2,7 @@
 //! that report every problem in it at its line and column.
 
 use super::{validate::*, *};
+use crate::operation::pattern::{Matcher, catalog_class};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -83,6 +84,26 @@ pub(super) struct ProviderPatch {
     pub(super) exclude_domains: List,
     pub(super) credential_files: List,
     pub(super) credential_env: List,
+    pub(super) graphql_paths: Option<Vec<glob::Pattern>>,
+    pub(super) graphql: Rules<NamePattern>,
+    pub(super) rest: Rules<RestPattern>,
+    pub(super) actions: Rules<NamePattern>,
+}
+
+/// A table of operation rules; merged rule by rule (a later layer's class for a pattern
+/// replaces the earlier one's).
+pub(super) type Rules<P> = Option<Vec<Rule<P>>>;
+
+#[derive(Default)]
+pub(super) struct CommandPatch {
+    pub(super) enabled: Option<bool>,
+    pub(super) name: Option<String>,
+    pub(super) provider: Option<(String, Loc)>,
+    pub(super) executables: List,
+    pub(super) value_flags: List,
+    pub(super) default: Option<OperationClass>,
+    pub(super) http_client: Option<HttpClient>,
+    pub(super) operations: Rules<CommandPattern>,
 }
 
 #[derive(Default)]
@@ -112,11 +133,28 @@ pub(super) trait Patch: Default {
     fn enabled(&self) -> bool;
 }
 
+/// Rule tables merge by pattern: `other`'s rules replace those with the same pattern text
+/// and add the others.
+fn merge_rules<P: Matcher>(mine: &mut Rules<P>, other: Rules<P>) {
+    let Some(other) = other else { return };
+    let mine = mine.get_or_insert_with(Vec::new);
+    for rule in other {
+        match mine
+            .iter_mut()
+            .find(|r| r.pattern.key() == rule.pattern.key())
+        {
+            Some(known) => *known = rule,
+            None => mine.push(rule),
+        }
+    }
+}
+
 macro_rules! patch {
-    ($ty:ty: $($field:ident),*) => {
+    ($ty:ty: $($field:ident),* $(; rules: $($rules:ident),*)?) => {
         impl Patch for $ty {
             fn merge(&mut self, other: Self) {
                 $(if other.$field.is_some() { self.$field = other.$field; })*
+                $($(merge_rules(&mut self.$rules, other.$rules);)*)?
             }
             fn enabled(&self) -> bool {
                 self.enabled != Some(false)
@@ -124,7 +162,10 @@ macro_rules! patch {
         }
     };
 }
-patch!(ProviderPatch: enabled, name, hosts, domains, exclude_domains, credential_files, credential_env);
+patch!(ProviderPatch: enabled, name, hosts, domains, exclude_domains, credential_files,
+    credential_env, graphql_paths; rules: graphql, rest, actions);
+patch!(CommandPatch: enabled, name, provider, executables, value_flags, default, http_client;
+    rules: operations);
 patch!(ClassPatch: enabled, name, providers, files, exclude_files, env, workspace_names);
 patch!(AgentPatch: enabled, name, executables, argv, env);
 
@@ -143,6 +184,9 @@ pub(super) struct Layer {
     pub(super) classes: Vec<(Id, ClassPatch)>,
     pub(super) allow: Vec<RawAllow>,
     pub(super) agents: Vec<(Id, AgentPatch)>,
+    pub(super) changes: Option<Action>,
+    pub(super) unknown_operation: Option<Action>,
+    pub(super) commands: Vec<(Id, CommandPatch)>,
 }
 
 pub(super) type Entry<'t, 'i> = (&'t Spanned<Cow<'i, str>>, &'t Spanned<DeValue<'i>>);
@@ -257,6 +301,50 @@ impl Reader<'_, '_> {
         Some(out)
     }
 
+    fn action(&mut self, value: &Spanned<DeValue<'_>>, key: &str) -> Option<Action> {
+        let name = self.string(value, key)?;
+        match name.parse() {
+            Ok(action) => Some(action),
+            Err(err) => {
+                self.error(value.span(), err.to_string());
+                None
+            }
+        }
+    }
+
+    /// A string checked (and converted) by `check`.
+    fn one<T>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        check: fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.string(value, key)?;
+        check(&raw)
+            .map_err(|message| self.error(value.span(), format!("{key:?}: {message}")))
+            .ok()
+    }
+
+    /// A `pattern = "class"` table.
+    fn rules<P>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        parse: fn(&str) -> Result<P, String>,
+    ) -> Rules<P> {
+        let table = self.table(value, &format!("{key:?}"))?;
+        let mut rules = Vec::new();
+        for (pattern, class) in entries(table) {
+            let pattern_ok = parse(pattern.get_ref())
+                .map_err(|message| self.error(pattern.span(), format!("{key:?}: {message}")));
+            let class_ok = self.one(class, key, catalog_class);
+            if let (Ok(pattern), Some(class)) = (pattern_ok, class_ok) {
+                rules.push(Rule { pattern, class });
+            }
+        }
+        Some(rules)
+    }
+
     fn ask_timeout(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Duration> {
         let secs = match value.get_ref() {
             DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
@@ -282,20 +370,26 @@ impl Reader<'_, '_> {
             "action",
             "strict",
             "ask_timeout_secs",
+            "changes",
+            "unknown_operation",
             "providers",
             "credentials",
             "allow",
             "agents",
+            "commands",
         ];
         let mut layer = Layer::default();
         for (key, value) in entries(root) {
             match key.get_ref().as_ref() {
-                "action" => {
-                    if let Some(name) = self.string(value, "action") {
-                        match name.parse() {
-                            Ok(action) => layer.action = Some(action),
-                            Err(err) => self.error(value.span(), format!("{err}")),
-                        }
+                "action" => layer.action = self.action(value, "action"),
+                "changes" => layer.changes = self.action(value, "changes"),
+                "unknown_operation" => {
+                    layer.unknown_operation = self.action(value, "unknown_operation")
+                }
+                "commands" => {
+                    for (id, table) in self.section(value, "commands") {
+                        let patch = self.command(table);
+                        layer.commands.push((id, patch));
                     }
                 }
                 "strict" => layer.strict = self.boolean(value, "strict"),
@@ -361,6 +455,10 @@ impl Reader<'_, '_> {
             "exclude_domains",
             "credential_files",
             "credential_env",
+            "graphql_paths",
+            "graphql",
+            "rest",
+            "actions",
         ];
         let mut p = ProviderPatch::default();
         for (key, value) in entries(table) {
@@ -373,6 +471,10 @@ impl Reader<'_, '_> {
                 "exclude_domains" => p.exclude_domains = self.checked(value, k, hostname),
                 "credential_files" => p.credential_files = self.checked(value, k, file_pattern),
                 "credential_env" => p.credential_env = self.checked(value, k, env_name),
+                "graphql_paths" => p.graphql_paths = self.checked(value, k, path_glob),
+                "graphql" => p.graphql = self.rules(value, k, NamePattern::parse),
+                "rest" => p.rest = self.rules(value, k, RestPattern::parse),
+                "actions" => p.actions = self.rules(value, k, NamePattern::parse),
                 _ => self.unknown_key(key, "a provider", KEYS),
             }
         }
@@ -429,6 +531,37 @@ impl Reader<'_, '_> {
             }
         }
         a
+    }
+
+    fn command(&mut self, table: &DeTable<'_>) -> CommandPatch {
+        const KEYS: &[&str] = &[
+            "enabled",
+            "name",
+            "provider",
+            "executables",
+            "value_flags",
+            "default",
+            "http_client",
+            "operations",
+        ];
+        let mut c = CommandPatch::default();
+        for (key, value) in entries(table) {
+            let k = key.get_ref().as_ref();
+            match k {
+                "enabled" => c.enabled = self.boolean(value, k),
+                "name" => c.name = self.string(value, k),
+                "provider" => {
+                    c.provider = self.string(value, k).map(|p| (p, self.loc(value.span())))
+                }
+                "executables" => c.executables = self.checked(value, k, executable),
+                "value_flags" => c.value_flags = self.checked(value, k, flag),
+                "default" => c.default = self.one(value, k, catalog_class),
+                "http_client" => c.http_client = self.one(value, k, str::parse),
+                "operations" => c.operations = self.rules(value, k, CommandPattern::parse),
+                _ => self.unknown_key(key, "a command", KEYS),
+            }
+        }
+        c
     }
 
     fn allow(&mut self, value: &Spanned<DeValue<'_>>) -> Vec<RawAllow> {

@@ -159,6 +159,10 @@ fn provider(id: &str, hosts: &[&str], domains: &[&str], exclude: &[&str]) -> Pro
         hosts: own(hosts),
         domains: own(domains),
         exclude_domains: own(exclude),
+        graphql_paths: Vec::new(),
+        graphql: Vec::new(),
+        rest: Vec::new(),
+        actions: Vec::new(),
     }
 }
 
@@ -577,4 +581,114 @@ fn load_and_check_files() {
         Policy::load(&missing),
         Err(PolicyError::Read { .. })
     ));
+}
+
+#[test]
+fn operations_and_commands_merge_entry_by_entry() {
+    let builtin = Policy::builtin();
+    assert_eq!(builtin.changes, Action::Alert);
+    assert_eq!(builtin.unknown_operation, Action::Block);
+    let policy = ok(r#"
+changes = "block"
+unknown_operation = "ask"
+
+[providers.railway.graphql]
+volumeDelete = "reads"
+myThingDelete = "destructive"
+
+[commands.terraform]
+enabled = false
+
+[commands.kubectl.operations]
+"rollout restart" = "changes"
+
+[commands.mytool]
+executables = ["mytool"]
+provider = "railway"
+default = "reads"
+[commands.mytool.operations]
+"nuke" = "destructive"
+"#);
+    assert_eq!(policy.changes, Action::Block);
+    assert_eq!(policy.unknown_operation, Action::Ask);
+    let railway = policy.providers.iter().find(|p| p.id == "railway").unwrap();
+    let class_of = |name: &str| {
+        railway
+            .graphql
+            .iter()
+            .find(|r| r.pattern.as_str() == name)
+            .map(|r| r.class)
+    };
+    assert_eq!(class_of("volumeDelete"), Some(OperationClass::Reads));
+    assert_eq!(class_of("myThingDelete"), Some(OperationClass::Destructive));
+    assert_eq!(
+        class_of("serviceDelete"),
+        Some(OperationClass::Destructive),
+        "kept"
+    );
+    assert!(
+        railway.hosts.contains(&"backboard.railway.app".to_string()),
+        "kept"
+    );
+    let tools = ids(&policy.commands, |c| &c.id);
+    assert!(!tools.contains(&"terraform".to_string()));
+    let kubectl = policy.commands.iter().find(|c| c.id == "kubectl").unwrap();
+    assert!(
+        kubectl
+            .operations
+            .iter()
+            .any(|r| r.pattern.as_str() == "delete"),
+        "kept"
+    );
+    assert!(
+        kubectl
+            .operations
+            .iter()
+            .any(|r| r.pattern.as_str() == "rollout restart")
+    );
+    let mytool = policy.commands.iter().find(|c| c.id == "mytool").unwrap();
+    assert_eq!(mytool.default, OperationClass::Reads);
+    assert_eq!(mytool.provider.as_deref(), Some("railway"));
+}
+
+#[test]
+fn bad_operation_entries_name_their_place() {
+    let found = problems(
+        r#"
+[providers.railway.graphql]
+volumeDelete = "deletes"
+"vol ume" = "destructive"
+other = "unknown"
+
+[providers.vercel.rest]
+"delete /v9/x" = "destructive"
+"DELETE v9" = "destructive"
+
+[commands.mytool]
+provider = "nowhere"
+value_flags = ["n"]
+http_client = "httpie"
+[commands.mytool.operations]
+"" = "reads"
+"#,
+    );
+    let messages: Vec<String> = found
+        .iter()
+        .map(|(l, c, m)| format!("{l}:{c}: {m}"))
+        .collect();
+    let has = |line: usize, text: &str| {
+        assert!(
+            found.iter().any(|(l, _, m)| *l == line && m.contains(text)),
+            "line {line} {text:?} in {messages:#?}"
+        )
+    };
+    has(3, "unknown operation class \"deletes\"");
+    has(4, "invalid operation name \"vol ume\"");
+    has(5, "unknown operation class \"unknown\"");
+    has(8, "the method \"delete\" must be upper case");
+    has(9, "the path must start with '/'");
+    has(12, "unknown provider \"nowhere\"");
+    has(13, "flag \"n\" must start with '-'");
+    has(14, "unknown HTTP client \"httpie\"");
+    has(16, "empty command pattern");
 }

@@ -130,3 +130,21 @@ pub(super) fn id(raw: &str) -> Result<String, String> {
     }
     Ok(raw.to_string())
 }
+
+/// A path glob (a GraphQL endpoint): `*` stays within a segment.
+pub(super) fn path_glob(raw: &str) -> Result<glob::Pattern, String> {
+    if !raw.starts_with('/') {
+        return Err(format!("path {raw:?} must start with '/'"));
+    }
+    glob::Pattern::new(raw).map_err(|e| format!("invalid path pattern {raw:?}: {e}"))
+}
+
+/// A command-line flag, e.g. `-n`, `--region`.
+pub(super) fn flag(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('-') || raw.trim_start_matches('-').is_empty() || raw.contains([' ', '=']) {
+        return Err(format!(
+            "flag {raw:?} must start with '-' and hold a name without spaces or '='"
+        ));
+    }
+    Ok(raw.to_string())
+}

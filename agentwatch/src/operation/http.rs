@@ -1,0 +1,284 @@
+//! Reading a request from the head of what a client wrote (HTTP/1.x, or HTTP/2 from the
+//! connection preface on). The kernel hands over at most a few KiB, so a head cut anywhere
+//! still gives what it shows: the method, path and host when they are in it, and the part of
+//! the body that is (with `body_complete` false when more was to come).
+
+use loona_hpack::Decoder;
+
+/// What a client asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The request target as sent: `/path?query`, or a proxy's absolute form.
+    pub target: String,
+    /// From `Host`, `:authority` or an absolute target: lower case, without port.
+    pub host: Option<String>,
+    /// Names in lower case, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Whether `body` is the whole body (false when the head was cut before its end).
+    pub body_complete: bool,
+}
+
+impl Request {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The path without its query, also for an absolute-form target.
+    pub fn path(&self) -> &str {
+        let target = match self.target.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
+            None => &self.target,
+        };
+        target.split(['?', '#']).next().unwrap_or(target)
+    }
+
+    /// The query string, without `?`.
+    pub fn query(&self) -> Option<&str> {
+        let (_, query) = self.target.split_once('?')?;
+        Some(query.split('#').next().unwrap_or(query))
+    }
+
+    /// The media type of the body, lower case, without parameters.
+    pub fn content_type(&self) -> Option<String> {
+        let value = self.header("content-type")?;
+        Some(value.split(';').next()?.trim().to_ascii_lowercase())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("not an HTTP request: {0}")]
+    NotHttp(String),
+    #[error("the request is cut before its {0}")]
+    Truncated(&'static str),
+    #[error("HTTP/2: {0}")]
+    Http2(String),
+}
+
+/// Reads a request from the first bytes a client wrote on a connection.
+pub fn parse_request(bytes: &[u8]) -> Result<Request, ParseError> {
+    if let Some(frames) = bytes.strip_prefix(PREFACE) {
+        return http2(frames);
+    }
+    if !bytes.is_empty() && PREFACE.starts_with(bytes) {
+        return Err(ParseError::Truncated("HTTP/2 connection preface"));
+    }
+    http1(bytes)
+}
+
+/// The host of an authority (`Host: a.b:443`, `[::1]:8080`), lower case without port.
+pub(super) fn authority_host(authority: &str) -> Option<String> {
+    let url = url::Url::parse(&format!("http://{authority}/")).ok()?;
+    url.host_str()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn absolute_host(target: &str) -> Option<String> {
+    let url = url::Url::parse(target).ok()?;
+    url.host_str().map(str::to_ascii_lowercase)
+}
+
+/// Headers beyond this many are an error: no real client request has them.
+const MAX_HEADERS: usize = 96;
+
+fn http1(bytes: &[u8]) -> Result<Request, ParseError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let bad = |e: httparse::Error| ParseError::NotHttp(e.to_string());
+    let (head_len, mut request) = match req.parse(bytes).map_err(bad)? {
+        httparse::Status::Complete(len) => (Some(len), convert(&req)),
+        httparse::Status::Partial => {
+            // Cut inside the head: end it after its last whole line and read that.
+            let line_end = bytes
+                .windows(2)
+                .rposition(|w| w == b"\r\n")
+                .ok_or(ParseError::Truncated("request line ends"))?;
+            let mut head = bytes[..line_end + 2].to_vec();
+            head.extend_from_slice(b"\r\n");
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&head).map_err(bad)? {
+                httparse::Status::Complete(_) => (None, convert(&req)),
+                httparse::Status::Partial => return Err(ParseError::Truncated("request line")),
+            }
+        }
+    };
+    if let Some(len) = head_len {
+        let (body, complete) = http1_body(&request, &bytes[len..]);
+        request.body = body;
+        request.body_complete = complete;
+    }
+    Ok(request)
+}
+
+fn convert(req: &httparse::Request<'_, '_>) -> Request {
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let target = req.path.unwrap_or_default().to_string();
+    let host = absolute_host(&target).or_else(|| {
+        let value = headers.iter().find(|(n, _)| n == "host")?;
+        authority_host(&value.1)
+    });
+    Request {
+        method: req.method.unwrap_or_default().to_string(),
+        target,
+        host,
+        headers,
+        body: Vec::new(),
+        body_complete: false,
+    }
+}
+
+/// The body after a complete head: by `Content-Length`, or chunks as far as they are there.
+fn http1_body(request: &Request, rest: &[u8]) -> (Vec<u8>, bool) {
+    let chunked = request
+        .header("transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        return dechunk(rest);
+    }
+    match request
+        .header("content-length")
+        .and_then(|cl| cl.trim().parse::<usize>().ok())
+    {
+        Some(len) => (rest[..len.min(rest.len())].to_vec(), rest.len() >= len),
+        // A request without either has no body.
+        None => (Vec::new(), true),
+    }
+}
+
+fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        let Ok(httparse::Status::Complete((used, size))) = httparse::parse_chunk_size(rest) else {
+            return (body, false);
+        };
+        if size == 0 {
+            return (body, true);
+        }
+        rest = &rest[used..];
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if rest.len() < size {
+            body.extend_from_slice(rest);
+            return (body, false);
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = rest[size..].strip_prefix(b"\r\n").unwrap_or_default();
+    }
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+
+/// The first request stream of a connection: its header block (HEADERS and CONTINUATION
+/// frames) and its DATA frames.
+fn http2(mut frames: &[u8]) -> Result<Request, ParseError> {
+    let mut stream = None;
+    let (mut block, mut block_done) = (Vec::new(), false);
+    let (mut body, mut ended) = (Vec::new(), false);
+    while frames.len() >= 9 && !ended {
+        let len =
+            usize::from(frames[0]) << 16 | usize::from(frames[1]) << 8 | usize::from(frames[2]);
+        let (kind, flags) = (frames[3], frames[4]);
+        let id = u32::from_be_bytes([frames[5], frames[6], frames[7], frames[8]]) & 0x7fff_ffff;
+        let whole = frames.len() >= 9 + len;
+        let payload = &frames[9..frames.len().min(9 + len)];
+        frames = if whole { &frames[9 + len..] } else { &[] };
+        match kind {
+            HEADERS if stream.is_none() => {
+                stream = Some(id);
+                let fragment = unpad(payload, flags, whole)?;
+                let fragment = if flags & PRIORITY != 0 {
+                    fragment.get(5..).unwrap_or_default()
+                } else {
+                    fragment
+                };
+                block.extend_from_slice(fragment);
+                block_done = whole && flags & END_HEADERS != 0;
+                ended = whole && flags & END_STREAM != 0;
+            }
+            CONTINUATION if stream == Some(id) && !block_done => {
+                block.extend_from_slice(payload);
+                block_done = whole && flags & END_HEADERS != 0;
+            }
+            DATA if stream == Some(id) => {
+                body.extend_from_slice(unpad(payload, flags, whole)?);
+                ended = whole && flags & END_STREAM != 0;
+            }
+            // SETTINGS, WINDOW_UPDATE, PRIORITY, other streams: nothing about this request.
+            _ => {}
+        }
+    }
+    if stream.is_none() {
+        return Err(ParseError::Truncated("first HEADERS frame"));
+    }
+    let mut request = Request {
+        body,
+        body_complete: ended,
+        ..Request::default()
+    };
+    // A block cut short still yields the fields before the cut (the pseudo-headers first).
+    let mut decoder = Decoder::new();
+    let decoded = decoder.decode_with_cb(&block, |name, value| {
+        let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
+        let value = String::from_utf8_lossy(&value).into_owned();
+        match name.as_str() {
+            ":method" => request.method = value,
+            ":path" => request.target = value,
+            ":authority" => request.host = authority_host(&value),
+            _ if name.starts_with(':') => {}
+            _ => request.headers.push((name, value)),
+        }
+    });
+    if let Err(e) = decoded
+        && block_done
+    {
+        return Err(ParseError::Http2(format!("bad header block: {e:?}")));
+    }
+    if request.method.is_empty() {
+        return Err(ParseError::Truncated(":method header"));
+    }
+    if request.host.is_none() {
+        request.host = request.header("host").and_then(authority_host);
+    }
+    Ok(request)
+}
+
+/// A padded frame's payload without its pad length and padding.
+fn unpad(payload: &[u8], flags: u8, whole: bool) -> Result<&[u8], ParseError> {
+    if flags & PADDED == 0 {
+        return Ok(payload);
+    }
+    let (&pad, rest) = payload
+        .split_first()
+        .ok_or(ParseError::Truncated("pad length"))?;
+    if !whole {
+        // The padding is at the end, which is not here.
+        return Ok(rest);
+    }
+    rest.len()
+        .checked_sub(usize::from(pad))
+        .map(|end| &rest[..end])
+        .ok_or_else(|| ParseError::Http2("padding longer than the frame".into()))
+}
