@@ -18,6 +18,7 @@ mod sys;
 
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use commands::{check, daemon, run, top};
 use tracing_subscriber::EnvFilter;
@@ -89,6 +90,32 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Why this session's last call was refused, for the agent (run by its hook).
+    Why {
+        /// Print Claude Code's / Codex's PostToolUse hook JSON, once per refusal.
+        #[arg(long)]
+        hook: bool,
+        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Set up agents' hooks that tell them why a call was refused.
+    Hooks {
+        #[command(subcommand)]
+        command: HooksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HooksCommand {
+    /// Add a PostToolUse hook running `agentwatch why --hook` to the agent's settings.
+    Install {
+        agent: commands::why::HookAgent,
+        /// Print the settings file it would write, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +124,20 @@ enum PolicyCommand {
     Check {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// What the operation catalog says a command line (after --) or a raw request does.
+    Classify {
+        /// A user policy file over the built-in catalog.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// A file holding the head of a request as a client wrote it (HTTP/1.x or HTTP/2).
+        #[arg(long, value_name = "FILE")]
+        request: Option<PathBuf>,
+        /// The provider the request went to (default: its host's).
+        #[arg(long, value_name = "ID", requires = "request")]
+        provider: Option<String>,
+        #[arg(last = true, value_name = "ARGV")]
+        argv: Vec<String>,
     },
 }
 
@@ -168,6 +209,42 @@ fn execute(command: Command) -> anyhow::Result<u8> {
         } else {
             1
         }),
+        Command::Policy {
+            command:
+                PolicyCommand::Classify {
+                    policy,
+                    request,
+                    provider,
+                    argv,
+                },
+        } => Ok(commands::policy::classify_command(
+            policy.as_deref(),
+            request.as_deref(),
+            provider.as_deref(),
+            &argv,
+        )? as u8),
+        Command::Why { hook, socket } => block_on(commands::why::why_command(
+            &socket,
+            hook,
+            &mut std::io::stdout(),
+        )),
+        Command::Hooks {
+            command:
+                HooksCommand::Install {
+                    agent,
+                    dry_run,
+                    socket,
+                },
+        } => {
+            let home = std::env::var_os("HOME").context("HOME is not set")?;
+            Ok(commands::why::install_command(
+                agent,
+                std::path::Path::new(&home),
+                &socket,
+                dry_run,
+                &mut std::io::stdout(),
+            )? as u8)
+        }
     }
 }
 

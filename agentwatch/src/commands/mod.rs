@@ -6,3 +6,4 @@ pub mod policy;
 pub mod run;
 pub mod scan;
 pub mod top;
+pub mod why;

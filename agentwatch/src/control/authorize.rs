@@ -30,6 +30,12 @@ impl Authority {
         let verb = match request {
             Request::Approve { .. } => "approve",
             Request::Deny { .. } => "deny",
+            // Answered only about the asker's own session: a watched agent may learn why its
+            // call was refused (and that a human must approve it), nothing more.
+            Request::Why { .. } if peer.pid != 0 => return Ok(()),
+            Request::Why { .. } => {
+                return Err("refused: the requesting process is not visible to the daemon".into());
+            }
             Request::Pending | Request::Status | Request::Events { .. } => {
                 if peer.uid == 0
                     || (peer.pid != 0 && !handler.is_watched(peer.pid))

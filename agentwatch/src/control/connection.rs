@@ -110,6 +110,11 @@ fn answer(
             );
             decided(handler.deny(id, peer))
         }
+        Request::Why { unreported } => Reply::One(Response::Refusal {
+            event: handler
+                .last_refusal(peer.pid, unreported)
+                .map(|event| Box::new((*event).clone())),
+        }),
         Request::Events { follow, session } => {
             let (recent, live) = handler.events();
             Reply::Events {

@@ -101,6 +101,9 @@ impl ControlHandler for Fake {
     fn is_watched(&self, _pid: u32) -> bool {
         self.watched.load(Ordering::Relaxed)
     }
+    fn last_refusal(&self, _pid: u32, _unreported: bool) -> Option<Arc<Event>> {
+        self.recent.last().cloned()
+    }
 }
 
 /// These tests check what root may do: run as anyone else they fail,

@@ -43,4 +43,7 @@ pub trait ControlHandler: Send + Sync + 'static {
     fn events(&self) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
     /// Whether `pid` is, or descends from, a process of a watched session.
     fn is_watched(&self, pid: u32) -> bool;
+    /// The latest refusal (an alert that blocked, killed or asked) of the session `pid` is in;
+    /// with `unreported`, only if no earlier such call returned it.
+    fn last_refusal(&self, pid: u32, unreported: bool) -> Option<Arc<Event>>;
 }

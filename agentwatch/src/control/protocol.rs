@@ -31,6 +31,13 @@ pub enum Request {
         follow: bool,
         session: Option<u32>,
     },
+    /// One `Response::Refusal`: the latest refusal in the asking process's own session (so
+    /// any visible process may ask, an agent too). With `unreported`, only one not yet
+    /// given to such a request (an agent's hook asks after every tool call).
+    Why {
+        #[serde(default)]
+        unreported: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,6 +57,11 @@ pub enum Response {
         message: String,
     },
     End,
+    /// The alert event of the refusal; None when the session (or the asker, outside any
+    /// session) has none.
+    Refusal {
+        event: Option<Box<Event>>,
+    },
     Error {
         message: String,
     },

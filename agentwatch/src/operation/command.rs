@@ -37,13 +37,6 @@ pub enum HttpClient {
 impl HttpClient {
     pub const NAMES: &[&str] = &["curl", "wget"];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HttpClient::Curl => "curl",
-            HttpClient::Wget => "wget",
-        }
-    }
-
     /// The requests `args` (argv without argv[0]) makes, one per URL.
     pub fn requests(self, args: &[&str]) -> Vec<Request> {
         match self {

@@ -160,7 +160,7 @@ impl Merged {
         }
 
         let mut commands = Vec::new();
-        for (id, c) in self.commands.into_iter().filter(|(_, c)| c.enabled()) {
+        for (_, c) in self.commands.into_iter().filter(|(_, c)| c.enabled()) {
             let provider = match c.provider {
                 Some((provider, _)) if provider_enabled(&provider) => Some(provider),
                 Some((provider, loc)) if find(&self.providers, &provider).is_none() => {
@@ -171,8 +171,6 @@ impl Merged {
                 _ => None,
             };
             commands.push(CommandTool {
-                name: c.name.unwrap_or_else(|| id.name.clone()),
-                id: id.name,
                 provider,
                 executables: c.executables.unwrap_or_default(),
                 value_flags: c.value_flags.unwrap_or_default(),

@@ -144,8 +144,6 @@ pub struct AgentMatcher {
 /// A command-line tool whose invocations are judged at exec (`[commands.<id>]`).
 #[derive(Debug, Clone)]
 pub struct CommandTool {
-    pub id: String,
-    pub name: String,
     /// The provider whose infrastructure it changes, if one (and enabled).
     pub provider: Option<String>,
     /// Basenames of the executed file, e.g. "fly", "flyctl".

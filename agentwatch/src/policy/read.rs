@@ -97,7 +97,6 @@ pub(super) type Rules<P> = Option<Vec<Rule<P>>>;
 #[derive(Default)]
 pub(super) struct CommandPatch {
     pub(super) enabled: Option<bool>,
-    pub(super) name: Option<String>,
     pub(super) provider: Option<(String, Loc)>,
     pub(super) executables: List,
     pub(super) value_flags: List,
@@ -164,7 +163,7 @@ macro_rules! patch {
 }
 patch!(ProviderPatch: enabled, name, hosts, domains, exclude_domains, credential_files,
     credential_env, graphql_paths; rules: graphql, rest, actions);
-patch!(CommandPatch: enabled, name, provider, executables, value_flags, default, http_client;
+patch!(CommandPatch: enabled, provider, executables, value_flags, default, http_client;
     rules: operations);
 patch!(ClassPatch: enabled, name, providers, files, exclude_files, env, workspace_names);
 patch!(AgentPatch: enabled, name, executables, argv, env);
@@ -536,7 +535,6 @@ impl Reader<'_, '_> {
     fn command(&mut self, table: &DeTable<'_>) -> CommandPatch {
         const KEYS: &[&str] = &[
             "enabled",
-            "name",
             "provider",
             "executables",
             "value_flags",
@@ -549,7 +547,6 @@ impl Reader<'_, '_> {
             let k = key.get_ref().as_ref();
             match k {
                 "enabled" => c.enabled = self.boolean(value, k),
-                "name" => c.name = self.string(value, k),
                 "provider" => {
                     c.provider = self.string(value, k).map(|p| (p, self.loc(value.span())))
                 }

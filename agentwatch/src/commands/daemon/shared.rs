@@ -3,8 +3,9 @@
 //! Decisions (approve, deny) travel back to the loop, which owns the kernel.
 
 use std::{
-    collections::{BTreeMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
+    time::SystemTime,
 };
 
 use agentwatch_common::names::Action;
@@ -14,7 +15,7 @@ use crate::control::{
     ControlHandler, Peer,
     protocol::{PendingRequest, Status},
 };
-use crate::event::Event;
+use crate::event::{Body, Event};
 use crate::sys::proc::ancestry;
 
 /// Events replayed to a client that subscribes.
@@ -29,6 +30,8 @@ pub struct Shared {
     /// Every pid in a watched session, refreshed by the loop.
     pub watched: HashSet<u32>,
     recent: VecDeque<Arc<Event>>,
+    /// Per session, the time of the refusal last given to an `unreported` Why request.
+    reported: HashMap<u32, SystemTime>,
 }
 
 /// A human's answer, on its way to the loop.
@@ -123,5 +126,26 @@ impl ControlHandler for Handler {
         let chain = ancestry(pid);
         let shared = self.shared.lock().expect("shared state");
         chain.iter().any(|pid| shared.watched.contains(pid))
+    }
+
+    fn last_refusal(&self, pid: u32, unreported: bool) -> Option<Arc<Event>> {
+        let chain = ancestry(pid);
+        let mut shared = self.shared.lock().expect("shared state");
+        let session = shared.status.sessions.iter().find(|session| {
+            chain.contains(&session.root_pid)
+                || session.processes.iter().any(|p| chain.contains(&p.pid))
+        })?;
+        let id = session.id;
+        let refused = |action: Action| matches!(action, Action::Block | Action::Kill | Action::Ask);
+        let event = shared
+            .recent
+            .iter()
+            .rev()
+            .find(|e| e.session == id && matches!(&e.body, Body::Alert(a) if refused(a.action)))?
+            .clone();
+        if unreported && shared.reported.insert(id, event.ts) == Some(event.ts) {
+            return None;
+        }
+        Some(event)
     }
 }

@@ -182,7 +182,8 @@ impl Model {
             Response::Event { event } => self.event(*event),
             Response::Done { message } => self.say(message, false, now),
             Response::Error { message } => self.say(message, true, now),
-            Response::End => {}
+            // `top` never asks Why.
+            Response::End | Response::Refusal { .. } => {}
         }
     }
 
