@@ -535,6 +535,144 @@ fn top_shows_the_session_in_80x24() {
 }
 
 /// `GET url` from inside the lab's namespace.
+#[test]
+fn an_agent_learns_why_its_call_was_refused_and_still_cannot_approve_it() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let why = format!(
+        "{} why --socket {}",
+        agentwatch().display(),
+        daemon.socket.display()
+    );
+    let out = |name: &str| lab.path(name).display().to_string();
+    // The agent's call is refused; then, as its hook would, it asks why (until the daemon has
+    // published the alert), asks twice in hook form, and tries to approve its own call.
+    let script = format!(
+        "{READ_AWS_THEN_CALL_EC2}\n\
+         for i in $(seq 100); do {why} > {text}; grep -q 'refused a call' {text} && break; sleep 0.1; done\n\
+         {why} --hook </dev/null > {hook1}\n\
+         {why} --hook </dev/null > {hook2}\n\
+         {aw} approve 1 --socket {sock} 2> {approve}; echo $? >> {approve}",
+        text = out("why.txt"),
+        hook1 = out("hook1.json"),
+        hook2 = out("hook2.json"),
+        aw = agentwatch().display(),
+        sock = daemon.socket.display(),
+        approve = out("approve.txt"),
+    );
+    let claude = agent_script(&lab, "claude", &script);
+    let output = output_with_timeout(&mut lab.command(&[], &claude));
+    assert_eq!(results(&output), [-1], "the call is refused: {output:?}");
+    assert_eq!(listener.connections(), 0);
+
+    let read = |name: &str| std::fs::read_to_string(lab.path(name)).unwrap();
+    let text = read("why.txt");
+    for part in [
+        "agentwatch refused a call of this agent session",
+        "AWS's infrastructure API at ec2.us-east-1.amazonaws.com:443",
+        "/.aws/credentials",
+        "the connection failed with EPERM",
+        "only a human can approve this; you cannot approve it yourself",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+    let hook: Value = serde_json::from_str(&read("hook1.json")).expect("hook JSON");
+    assert_eq!(hook["hookSpecificOutput"]["hookEventName"], "PostToolUse");
+    let context = hook["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(context.contains("ec2.us-east-1.amazonaws.com"), "{context}");
+    assert_eq!(read("hook2.json"), "", "a hook hears of each refusal once");
+    let approve = read("approve.txt");
+    assert!(
+        approve.contains("inside a watched agent session") && approve.ends_with("1\n"),
+        "an agent cannot approve: {approve}"
+    );
+
+    // Outside any session: nothing refused, and that is no error.
+    let outside = daemon.client(&["why"]);
+    assert!(outside.status.success(), "{outside:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&outside.stdout),
+        "agentwatch: nothing refused in this session\n"
+    );
+    let outside = daemon.client(&["why", "--hook"]);
+    assert!(
+        outside.status.success() && outside.stdout.is_empty(),
+        "{outside:?}"
+    );
+    drop(daemon);
+}
+
+#[test]
+fn hooks_install_merges_into_the_agents_settings_once() {
+    let home = tempfile::tempdir().unwrap();
+    let settings = home.path().join(".claude/settings.json");
+    write(
+        &settings,
+        r#"{"model":"opus","hooks":{"PostToolUse":[{"matcher":"Edit","hooks":[{"type":"command","command":"fmt"}]}]}}"#,
+    );
+    let install = |agent: &str, extra: &[&str]| {
+        output_with_timeout(
+            Command::new(agentwatch())
+                .args(["hooks", "install", agent])
+                .args(extra)
+                .env("HOME", home.path())
+                .env_remove("CODEX_HOME"),
+        )
+    };
+    let dry = install("claude-code", &["--dry-run"]);
+    assert!(dry.status.success(), "{dry:?}");
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("why --hook"));
+    assert!(
+        !std::fs::read_to_string(&settings)
+            .unwrap()
+            .contains("why --hook"),
+        "dry run writes nothing"
+    );
+
+    let first = install("claude-code", &[]);
+    assert!(first.status.success(), "{first:?}");
+    let written = std::fs::read_to_string(&settings).unwrap();
+    let json: Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(json["model"], "opus");
+    let groups = json["hooks"]["PostToolUse"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{written}");
+    assert_eq!(groups[0]["hooks"][0]["command"], "fmt");
+    assert_eq!(groups[1]["matcher"], "*");
+    assert_eq!(groups[1]["hooks"][0]["type"], "command");
+    assert_eq!(
+        groups[1]["hooks"][0]["command"],
+        format!("{} why --hook", agentwatch().display())
+    );
+    let again = install("claude-code", &[]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already installed"),
+        "{again:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&settings).unwrap(),
+        written,
+        "idempotent"
+    );
+
+    let codex = install("codex", &[]);
+    assert!(codex.status.success(), "{codex:?}");
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(home.path().join(".codex/hooks.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["hooks"]["PostToolUse"][0]["matcher"], "Bash");
+    assert!(
+        json["hooks"]["PostToolUse"][0]["hooks"][0]["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("why --hook")
+    );
+}
+
 fn http_get(lab: &Lab, url: &str) -> String {
     let output = output_with_timeout(Command::new("ip").args([
         "netns",

@@ -53,16 +53,27 @@ pub fn classify_command(
     };
     let catalog = Catalog::new(&policy);
     let operation = if let Some(path) = request {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let request = parse_request(&bytes)
             .map_err(|e: ParseError| anyhow::anyhow!("{}: {e}", path.display()))?;
         let provider = provider
             .map(str::to_string)
-            .or_else(|| Some(catalog.provider_of_host(request.host.as_deref()?)?.id.clone()))
+            .or_else(|| {
+                Some(
+                    catalog
+                        .provider_of_host(request.host.as_deref()?)?
+                        .id
+                        .clone(),
+                )
+            })
             .context("the request's host is no provider's; name one with --provider")?;
         catalog.classify_request(&provider, &request)
     } else if argv.is_empty() {
-        println!("commands judged at exec: {}", catalog.command_names().join(" "));
+        println!(
+            "commands judged at exec: {}",
+            catalog.command_names().join(" ")
+        );
         return Ok(0);
     } else {
         let Some(operation) = catalog.classify_command(argv) else {

@@ -71,7 +71,11 @@ fn explain(event: &Event, alert: &Alert, now: SystemTime) -> String {
             .map_or(id.to_string(), |p| p.name.clone())
     });
     let target = alert.host.as_deref().unwrap_or(&alert.addr);
-    let api = provider.as_deref().map_or("an infrastructure API".to_string(), |p| format!("{p}'s infrastructure API"));
+    let api = provider
+        .as_deref()
+        .map_or("an infrastructure API".to_string(), |p| {
+            format!("{p}'s infrastructure API")
+        });
     let mut text = format!(
         "agentwatch refused a call of this agent session (session {}): {} (pid {}) called {api} at {target}:{}.",
         event.session, event.comm, event.pid, alert.port
@@ -99,7 +103,9 @@ fn explain(event: &Event, alert: &Alert, now: SystemTime) -> String {
             " What happened: the session is stopped until a human approves or denies the call \
              (it is listed in `agentwatch pending`)."
         }
-        Action::Kill => " What happened: the call was refused and the session's processes were killed.",
+        Action::Kill => {
+            " What happened: the call was refused and the session's processes were killed."
+        }
         _ => " What happened: the call was refused (the connection failed with EPERM).",
     });
     text.push_str(
@@ -155,12 +161,16 @@ pub fn install_command(
     let exe = std::env::current_exe().context("cannot find agentwatch's own path")?;
     let mut command = format!("{}{HOOK_ARGS}", shell_quote(&exe.display().to_string()));
     if socket != Path::new(DEFAULT_SOCKET) {
-        command.push_str(&format!(" --socket {}", shell_quote(&socket.display().to_string())));
+        command.push_str(&format!(
+            " --socket {}",
+            shell_quote(&socket.display().to_string())
+        ));
     }
     let path = agent.file(home);
     let mut settings: Value = match std::fs::read_to_string(&path) {
         Ok(text) if text.trim().is_empty() => json!({}),
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => json!({}),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
@@ -172,16 +182,26 @@ pub fn install_command(
         return Ok(0);
     }
     if !changed {
-        writeln!(out, "{}: the agentwatch hook is already installed", path.display())?;
+        writeln!(
+            out,
+            "{}: the agentwatch hook is already installed",
+            path.display()
+        )?;
         return Ok(0);
     }
-    let dir = path.parent().context("the settings file has no directory")?;
+    let dir = path
+        .parent()
+        .context("the settings file has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Written beside and renamed, so the agent never reads half a file.
     let tmp = path.with_extension("json.agentwatch-tmp");
     std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    writeln!(out, "{}: installed the PostToolUse hook `{command}`", path.display())?;
+    writeln!(
+        out,
+        "{}: installed the PostToolUse hook `{command}`",
+        path.display()
+    )?;
     Ok(0)
 }
 
@@ -258,7 +278,10 @@ mod tests {
         assert!(add_hook(&mut settings, "*", "/opt/agentwatch why --hook").unwrap());
         let groups = settings["hooks"]["PostToolUse"].as_array().unwrap();
         assert_eq!(groups.len(), 2);
-        assert_eq!(groups[1]["hooks"][0]["command"], "/opt/agentwatch why --hook");
+        assert_eq!(
+            groups[1]["hooks"][0]["command"],
+            "/opt/agentwatch why --hook"
+        );
         assert!(add_hook(&mut json!({"hooks": []}), "*", command).is_err());
         assert_eq!(shell_quote("/a b/agentwatch"), "'/a b/agentwatch'");
     }

@@ -397,3 +397,29 @@ async fn queued_events_match_the_protocol() {
     expected.push(b'\n');
     assert_eq!(out.buf, expected);
 }
+
+#[tokio::test]
+async fn a_watched_session_may_ask_why_but_never_approve() {
+    let fake = Fake::new(1);
+    fake.watched.store(true, Ordering::Relaxed);
+    let authority = Authority { admin_gid: None };
+    let agent = me(1000, 1000);
+    let why = Request::Why { unreported: true };
+    authority.authorize(&why, agent, &*fake).unwrap();
+    let hidden = Peer { pid: 0, ..agent };
+    assert!(authority.authorize(&why, hidden, &*fake).is_err());
+    for decision in [Request::Approve { id: 1 }, Request::Deny { id: 1 }] {
+        let err = authority
+            .authorize(&decision, me(0, 0), &*fake)
+            .unwrap_err();
+        assert!(err.contains("watched session cannot approve"), "{err}");
+    }
+    // Over the socket, the answer is the session's refusal event.
+    let (_dir, path) = start(&fake);
+    match client::request(&path, &why).await.unwrap() {
+        Response::Refusal { event } => {
+            assert_eq!(event.as_deref(), fake.recent.last().map(|e| &**e))
+        }
+        other => panic!("{other:?}"),
+    }
+}

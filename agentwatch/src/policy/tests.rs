@@ -630,9 +630,14 @@ default = "reads"
         railway.hosts.contains(&"backboard.railway.app".to_string()),
         "kept"
     );
-    let tools = ids(&policy.commands, |c| &c.id);
-    assert!(!tools.contains(&"terraform".to_string()));
-    let kubectl = policy.commands.iter().find(|c| c.id == "kubectl").unwrap();
+    let tool = |exe: &str| {
+        policy
+            .commands
+            .iter()
+            .find(|c| c.executables.iter().any(|e| e == exe))
+    };
+    assert!(tool("terraform").is_none());
+    let kubectl = tool("kubectl").unwrap();
     assert!(
         kubectl
             .operations
@@ -646,7 +651,7 @@ default = "reads"
             .iter()
             .any(|r| r.pattern.as_str() == "rollout restart")
     );
-    let mytool = policy.commands.iter().find(|c| c.id == "mytool").unwrap();
+    let mytool = tool("mytool").unwrap();
     assert_eq!(mytool.default, OperationClass::Reads);
     assert_eq!(mytool.provider.as_deref(), Some("railway"));
 }

@@ -266,7 +266,7 @@ mod tests {
                             message: format!("request {id} approved"),
                         }]
                     }
-                    Request::Deny { .. } => vec![Response::Error {
+                    Request::Deny { .. } | Request::Why { .. } => vec![Response::Error {
                         message: "unexpected".into(),
                     }],
                 };
