@@ -293,12 +293,11 @@ fn curl(args: &[&str]) -> Vec<Request> {
                 options.data(value, false);
             }
             // Uploads and forms: a body that is not on the command line.
-            "-T" | "--upload-file" | "-F" | "--form" => {
+            "-T" | "--upload-file" => {
                 options.data_hidden = true;
-                if option.starts_with("-T") || option == "--upload-file" {
-                    options.method.get_or_insert_with(|| "PUT".into());
-                }
+                options.method.get_or_insert_with(|| "PUT".into());
             }
+            "-F" | "--form" => options.data_hidden = true,
             _ => {}
         }
     }

@@ -452,7 +452,14 @@ fn aws_query_and_json_actions() {
         "Content-Type",
         "application/x-www-form-urlencoded; charset=utf-8",
     )];
-    let cases: [(&[(&str, &str)], &str, &str, &str, OperationClass); 6] = [
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        &'a str,
+        &'a str,
+        OperationClass,
+    );
+    let cases: [Case; 6] = [
         (
             &form,
             "POST",
