@@ -205,7 +205,10 @@ fn classify(provider: Option<&Provider>, request: &Request) -> Operation {
     }
 
     let graphql_type = request.content_type().as_deref() == Some("application/graphql");
-    let graphql_path = provider.graphql_paths.iter().any(|p| p.matches(path));
+    let graphql_path = provider
+        .graphql_paths
+        .iter()
+        .any(|p| p.matches_with(path, pattern::SEGMENTS));
     if (graphql_path || graphql_type) && !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
         let body = graphql::operations(&request.body, graphql_type, request.body_complete);
         return judge_graphql(provider, &body)

@@ -8,7 +8,7 @@ use glob::{MatchOptions, Pattern};
 use super::OperationClass;
 
 /// `*` in a REST path or a command word stays within one segment; `**` spans several.
-const SEGMENTS: MatchOptions = MatchOptions {
+pub const SEGMENTS: MatchOptions = MatchOptions {
     case_sensitive: true,
     require_literal_separator: true,
     require_literal_leading_dot: false,

@@ -795,6 +795,21 @@ proptest! {
     }
 
     #[test]
+    fn random_graphql_bodies_never_panic(body in "[{}()\\[\\]:@$!.,\"a-zA-Z0-9 #\n]{0,300}", json in any::<bool>()) {
+        let body = if json {
+            format!(r#"{{"query":"{}"}}"#, body.replace('"', "\\\""))
+        } else {
+            body
+        };
+        for bytes in [
+            http1("POST", "backboard.railway.app", "/graphql/v2", &[], &body),
+            http1("POST", "backboard.railway.app", "/graphql/v2", &[("Content-Type", "application/graphql")], &body),
+        ] {
+            let _ = request_class("railway", &bytes);
+        }
+    }
+
+    #[test]
     fn random_argv_never_panics(args in proptest::collection::vec("[-a-zA-Z0-9=@:/. ]{0,12}", 0..8), tool in 0usize..6) {
         let program = ["curl", "wget", "kubectl", "aws", "terraform", "gcloud"][tool];
         let mut argv = vec![program.to_string()];
