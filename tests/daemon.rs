@@ -534,7 +534,6 @@ fn top_shows_the_session_in_80x24() {
     assert!(screen.lines().count() <= 24, "{screen}");
 }
 
-/// `GET url` from inside the lab's namespace.
 #[test]
 fn an_agent_learns_why_its_call_was_refused_and_still_cannot_approve_it() {
     let _serial = serial();
@@ -673,6 +672,7 @@ fn hooks_install_merges_into_the_agents_settings_once() {
     );
 }
 
+/// `GET url` from inside the lab's namespace.
 fn http_get(lab: &Lab, url: &str) -> String {
     let output = output_with_timeout(Command::new("ip").args([
         "netns",
