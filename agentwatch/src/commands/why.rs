@@ -65,9 +65,7 @@ fn explain(event: &Event, alert: &Alert, now: SystemTime) -> String {
     let builtin = Policy::builtin();
     let provider = alert.provider.as_deref().map(|id| {
         builtin
-            .providers
-            .iter()
-            .find(|p| p.id == id)
+            .provider(id)
             .map_or(id.to_string(), |p| p.name.clone())
     });
     let target = alert.host.as_deref().unwrap_or(&alert.addr);

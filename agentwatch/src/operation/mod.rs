@@ -103,7 +103,7 @@ impl<'p> Catalog<'p> {
     /// What `request`, sent to provider `provider_id`'s API, does. An unknown provider id
     /// judges by the method alone.
     pub fn classify_request(&self, provider_id: &str, request: &Request) -> Operation {
-        let provider = self.policy.providers.iter().find(|p| p.id == provider_id);
+        let provider = self.policy.provider(provider_id);
         classify(provider, request)
     }
 
@@ -147,10 +147,11 @@ impl<'p> Catalog<'p> {
             let flags = rule.pattern.as_str().split_whitespace();
             name.extend(flags.filter(|t| t.starts_with('-')));
         }
-        let provider = tool.provider.as_deref().and_then(|id| {
-            let provider = self.policy.providers.iter().find(|p| p.id == id)?;
-            Some(ProviderRef::from(provider))
-        });
+        let provider = tool
+            .provider
+            .as_deref()
+            .and_then(|id| self.policy.provider(id))
+            .map(ProviderRef::from);
         Operation {
             kind: OperationKind::Command,
             name: name.join(" "),

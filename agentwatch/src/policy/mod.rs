@@ -203,6 +203,11 @@ impl Policy {
         build(&[(Path::new(BUILTIN_PATH), BUILTIN), (path, text)])
     }
 
+    /// The provider with id `id`, if the policy has it.
+    pub fn provider(&self, id: &str) -> Option<&Provider> {
+        self.providers.iter().find(|provider| provider.id == id)
+    }
+
     /// The provider whose hosts/domains cover `host` (longest suffix; exclusions => None).
     pub fn provider_of_host(&self, host: &str) -> Option<&Provider> {
         let host = normalize_lookup(host);
