@@ -94,7 +94,10 @@ pub struct ExecEvent {
     pub filename_len: u16,
     pub argv_len: u16,
     pub truncated: u8,
-    pub _pad: [u8; 3],
+    /// 1: a cataloged command, stopped at exec before its first
+    /// instruction until user space has judged its argv.
+    pub hold: u8,
+    pub _pad: [u8; 2],
     /// Agent matcher that opened a session at this exec (see `agent`), 0 if none.
     pub agent: u32,
     pub filename: [u8; FILENAME_CAP],
@@ -163,6 +166,34 @@ pub struct NameEvent {
     pub name: [u8; crate::first_write::NAME_CAP],
 }
 
+/// Bytes kept of a TLS write's plaintext: a request line, its headers and
+/// the head of its body.
+pub const TLS_CAP: usize = 4096;
+
+/// The plaintext a tainted session's process passed to `SSL_write` or
+/// `SSL_write_ex`; the process is stopped until user space has judged it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsWriteEvent {
+    pub header: EventHeader,
+    /// The `SSL *`: a request's head and its body written apart are
+    /// matched by it.
+    pub ssl: u64,
+    /// Credential classes the session held at the write.
+    pub held: u64,
+    /// Bytes the caller asked to write.
+    pub len: u32,
+    /// Bytes of `data` filled (at most `TLS_CAP`).
+    pub copied: u32,
+    pub data: [u8; TLS_CAP],
+}
+
+impl TlsWriteEvent {
+    pub fn wire_len(&self) -> usize {
+        core::mem::offset_of!(TlsWriteEvent, data) + min(self.copied as usize, TLS_CAP)
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DnsEvent {
@@ -216,6 +247,7 @@ mod pod {
     unsafe impl aya::Pod for AlertEvent {}
     unsafe impl aya::Pod for DnsEvent {}
     unsafe impl aya::Pod for NameEvent {}
+    unsafe impl aya::Pod for TlsWriteEvent {}
 }
 
 /// How the exec program marks what discovery did (`ExecEvent::agent`).

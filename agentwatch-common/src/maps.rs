@@ -260,7 +260,20 @@ pub mod counter {
     /// or holding more messages than one walk takes. The rest of that
     /// connection is not parsed.
     pub const DNS_TCP_UNFOLLOWED: u32 = 31;
-    pub const COUNT: u32 = 32;
+    /// TLS writes of tainted sessions stopped before encryption for their
+    /// operation to be judged.
+    pub const TLS_WRITES_HELD: u32 = 32;
+    /// TLS writes refused at the socket after their operation was judged.
+    pub const TLS_WRITES_REFUSED: u32 = 33;
+    /// A TLS write that could not be shown to user space (ring buffer
+    /// full): refused at the socket, never let through unjudged.
+    pub const TLS_WRITES_UNJUDGED: u32 = 34;
+    /// Cataloged commands stopped at exec for their argv to be judged.
+    pub const COMMANDS_HELD: u32 = 35;
+    /// A cataloged command that could not be shown to user space (ring
+    /// buffer full): killed at exec, never let run unjudged.
+    pub const COMMANDS_UNJUDGED: u32 = 36;
+    pub const COUNT: u32 = 37;
 }
 
 #[cfg(feature = "user")]

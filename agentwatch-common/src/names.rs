@@ -153,13 +153,16 @@ named_codes! {
         Dns = 7 => "dns",
         /// What a watched TCP socket's first write named (sent by sk_msg).
         Name = 8 => "name",
+        /// The plaintext of a tainted session's TLS write, its writer
+        /// stopped before encryption until user space judges it (uprobe).
+        TlsWrite = 9 => "tls-write",
     }
 }
 
 impl Kind {
     /// One past the highest code; sizes per-kind counters (at most 16:
     /// `counter::PROCS_FULL` follows them).
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 named_codes! {
@@ -236,6 +239,11 @@ named_codes! {
         Harmless = 2 => "harmless",
         /// A human approved its connect.
         Approved = 3 => "approved",
+        /// It named an infrastructure host in a TLS ClientHello from a
+        /// process whose libssl is probed: each request is judged by its
+        /// operation at `SSL_write`, before encryption, and its writes pass
+        /// unless that judgment refused the writing thread.
+        TlsInspected = 4 => "tls-inspected",
     }
 }
 
@@ -263,6 +271,10 @@ pub mod map_name {
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const EVENTS: &str = "EVENTS";
+    pub const TLS_PROCS: &str = "TLS_PROCS";
+    pub const REFUSED_WRITERS: &str = "REFUSED_WRITERS";
+    pub const COMMANDS: &str = "COMMANDS";
+    pub const COMMAND_GRANTS: &str = "COMMAND_GRANTS";
     /// Every name user space looks up.
     pub const ALL: &[&str] = &[
         PROCS,
@@ -285,6 +297,10 @@ pub mod map_name {
         CONFIG,
         COUNTERS,
         EVENTS,
+        TLS_PROCS,
+        REFUSED_WRITERS,
+        COMMANDS,
+        COMMAND_GRANTS,
     ];
 }
 

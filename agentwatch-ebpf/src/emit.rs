@@ -73,17 +73,20 @@ pub fn send<T>(record: *const T, len: usize, kind: Kind) {
     send_with(record, len, kind, Urgency::Batched);
 }
 
+/// Returns whether the record was sent.
 #[inline(always)]
-pub fn send_with<T>(record: *const T, len: usize, kind: Kind, urgency: Urgency) {
+pub fn send_with<T>(record: *const T, len: usize, kind: Kind, urgency: Urgency) -> bool {
     let len = if len > core::mem::size_of::<T>() {
         core::mem::size_of::<T>()
     } else {
         len
     };
     let bytes = unsafe { core::slice::from_raw_parts(record.cast::<u8>(), len) };
-    if EVENTS.output::<[u8]>(bytes, wakeup_flags(urgency)).is_err() {
+    let sent = EVENTS.output::<[u8]>(bytes, wakeup_flags(urgency)).is_ok();
+    if !sent {
         count(counter::LOST_BASE + kind.code());
     }
+    sent
 }
 
 /// Sends a small record built on the stack.

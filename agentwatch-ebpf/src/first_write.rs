@@ -5,7 +5,9 @@
 //! EACCES before a byte leaves. A socket that named an infrastructure host
 //! stays watched, so a write after a later credential read is refused too;
 //! any other leaves the sockhash (user space takes it out), so a long
-//! download pays nothing per write.
+//! download pays nothing per write. A ClientHello of probed OpenSSL leaves
+//! the judgment to `SSL_write` (`operation.rs`), and a plaintext request
+//! that only reads (`GET`, `HEAD`, `OPTIONS`) passes.
 
 use core::ffi::c_void;
 
@@ -35,6 +37,7 @@ use crate::{
     emit::{fill_writer_header, send},
     judge::{Decision, Destination, Named, held_credentials, judge},
     maps::{SOCKET_MARKS, SOCKET_STATES, SOCKETS, count, count_watched, flag_uninspected},
+    operation::{granted, refused_writer, tls_inspected},
     scratch::{WRITE_SCRATCH, WriteScratch},
     session::{session_of, socket_member},
 };
@@ -188,6 +191,8 @@ fn inspect(ctx: &SkMsgContext) -> bool {
     let state: &mut SocketState = unsafe { &mut *state };
     match SocketJudgment::try_from(state.judgment) {
         Ok(SocketJudgment::Harmless | SocketJudgment::Approved) => return true,
+        // Each request was judged at SSL_write, before it was encrypted.
+        Ok(SocketJudgment::TlsInspected) => return !refused_writer(),
         Ok(SocketJudgment::Infrastructure) => {}
         // An empty write names nothing yet: the next one is the first.
         Ok(SocketJudgment::Pending) if ctx.size() == 0 => return true,
@@ -201,7 +206,12 @@ fn inspect(ctx: &SkMsgContext) -> bool {
     }
     let member = socket_member(state.session);
     let creds = held_credentials(&member);
-    if creds == 0 {
+    if creds == 0 || granted(creds & state.host.classes) {
+        return true;
+    }
+    // A plaintext request that names its host says what it does: one that
+    // only reads passes.
+    if state.host.learned == NameSource::Host.code() && reads_method(ctx) {
         return true;
     }
     let to = destination(&key);
@@ -308,7 +318,15 @@ fn name_first_write(ctx: &SkMsgContext, key: &SocketKey, state: &mut SocketState
     };
     let infrastructure = host.is_some();
     state.host = host.unwrap_or_default();
-    state.judgment = if infrastructure {
+    // A ClientHello from probed OpenSSL: its requests are judged at
+    // SSL_write, where their operation is visible.
+    let inspected = infrastructure
+        && named
+        && scratch.parser.source == NameSource::Sni.code()
+        && tls_inspected();
+    state.judgment = if inspected {
+        SocketJudgment::TlsInspected.code()
+    } else if infrastructure {
         SocketJudgment::Infrastructure.code()
     } else {
         // User space takes it out of the sockhash.
@@ -316,7 +334,24 @@ fn name_first_write(ctx: &SkMsgContext, key: &SocketKey, state: &mut SocketState
         SocketJudgment::Harmless.code()
     };
     report(key, state, named, scratch);
-    infrastructure
+    infrastructure && !inspected
+}
+
+/// Whether the write starts a request with a method that only reads.
+#[inline(always)]
+fn reads_method(ctx: &SkMsgContext) -> bool {
+    const PREFIX: usize = 8;
+    // SAFETY: the program's context; a message shorter than PREFIX fails.
+    if unsafe { bpf_msg_pull_data(ctx.msg, 0, PREFIX as u32, 0) } != 0 {
+        return false;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + PREFIX > end {
+        return false;
+    }
+    // SAFETY: PREFIX bytes of the message's linear data, checked above.
+    let head = unsafe { *(start as *const [u8; PREFIX]) };
+    head.starts_with(b"GET ") || head.starts_with(b"HEAD ") || head.starts_with(b"OPTIONS ")
 }
 
 /// Copies up to `WRITE_CAP` bytes of the write into the scratch buffer.

@@ -1,5 +1,5 @@
 //! agentwatch's kernel programs. One module per sensor (process, file,
-//! network, first write, DNS); every per-process program returns at its
+//! network, first write, DNS, operation); every per-process program returns at its
 //! first map lookup for a process outside any session, and every socket
 //! program at its first lookup for a socket no session connected.
 #![no_std]
@@ -19,6 +19,7 @@ mod judge;
 mod kernel;
 mod maps;
 mod net;
+mod operation;
 mod path;
 mod process;
 mod scratch;

@@ -139,6 +139,31 @@ pub static PENDING_CONNECTS: HashMap<u64, ConnectArgs> = HashMap::with_max_entri
 #[map]
 pub static PENDING_EXECS: HashMap<u64, ExecArgs> = HashMap::with_max_entries(4096, 0);
 
+/// Processes of sessions whose libssl (or node's built-in OpenSSL) is
+/// probed: tgid → 1, set when the process initialises OpenSSL. Their TLS
+/// requests are judged at `SSL_write` by what they do, so their
+/// connections to infrastructure are not refused by name or address first.
+/// Cleared at exec and exit.
+#[map]
+pub static TLS_PROCS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(DEFAULT_MAX_PROCESSES, 0);
+
+/// Threads (pid_tgid) whose TLS request user space refused: the next write
+/// such a thread makes to an inspected infrastructure socket is dropped
+/// (EACCES), so the encrypted request never leaves.
+#[map]
+pub static REFUSED_WRITERS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
+
+/// Hash of a cataloged command's executable name as `comm` holds it → 1:
+/// a session's exec of one is stopped for user space to judge its argv.
+#[map]
+pub static COMMANDS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
+
+/// tgid → credential classes a command judged to only read may use with
+/// its provider's hosts (`railway logs` after reading the Railway token).
+/// Cleared at exec and exit.
+#[map]
+pub static COMMAND_GRANTS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
 

@@ -28,6 +28,7 @@ use crate::{
     maps::{
         PENDING_CONNECTS, SOCKET_MARKS, UNINSPECTED, config, count, flag_uninspected, sockets_full,
     },
+    operation::{granted, tls_inspected},
     scratch::CONNECT_SCRATCH,
     session::{Member, member, packet_member, session_of, sock_addr_member},
     syscall::{arg, ret},
@@ -221,8 +222,13 @@ fn judge_address(member: &Member, to: &Destination, may_wait_for_name: bool) -> 
     let Some(host) = address_host(to) else {
         return Decision::Allow;
     };
-    // A socket that could not be watched gets no name: judged here.
-    if may_wait_for_name && host.shared != 0 && config().first_write != 0 && !sockets_full() {
+    if granted(creds & host.classes) {
+        return Decision::Allow;
+    }
+    // A socket that could not be watched gets no name: judged here. One of
+    // a process whose TLS requests are judged at SSL_write waits for them.
+    let waits = host.shared != 0 || tls_inspected();
+    if may_wait_for_name && waits && config().first_write != 0 && !sockets_full() {
         return Decision::Allow;
     }
     judge(member, creds, &host, to, None, fill_header)

@@ -24,6 +24,7 @@ use crate::{
     maps::{
         ENV_CLASSES, PENDING_CONNECTS, PENDING_EXECS, PENDING_OPENS, PROCS, SPAWNERS, config, count,
     },
+    operation::{exec_judgment, forget_process, hold_command},
     scratch::EXEC_SCRATCH,
     session::member,
     syscall::{arg, ret},
@@ -110,18 +111,24 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     };
     event.filename_len = string_len(len, FILENAME_CAP, &mut event.truncated, truncated::FILENAME);
     read_argv(event);
-    // A held or paused agent waits, stopped, for user space to answer.
-    let urgency = if agent == 0 {
+    event.hold = 0;
+    let held_command = session != 0 && exec_judgment(tgid, event);
+    // A held or paused agent, or a held command, waits, stopped, for user
+    // space to answer.
+    let urgency = if agent == 0 && !held_command {
         Urgency::Batched
     } else {
         Urgency::Now
     };
-    send_with(
+    let sent = send_with(
         event as *const ExecEvent,
         event.wire_len(),
         Kind::Exec,
         urgency,
     );
+    if held_command {
+        hold_command(sent);
+    }
     0
 }
 
@@ -179,6 +186,7 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     event.exit_code = read::<u32>(task, off!(task_exit_code));
     send_value(&event, Kind::Exit, Urgency::Batched);
     let _ = PROCS.remove(tgid);
+    forget_process(tgid);
     0
 }
 
@@ -240,6 +248,7 @@ fn report_failed_exec(ctx: &TracePointContext) -> u32 {
     event.env_classes = 0;
     event.ret = result as i32;
     event.truncated = 0;
+    event.hold = 0;
     let len = unsafe {
         bpf_probe_read_user_str(
             event.filename.as_mut_ptr().cast(),

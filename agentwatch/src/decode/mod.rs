@@ -12,7 +12,7 @@ use agentwatch_common::{
     dns::{DNS_CAP, DnsParser, MAX_STEPS, Step},
     event::{
         AlertEvent, BASE_CAP, ConnectEvent, DnsEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-        NameEvent, OpenEvent, truncated,
+        NameEvent, OpenEvent, TLS_CAP, TlsWriteEvent, truncated,
     },
     first_write::NAME_CAP,
     maps::SocketKey,
@@ -33,6 +33,26 @@ pub enum Record {
     /// What a socket's first write named, with the socket (to forget it
     /// when harmless) and the domain it matched.
     Name(Event, SocketKey, Option<u32>),
+    /// A tainted session's TLS plaintext; its writer is stopped.
+    TlsWrite(TlsWrite),
+}
+
+/// The plaintext a stopped writer passed to `SSL_write`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsWrite {
+    pub ts: SystemTime,
+    pub session: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// The `SSL *` written to (a request's head and body are matched by it).
+    pub ssl: u64,
+    /// Credential classes the session held.
+    pub held: u64,
+    /// Bytes the caller asked to write; `data` holds the first of them.
+    pub len: u32,
+    pub data: Vec<u8>,
 }
 
 /// What the kernel knew when it raised an alert.
@@ -143,6 +163,22 @@ pub fn decode(clock: &Clock, record: &[u8]) -> Result<Record, DecodeError> {
             ));
         }
         Kind::Dns => return Ok(Record::Dns(dns(&read_record::<DnsEvent>(record)))),
+        Kind::TlsWrite => {
+            let raw: TlsWriteEvent = read_record(record);
+            let copied = (raw.copied as usize).min(TLS_CAP);
+            return Ok(Record::TlsWrite(TlsWrite {
+                ts: clock.wall(header.boot_ns),
+                session: header.session,
+                pid: header.pid,
+                tid: header.tid,
+                uid: header.uid,
+                comm: text(&header.comm),
+                ssl: raw.ssl,
+                held: raw.held,
+                len: raw.len,
+                data: raw.data[..copied].to_vec(),
+            }));
+        }
         Kind::Name => {
             let raw: NameEvent = read_record(record);
             let named = named(&raw)?;
@@ -192,6 +228,7 @@ fn alert(clock: &Clock, raw: &AlertEvent) -> Result<(Alert, RawAlert), DecodeErr
         credential: None,
         credentials: Vec::new(),
         ancestry: Vec::new(),
+        operation: None,
     };
     let facts = RawAlert {
         held: raw.held,
@@ -391,6 +428,7 @@ fn exec(record: &ExecEvent) -> Exec {
         credentials: Vec::new(),
         agent_id: record.agent,
         agent: None,
+        held_command: record.hold != 0,
     }
 }
 

@@ -38,6 +38,14 @@ pub struct KernelCounters {
     pub named_writes: u64,
     pub nameless_writes: u64,
     pub write_unreadable: u64,
+    /// TLS writes stopped for their operation to be judged, refused at the
+    /// socket after the judgment, and refused unjudged (ring buffer full).
+    pub tls_writes_held: u64,
+    pub tls_writes_refused: u64,
+    pub tls_writes_unjudged: u64,
+    /// Cataloged commands stopped at exec, and killed unjudged.
+    pub commands_held: u64,
+    pub commands_unjudged: u64,
 }
 
 impl KernelCounters {
@@ -65,6 +73,9 @@ pub struct KernelMaps {
     counters: PerCpuArray<MapData, u64>,
     sockets: SockHash<MapData, SocketKey>,
     socket_states: HashMap<MapData, SocketKey, SocketState>,
+    refused_writers: HashMap<MapData, u64, u8>,
+    commands: HashMap<MapData, u64, u8>,
+    command_grants: HashMap<MapData, u32, u64>,
     /// The first-write programs are attached ([`Config::first_write`]).
     first_write: bool,
     max_sockets: u32,
@@ -140,6 +151,9 @@ impl KernelMaps {
             counters: take(ebpf, map_name::COUNTERS)?,
             sockets: take(ebpf, map_name::SOCKETS)?,
             socket_states: take(ebpf, map_name::SOCKET_STATES)?,
+            refused_writers: take(ebpf, map_name::REFUSED_WRITERS)?,
+            commands: take(ebpf, map_name::COMMANDS)?,
+            command_grants: take(ebpf, map_name::COMMAND_GRANTS)?,
             first_write: false,
             max_sockets,
         })
@@ -343,6 +357,31 @@ impl KernelMaps {
         update(self.allow_once.insert(key, 1, 0), "the approval map")
     }
 
+    /// The thread's next write to an inspected infrastructure socket is
+    /// refused (its TLS request was judged and refused).
+    pub fn refuse_writer(&mut self, pid: u32, tid: u32) -> Result<()> {
+        let pid_tgid = (u64::from(pid) << 32) | u64::from(tid);
+        update(
+            self.refused_writers.insert(pid_tgid, 1, 0),
+            "the refused-writer map",
+        )
+    }
+
+    /// A session's exec of the command named `hash` (as `comm` hashes it)
+    /// is stopped for its argv to be judged.
+    pub fn add_command(&mut self, hash: u64) -> Result<()> {
+        update(self.commands.insert(hash, 1, 0), "the command map")
+    }
+
+    /// Lets process `pid` use `classes` with its provider's hosts until it
+    /// execs or exits (a command judged to only read, or approved).
+    pub fn grant_command(&mut self, pid: u32, classes: u64) -> Result<()> {
+        update(
+            self.command_grants.insert(pid, classes, 0),
+            "the command-grant map",
+        )
+    }
+
     /// Entries in the maps that can fill up, against their capacity.
     pub fn fill(&self) -> Vec<MapFill> {
         fn entries<K: aya::Pod, V: aya::Pod>(handle: &HashMap<MapData, K, V>) -> usize {
@@ -415,6 +454,11 @@ impl KernelMaps {
         counters.named_writes = sum(counter::NAMED_WRITES)?;
         counters.nameless_writes = sum(counter::NAMELESS_WRITES)?;
         counters.write_unreadable = sum(counter::WRITE_UNREADABLE)?;
+        counters.tls_writes_held = sum(counter::TLS_WRITES_HELD)?;
+        counters.tls_writes_refused = sum(counter::TLS_WRITES_REFUSED)?;
+        counters.tls_writes_unjudged = sum(counter::TLS_WRITES_UNJUDGED)?;
+        counters.commands_held = sum(counter::COMMANDS_HELD)?;
+        counters.commands_unjudged = sum(counter::COMMANDS_UNJUDGED)?;
         Ok(counters)
     }
 }

@@ -24,6 +24,7 @@ use super::{
     btf::{KernelBtf, VMLINUX_BTF},
     features::Support,
     mounts,
+    tls::{self, TlsProbes},
 };
 
 pub(super) static EBPF_OBJECT: &[u8] =
@@ -121,6 +122,8 @@ pub struct Probes {
     pub first_write: bool,
     /// Other programs' sk_msg programs, seen at load.
     pub foreign_sk_msg: Vec<String>,
+    /// Where TLS requests are read before encryption.
+    pub tls: TlsProbes,
     kill_switch: Option<TracePointLinkId>,
     /// Syscall tracepoints that attached at load.
     syscall_programs: Vec<&'static str>,
@@ -158,6 +161,7 @@ pub struct Attached {
     pub foreign_sk_msg: Vec<String>,
     pub syscall_links: Vec<(&'static str, TracePointLinkId)>,
     pub failures: Vec<AttachFailure>,
+    pub tls: TlsProbes,
 }
 
 /// sk_msg programs other than ours, by name and id: a socket already in
@@ -221,6 +225,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
         foreign_sk_msg: Vec::new(),
         syscall_links: Vec::new(),
         failures: Vec::new(),
+        tls: TlsProbes::default(),
     };
     let sockets: SockHash<&MapData, SocketKey> = ebpf
         .map(map_name::SOCKETS)
@@ -243,6 +248,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
             }),
         }
     }
+    attached.tls = tls::attach(&mut ebpf, &mut attached.failures);
     attached.foreign_sk_msg = foreign_sk_msg_programs(&ebpf);
     Ok((ebpf, attached))
 }
@@ -267,6 +273,7 @@ impl Probes {
             ebpf,
             first_write,
             foreign_sk_msg: attached.foreign_sk_msg,
+            tls: attached.tls,
             attach_failures: attached.failures,
             kill_switch: None,
             syscall_programs,

@@ -1,0 +1,154 @@
+//! Operation sensor: what a session's call does, seen before it can act.
+//! A TLS request is read at `SSL_write`/`SSL_write_ex` (libssl, node's
+//! built-in OpenSSL), before it is encrypted: a tainted session's writer is
+//! stopped there until user space has judged the request, and refused at
+//! the socket if the judgment says so. A cataloged command (`terraform`,
+//! `railway`, `kubectl`) is stopped at exec, before its first instruction,
+//! until user space has judged its argv.
+
+use agentwatch_common::{
+    event::{ExecEvent, TLS_CAP},
+    hash::comm_hash,
+    maps::counter,
+    names::Kind,
+};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_probe_read_user, bpf_send_signal},
+    },
+    macros::uprobe,
+    programs::ProbeContext,
+};
+
+use crate::{
+    emit::{Urgency, fill_header, send_with},
+    judge::held_credentials,
+    maps::{COMMAND_GRANTS, COMMANDS, PROCS, REFUSED_WRITERS, TLS_PROCS, count},
+    scratch::TLS_SCRATCH,
+    session::{SIGKILL, SIGSTOP, member},
+};
+
+/// On `OPENSSL_init_ssl` and `SSL_new`: a session's process uses probed
+/// OpenSSL, so its TLS requests can be judged at `SSL_write`.
+#[uprobe]
+pub fn tls_library(_ctx: ProbeContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if unsafe { PROCS.get(tgid) }.is_some() {
+        let _ = TLS_PROCS.insert(tgid, 1, 0);
+    }
+    0
+}
+
+/// On `SSL_write(ssl, buf, num)` and `SSL_write_ex(ssl, buf, num, written)`.
+#[uprobe]
+pub fn tls_write(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(member) = member((pid_tgid >> 32) as u32) else {
+        return 0;
+    };
+    // An untainted session's requests cannot misuse a credential.
+    let held = held_credentials(&member);
+    if held == 0 {
+        return 0;
+    }
+    let Some(event) = TLS_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch value, used by this program run only.
+    let event = unsafe { &mut *event };
+    fill_header(&mut event.header, Kind::TlsWrite, member.session);
+    let ssl: u64 = ctx.arg(0).unwrap_or(0);
+    let buf: u64 = ctx.arg(1).unwrap_or(0);
+    // `int` for SSL_write, `size_t` for SSL_write_ex: the low 32 bits.
+    let len = ctx.arg::<u64>(2).unwrap_or(0) as u32;
+    event.ssl = ssl;
+    event.held = held;
+    event.len = len;
+    // The mask shows the verifier the bound (TLS_CAP is a power of two).
+    let copied = if len as usize >= TLS_CAP {
+        TLS_CAP as u32 - 1
+    } else {
+        len
+    } & (TLS_CAP as u32 - 1);
+    // SAFETY: reads the caller's buffer into scratch, bounded by TLS_CAP.
+    let read =
+        unsafe { bpf_probe_read_user(event.data.as_mut_ptr().cast(), copied, buf as *const _) };
+    event.copied = if read == 0 { copied } else { 0 };
+    if send_with(
+        event as *const _,
+        event.wire_len(),
+        Kind::TlsWrite,
+        Urgency::Now,
+    ) {
+        count(counter::TLS_WRITES_HELD);
+        // Delivered as the probe returns: the writer stops before
+        // `SSL_write` has encrypted a byte.
+        unsafe { bpf_send_signal(SIGSTOP) };
+    } else {
+        // Unseen by user space: refused at the socket, never let through.
+        count(counter::TLS_WRITES_UNJUDGED);
+        let _ = REFUSED_WRITERS.insert(pid_tgid, 1, 0);
+    }
+    0
+}
+
+/// At a session's exec: what the old image was granted or used is gone,
+/// and a cataloged command is stopped before its first instruction. Returns
+/// whether `event` must reach user space at once.
+#[inline(always)]
+pub fn exec_judgment(tgid: u32, event: &mut ExecEvent) -> bool {
+    let _ = TLS_PROCS.remove(tgid);
+    let _ = COMMAND_GRANTS.remove(tgid);
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    event.hold = u8::from(unsafe { COMMANDS.get(comm_hash(&comm)) }.is_some());
+    event.hold != 0
+}
+
+/// The exec event of a held command was sent, or not: stop it for user
+/// space, or kill it (never run a cataloged command unjudged).
+#[inline(always)]
+pub fn hold_command(sent: bool) {
+    if sent {
+        count(counter::COMMANDS_HELD);
+        unsafe { bpf_send_signal(SIGSTOP) };
+    } else {
+        count(counter::COMMANDS_UNJUDGED);
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+}
+
+/// At a session process's exit.
+#[inline(always)]
+pub fn forget_process(tgid: u32) {
+    let _ = TLS_PROCS.remove(tgid);
+    let _ = COMMAND_GRANTS.remove(tgid);
+}
+
+/// Whether the calling process may use `held` with a host: a command
+/// judged to only read was granted its provider's classes.
+#[inline(always)]
+pub fn granted(held: u64) -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    unsafe { COMMAND_GRANTS.get(tgid) }.is_some_and(|classes| held & !classes == 0)
+}
+
+/// Whether the calling process's TLS requests are judged at `SSL_write`.
+#[inline(always)]
+pub fn tls_inspected() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    unsafe { TLS_PROCS.get(tgid) }.is_some()
+}
+
+/// Whether the calling thread's write must be refused (once): its TLS
+/// request was refused by user space, or could not be shown to it.
+#[inline(always)]
+pub fn refused_writer() -> bool {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if unsafe { REFUSED_WRITERS.get(pid_tgid) }.is_none() {
+        return false;
+    }
+    let _ = REFUSED_WRITERS.remove(pid_tgid);
+    count(counter::TLS_WRITES_REFUSED);
+    true
+}
