@@ -9,6 +9,8 @@ use agentwatch_common::names::{
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::operation::Operation;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
@@ -39,6 +41,7 @@ pub enum Body {
     Session(SessionChange),
     /// An ask-mode request was opened (`verdict` absent) or answered.
     Request(RequestChange),
+    Operation(OperationCall),
 }
 
 /// A session opened (an agent found) or ended (its last process exited).
@@ -137,6 +140,9 @@ pub struct Exec {
     /// The agent this exec was recognised as, opening a session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// A cataloged command the kernel stopped at exec for its argv to be judged.
+    #[serde(skip)]
+    pub held_command: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +196,40 @@ pub struct Alert {
     pub credentials: Vec<String>,
     /// The connecting process and its ancestors, nearest first.
     pub ancestry: Vec<Ancestor>,
+    /// What the call did, when it was judged by its operation (a TLS
+    /// request at `SSL_write`, a command at exec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+}
+
+/// A call of a session judged by what it does (`kind: "operation"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationCall {
+    /// Where it was seen: `tls` (at `SSL_write`) or `exec` (a command's argv).
+    pub seen: OperationSeen,
+    pub operation: Operation,
+    /// What was done: `pass`, or the action taken.
+    pub decision: OperationDecision,
+    /// The API host the request named (TLS), absent for a command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationSeen {
+    Tls,
+    Exec,
+}
+
+/// An operation's outcome: it passed (a read, or a call its session may
+/// make), or an action was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationDecision {
+    Pass,
+    #[serde(untagged)]
+    Action(Action),
 }
 
 /// How a session came to hold a credential.
@@ -226,6 +266,7 @@ impl Body {
             Body::Found(_) => "found",
             Body::Session(_) => "session",
             Body::Request(_) => "request",
+            Body::Operation(_) => "operation",
         }
     }
 }

@@ -716,3 +716,77 @@ pub fn write(path: &Path, contents: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, contents).expect("write");
 }
+
+/// An HTTPS API inside a lab's namespace (`support/tls_server.py`, with a
+/// self-signed certificate), recording every request it received. Clients
+/// connect with verification off (`curl -k`). Killed, by its pid, on drop.
+pub struct TlsApi {
+    server: std::process::Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsApi {
+    /// Serves on `addr` (`IP:PORT`) inside `netns`.
+    pub fn start(netns: &NetNs, addr: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        run_ok(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=agentwatch-test",
+            "-keyout",
+            key.to_str().expect("utf-8"),
+            "-out",
+            cert.to_str().expect("utf-8"),
+        ]));
+        let log = dir.path().join("requests.jsonl");
+        let (ip, port) = addr.rsplit_once(':').expect("IP:PORT");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/tls_server.py");
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &netns.name, "python3"])
+            .arg(script)
+            .args([&cert, &key])
+            .args([ip, port])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the TLS server");
+        use std::io::BufRead as _;
+        let mut ready = String::new();
+        std::io::BufReader::new(server.stdout.take().expect("stdout"))
+            .read_line(&mut ready)
+            .expect("reading the TLS server's readiness");
+        assert_eq!(ready.trim(), "ready", "the TLS server did not start");
+        Self {
+            server,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Every whole request received so far: `method`, `path`, `body`. A
+    /// head whose body was refused arrives alone and is not one.
+    pub fn requests(&self) -> Vec<Value> {
+        read_events(&self.log)
+            .into_iter()
+            .filter(|request| request["complete"] == true)
+            .collect()
+    }
+}
+
+impl Drop for TlsApi {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}

@@ -3,7 +3,10 @@
 //! current (credential files, infrastructure addresses, content scans).
 //! What the events ask of user space is carried out by `respond`, and they
 //! are written out by `sinks`. Decisions are the kernel's; nothing here is
-//! on the path of a syscall.
+//! on the path of a syscall, except the judgment of an operation whose
+//! caller the kernel stopped for it (`operations`).
+
+mod operations;
 
 use std::{
     collections::BTreeSet,
@@ -39,9 +42,11 @@ use crate::{
         probes::{LoadOptions, Probes},
         ringbuf::RecordStream,
     },
+    operation::Catalog,
     policy::{Action, Policy},
     scan::Scanner,
 };
+use agentwatch_common::hash::executable_hash;
 
 /// Class a content finding of no known provider is given.
 const FOUND_CLASS: &str = "found";
@@ -91,6 +96,7 @@ struct Core {
     /// Files read by sessions, waiting to be handed to the scanner.
     to_scan: Vec<ScanJob>,
     hosts_file: HostsFile,
+    heads: operations::RequestHeads,
 }
 
 impl Engine {
@@ -114,6 +120,15 @@ impl Engine {
                  watched at their first write and are judged by address",
                 probes.foreign_sk_msg.join(", ")
             );
+        }
+        if probes.tls.targets.is_empty() {
+            eprintln!(
+                "agentwatch: no libssl or node to probe: TLS requests of tainted sessions are \
+                 judged by host, not by operation"
+            );
+        }
+        for target in &probes.tls.targets {
+            info!("TLS requests judged by operation in {}", target.display());
         }
         let mut maps = KernelMaps::take(&mut probes.ebpf)?;
         maps.set_first_write(probes.first_write)?;
@@ -149,8 +164,10 @@ impl Engine {
             decode_errors: 0,
             to_scan: Vec::new(),
             hosts_file: HostsFile::new(HOSTS_PATH),
+            heads: operations::RequestHeads::default(),
         };
         core.load_credentials()?;
+        core.load_commands()?;
         // Parsing the kernel's BTF (for struct offsets and BTF tracepoints)
         // briefly takes tens of MiB; give them back rather than keep them
         // as resident heap for the daemon's lifetime.
@@ -284,6 +301,16 @@ impl Engine {
         self.core.maps.set_session_flags(session, 0)
     }
 
+    /// Lets a session stopped at an operation go on: a command `process`
+    /// may use `classes` with its provider; a TLS request needs nothing (its
+    /// socket passes what SSL_write let through).
+    pub fn allow_operation(&mut self, session: u32, process: u32, classes: u64) -> Result<()> {
+        if classes != 0 {
+            self.core.maps.grant_command(process, classes)?;
+        }
+        self.core.maps.set_session_flags(session, 0)
+    }
+
     /// The kernel refuses a killed session everything until it is gone.
     pub fn mark_killed(&mut self, session: u32) -> Result<()> {
         self.core
@@ -413,8 +440,16 @@ impl Core {
                 if let Some(job) = scan_job(&event) {
                     self.to_scan.push(job);
                 }
-                out.push(event);
+                let held = match &event.body {
+                    Body::Exec(exec) if exec.held_command => Some(exec.clone()),
+                    _ => None,
+                };
+                out.push(event.clone());
+                if let Some(exec) = held {
+                    self.held_command(&event, &exec, out);
+                }
             }
+            Ok(Record::TlsWrite(write)) => self.tls_write(write, out),
             Ok(Record::Alert(event, raw)) => out.push(self.enrich.alert(event, raw)),
             Ok(Record::Dns(answer)) => {
                 if answer.domain.is_some() {
@@ -456,6 +491,7 @@ impl Core {
         self.policy = policy;
         self.policy_generation += 1;
         self.load_credentials()?;
+        self.load_commands()?;
         // The new catalog may cover names the hosts file maps.
         self.apply_hosts_file()?;
         // The new policy's workspace names, in every workspace, from scratch.
@@ -485,6 +521,14 @@ impl Core {
             .flat_map(|home| expand(classes, home))
             .collect();
         self.add_files(files)
+    }
+
+    /// The catalog's commands, held at a session's exec to be judged.
+    fn load_commands(&mut self) -> Result<()> {
+        for name in Catalog::new(&self.policy).command_names() {
+            self.maps.add_command(executable_hash(name))?;
+        }
+        Ok(())
     }
 
     fn add_files(&mut self, files: Vec<CredentialFile>) -> Result<()> {

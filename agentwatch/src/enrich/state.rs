@@ -158,6 +158,7 @@ mod tests {
             credentials: Vec::new(),
             agent_id: 0,
             agent: None,
+            held_command: false,
         })
     }
 

@@ -21,6 +21,16 @@ use stopped::StoppedSessions;
 const SWEEP_ROUNDS: usize = 200;
 const SWEEP_PAUSE: Duration = Duration::from_millis(5);
 
+/// What an approval lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The session's next connect to this address.
+    Connect(IpAddr),
+    /// The stopped call itself: a TLS request resumes unchanged; a command
+    /// (`process` with `classes`) runs and may use them with its provider.
+    Operation { process: u32, classes: u64 },
+}
+
 pub struct Responder {
     /// Sessions whose processes are being killed.
     killing: Vec<u32>,
@@ -67,11 +77,16 @@ impl Responder {
         }
     }
 
-    /// A stopped session is let go: its retry of the connection to `addr`
-    /// goes through once.
-    pub fn resume(&mut self, engine: &mut Engine, session: u32, addr: IpAddr) -> Result<()> {
+    /// A stopped session is let go: its retry of the connection goes
+    /// through once, or the stopped call continues as it was.
+    pub fn resume(&mut self, engine: &mut Engine, session: u32, retry: Retry) -> Result<()> {
         self.release(session);
-        let resumed = engine.allow_retry(session, addr);
+        let resumed = match retry {
+            Retry::Connect(addr) => engine.allow_retry(session, addr),
+            Retry::Operation { process, classes } => {
+                engine.allow_operation(session, process, classes)
+            }
+        };
         signal_session(engine, session, Signal::SIGCONT);
         resumed
     }

@@ -8,7 +8,11 @@ use std::time::{Instant, SystemTime};
 use agentwatch_common::names::Verdict;
 use tracing::{info, warn};
 
-use super::{Daemon, notify, requests::Pending, shared::Decision};
+use super::{
+    Daemon, notify,
+    requests::{Pending, Retry},
+    shared::Decision,
+};
 use crate::{
     control::protocol::PendingRequest,
     event::{Alert, Body, Event, RequestChange},
@@ -32,14 +36,28 @@ impl Daemon {
 
     fn open_request(&mut self, event: &Event, alert: &Alert) {
         let session = event.session;
-        let Ok(addr) = alert.addr.parse() else {
-            return;
+        let retry = match &alert.operation {
+            // A TLS request (host named) resumes as it is; a command runs
+            // with its provider's credential.
+            Some(_) => Retry::Operation {
+                process: event.pid,
+                classes: if alert.host.is_some() {
+                    0
+                } else {
+                    self.engine.tables().class_mask(&alert.credentials)
+                },
+            },
+            None => match alert.addr.parse() {
+                Ok(addr) => Retry::Connect(addr),
+                Err(_) => return,
+            },
         };
         let id = self.requests.open(Pending {
             session,
-            addr,
+            retry,
             deadline: Instant::now() + self.ask_timeout,
         });
+        let what = alert.operation.as_ref().map(|op| op.to_string());
         let host = alert.host.clone().unwrap_or_else(|| alert.addr.clone());
         let credential = alert
             .credential
@@ -81,8 +99,13 @@ impl Daemon {
             }),
             ..event.clone()
         });
+        let wants = match &what {
+            Some(operation) if alert.host.is_some() => format!("{operation} on {host}"),
+            Some(operation) => format!("to run {operation}"),
+            None => format!("to call {host}"),
+        };
         notify(&format!(
-            "{agent} wants to call {host} holding {credential}. `agentwatch approve {id}` or `agentwatch deny {id}` (denied in {}s)",
+            "{agent} wants {wants} holding {credential}. `agentwatch approve {id}` or `agentwatch deny {id}` (denied in {}s)",
             self.ask_timeout.as_secs()
         ));
     }
@@ -142,14 +165,18 @@ impl Daemon {
         let message = if verdict == Verdict::Approve {
             if let Err(error) = self
                 .responder
-                .resume(&mut self.engine, session, pending.addr)
+                .resume(&mut self.engine, session, pending.retry)
             {
                 warn!("approving request {id}: {error:#}");
             }
-            format!(
-                "request {id} approved: session {session} resumed; its next call to {} goes through once",
-                pending.addr
-            )
+            match pending.retry {
+                Retry::Connect(addr) => format!(
+                    "request {id} approved: session {session} resumed; its next call to {addr} goes through once"
+                ),
+                Retry::Operation { .. } => format!(
+                    "request {id} approved: session {session} resumed; the stopped call goes through unchanged"
+                ),
+            }
         } else {
             self.responder.kill(&mut self.engine, session);
             format!("request {id} denied: session {session} killed")

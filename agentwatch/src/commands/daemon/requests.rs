@@ -2,9 +2,10 @@
 //! stopped, where it wanted to connect, and when it is denied for want of
 //! an answer. Nothing here touches the kernel or the socket.
 
+pub use crate::respond::Retry;
+
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -12,7 +13,7 @@ use std::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub session: u32,
-    pub addr: IpAddr,
+    pub retry: Retry,
     pub deadline: Instant,
 }
 

@@ -3,7 +3,7 @@ use super::*;
 fn pending(session: u32, deadline: Instant) -> Pending {
     Pending {
         session,
-        addr: "1.2.3.4".parse().unwrap(),
+        retry: Retry::Connect("1.2.3.4".parse().unwrap()),
         deadline,
     }
 }

@@ -1,0 +1,298 @@
+//! Judging what a stopped call does. The kernel stopped the writer of a
+//! tainted session's TLS request before encryption, or a cataloged command
+//! before its first instruction; here the request or argv is classified
+//! against the policy's operation catalog and the process is resumed,
+//! refused or left for the session's action (kill, ask). Until this runs the
+//! process stays stopped, so nothing here races the call.
+
+use std::{collections::HashMap, io::Write as _, path::Path, time::SystemTime};
+
+use agentwatch_common::names::{NameSource, OperationClass};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tracing::warn;
+
+use super::Core;
+use crate::{
+    decode::TlsWrite,
+    event::{Alert, Body, Event, Exec, OperationCall, OperationDecision, OperationSeen},
+    operation::{Catalog, Operation, Request, parse_request},
+    policy::{Action, Policy},
+};
+
+/// Request heads awaiting their body, kept at most this many (the oldest
+/// goes first): a client that writes a head and never its body leaves one.
+const HEADS_CAP: usize = 1024;
+/// Bytes of a body kept across writes.
+const BODY_CAP: usize = 64 << 10;
+
+/// Requests whose head was written apart from their body, by (pid, `SSL *`).
+#[derive(Default)]
+pub struct RequestHeads {
+    heads: HashMap<(u32, u64), (u64, Request)>,
+    next: u64,
+}
+
+impl RequestHeads {
+    /// What `write` shows: a request to judge, one whose body is still to
+    /// come (the head alone does nothing: it goes, and the body is judged
+    /// with it), or nothing.
+    fn request(&mut self, write: &TlsWrite) -> Seen {
+        let key = (write.pid, write.ssl);
+        let cut = write.data.len() < write.len as usize;
+        let request = match parse_request(&write.data) {
+            Ok(request) => {
+                self.heads.remove(&key);
+                request
+            }
+            Err(_) => {
+                let Some((_, mut request)) = self.heads.remove(&key) else {
+                    return Seen::Nothing;
+                };
+                let room = BODY_CAP.saturating_sub(request.body.len());
+                request
+                    .body
+                    .extend_from_slice(&write.data[..write.data.len().min(room)]);
+                request.body_complete = body_complete(&request);
+                request
+            }
+        };
+        // A body cut by the kernel's bound is judged with what it shows.
+        if !request.body_complete && !cut && request.body.len() < BODY_CAP {
+            self.remember(key, request);
+            return Seen::Awaiting;
+        }
+        Seen::Request(request)
+    }
+
+    fn remember(&mut self, key: (u32, u64), request: Request) {
+        if self.heads.len() >= HEADS_CAP
+            && let Some(oldest) = self
+                .heads
+                .iter()
+                .min_by_key(|(_, (order, _))| *order)
+                .map(|(key, _)| *key)
+        {
+            self.heads.remove(&oldest);
+        }
+        self.next += 1;
+        self.heads.insert(key, (self.next, request));
+    }
+}
+
+enum Seen {
+    Request(Request),
+    Awaiting,
+    Nothing,
+}
+
+/// Whether the body holds all its `Content-Length` says.
+fn body_complete(request: &Request) -> bool {
+    request
+        .header("content-length")
+        .and_then(|len| len.trim().parse::<usize>().ok())
+        .is_some_and(|len| request.body.len() >= len)
+}
+
+/// What the policy does with an operation of `class` in a session acting
+/// with `session_action`: reads pass, destructive calls get the session's
+/// action, the rest what the policy chose.
+pub fn decide(class: OperationClass, session_action: Action, policy: &Policy) -> OperationDecision {
+    match class {
+        OperationClass::Reads => OperationDecision::Pass,
+        OperationClass::Changes => OperationDecision::Action(policy.changes),
+        OperationClass::Unknown => OperationDecision::Action(policy.unknown_operation),
+        OperationClass::Destructive => OperationDecision::Action(session_action),
+    }
+}
+
+impl Core {
+    /// A tainted session's TLS request; its writer is stopped.
+    pub(super) fn tls_write(&mut self, write: TlsWrite, out: &mut Vec<Event>) {
+        let Seen::Request(request) = self.heads.request(&write) else {
+            // Not a request (TLS records of another protocol, an HTTP/2
+            // frame after the first request), or a head whose body follows:
+            // nothing names an operation yet.
+            resume(write.pid);
+            return;
+        };
+        let domain = request
+            .host
+            .as_deref()
+            .and_then(|host| self.enrich.tables.lookup(host));
+        let Some(domain) = domain.filter(|d| write.held & d.host.classes & !d.host.allowed != 0)
+        else {
+            resume(write.pid);
+            return;
+        };
+        let held = write.held & domain.host.classes;
+        let operation = Catalog::new(&self.policy).classify_request(&domain.provider, &request);
+        let decision = decide(
+            operation.class,
+            self.session_action(write.session),
+            &self.policy,
+        );
+        match decision {
+            OperationDecision::Pass
+            | OperationDecision::Action(Action::Observe | Action::Alert) => resume(write.pid),
+            OperationDecision::Action(Action::Block) => {
+                if let Err(error) = self.maps.refuse_writer(write.pid, write.tid) {
+                    // Cannot refuse at the socket: the writer dies instead.
+                    warn!("{error:#}");
+                    let _ = kill(Pid::from_raw(write.pid as i32), Signal::SIGKILL);
+                }
+                resume(write.pid);
+            }
+            // The responder kills the session, or asks with the writer stopped.
+            OperationDecision::Action(Action::Kill | Action::Ask) => {}
+        }
+        let call = OperationCall {
+            seen: OperationSeen::Tls,
+            operation,
+            decision,
+            host: request.host,
+        };
+        let event = Event {
+            ts: write.ts,
+            session: write.session,
+            pid: write.pid,
+            tid: write.tid,
+            ppid: self.enrich.procs.get(write.pid).map_or(0, |p| p.ppid),
+            uid: write.uid,
+            comm: write.comm,
+            body: Body::Operation(call),
+        };
+        self.report(event, held, out);
+    }
+
+    /// A cataloged command the kernel stopped at exec.
+    pub(super) fn held_command(&mut self, event: &Event, exec: &Exec, out: &mut Vec<Event>) {
+        let catalog = Catalog::new(&self.policy);
+        let Some(operation) = catalog.classify_command(command_line(exec)) else {
+            resume(event.pid);
+            return;
+        };
+        let decision = decide(
+            operation.class,
+            self.session_action(event.session),
+            &self.policy,
+        );
+        let provider_class = operation
+            .provider
+            .as_ref()
+            .and_then(|p| self.policy.class_of_provider(&p.id))
+            .map_or(0, |class| 1u64 << class);
+        match decision {
+            OperationDecision::Pass
+            | OperationDecision::Action(Action::Observe | Action::Alert) => {
+                // It may call its own provider with the credential it reads.
+                if provider_class != 0
+                    && let Err(error) = self.maps.grant_command(event.pid, provider_class)
+                {
+                    warn!("{error:#}");
+                }
+                resume(event.pid);
+            }
+            OperationDecision::Action(Action::Block) => {
+                refuse_command(event.pid, &operation);
+            }
+            OperationDecision::Action(Action::Kill | Action::Ask) => {}
+        }
+        let call = OperationCall {
+            seen: OperationSeen::Exec,
+            operation,
+            decision,
+            host: None,
+        };
+        let event = Event {
+            body: Body::Operation(call),
+            ..event.clone()
+        };
+        self.report(event, provider_class, out);
+    }
+
+    fn session_action(&self, session: u32) -> Action {
+        self.maps
+            .session(session)
+            .and_then(|state| Action::try_from(state.action).ok())
+            .unwrap_or(self.policy.action)
+    }
+
+    /// An operation event for every judged call, and an alert for those an
+    /// action was taken on (observe records only); `held` are the classes
+    /// that counted.
+    fn report(&mut self, event: Event, held: u64, out: &mut Vec<Event>) {
+        let Body::Operation(call) = &event.body else {
+            return;
+        };
+        let alert = match call.decision {
+            OperationDecision::Action(action) if action != Action::Observe => {
+                Some(self.operation_alert(&event, call, action, held))
+            }
+            _ => None,
+        };
+        out.push(event);
+        out.extend(alert);
+    }
+
+    fn operation_alert(
+        &self,
+        base: &Event,
+        call: &OperationCall,
+        action: Action,
+        held: u64,
+    ) -> Event {
+        let alert = Alert {
+            action,
+            host: call.host.clone(),
+            learned: (call.seen == OperationSeen::Tls).then_some(NameSource::Host),
+            addr: String::new(),
+            port: 0,
+            provider: call.operation.provider.as_ref().map(|p| p.id.clone()),
+            credential: self.enrich.credentials.latest(base.session, held).cloned(),
+            credentials: self.enrich.tables.class_names(held),
+            ancestry: self.enrich.procs.ancestry(base.pid, &base.comm),
+            operation: Some(call.operation.clone()),
+        };
+        Event {
+            ts: SystemTime::now(),
+            body: Body::Alert(alert),
+            ..base.clone()
+        }
+    }
+}
+
+/// The command line as the tool sees it: a script run through its
+/// interpreter (`/bin/sh ./terraform destroy`) from the script's own path on.
+fn command_line(exec: &Exec) -> &[String] {
+    let script = Path::new(&exec.filename).file_name();
+    let start = exec
+        .argv
+        .iter()
+        .position(|arg| *arg == exec.filename || Path::new(arg).file_name() == script)
+        .unwrap_or(0);
+    &exec.argv[start..]
+}
+
+fn resume(pid: u32) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+}
+
+/// A refused command never runs: it is told why on its own stderr, then
+/// killed while still stopped before its first instruction.
+fn refuse_command(pid: u32, operation: &Operation) {
+    let message = format!(
+        "agentwatch: refused {operation} ({}): this session may not run it; a human must \
+         approve it (`agentwatch why` explains)\n",
+        operation.class
+    );
+    let stderr = std::fs::OpenOptions::new()
+        .append(true)
+        .open(format!("/proc/{pid}/fd/2"));
+    if let Ok(mut stderr) = stderr {
+        let _ = stderr.write_all(message.as_bytes());
+    }
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}

@@ -1,0 +1,314 @@
+//! Judging the operation, not only the host, on the real kernel: after a
+//! session reads the Railway token, its GraphQL queries reach a local TLS
+//! API while a `volumeDelete` mutation never does (it is read at `SSL_write`
+//! before encryption); HTTP `DELETE` is stopped where `GET` passes; a
+//! destructive command is stopped at exec while a read-only one runs; a
+//! client whose TLS cannot be read falls back to the session's action; and
+//! processes outside the session are untouched.
+
+use std::{process::Command, thread, time::Duration};
+
+use agentwatch_tests::{Lab, TlsApi, expect_event, output_with_timeout, write};
+use serde_json::Value;
+
+const RAILWAY: &str = "127.0.0.2:443";
+const VERCEL: &str = "127.0.0.7:443";
+const EPERM: i64 = -1;
+
+/// `curl -k` posting a GraphQL document to Railway's API, then the exit
+/// status as `NAME=STATUS`.
+fn graphql(name: &str, document: &str) -> String {
+    format!(
+        "curl -sk -o /dev/null https://backboard.railway.app/graphql/v2 \
+         -H 'Content-Type: application/json' -d '{{\"query\":\"{document}\"}}'; echo {name}=$?\n"
+    )
+}
+
+/// A python client (system libssl, verification off) posting a GraphQL
+/// document given as its argument; prints `NAME=0` or `NAME=1`.
+const GRAPHQL_CLIENT: &str = "import json, ssl, sys, urllib.request\n\
+    name, document = sys.argv[1:3]\n\
+    body = json.dumps({'query': document}).encode()\n\
+    request = urllib.request.Request('https://backboard.railway.app/graphql/v2', data=body, \
+    headers={'Content-Type': 'application/json'})\n\
+    try:\n\
+    \x20   urllib.request.urlopen(request, context=ssl._create_unverified_context()).read()\n\
+    \x20   print(name + '=0')\n\
+    except Exception as error:\n\
+    \x20   print(name + '=1', error)\n";
+
+/// The python client's command line, for a lab script.
+fn python_graphql(name: &str, document: &str) -> String {
+    format!("python3 graphql.py {name} '{document}'\n")
+}
+
+fn lab_with_client() -> Lab {
+    let lab = Lab::new();
+    write(&lab.path("graphql.py"), GRAPHQL_CLIENT);
+    lab
+}
+
+const QUERY: &str = "query { deployments { edges { node { id } } } }";
+const MUTATION: &str = "mutation { volumeDelete(volumeId: \"v-1\") }";
+/// The mutation inside curl's `-d '{"query":"..."}'` (JSON-escaped quotes).
+const CURL_MUTATION: &str = "mutation { volumeDelete(volumeId: \\\\\"v-1\\\\\") }";
+
+fn bodies(api: &TlsApi) -> Vec<String> {
+    api.requests()
+        .iter()
+        .map(|request| request["body"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn status(stdout: &str, name: &str) -> Option<i32> {
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}=")))
+        .and_then(|code| code.trim().parse().ok())
+}
+
+#[test]
+fn a_graphql_query_reaches_railway_and_the_volume_deletion_never_does() {
+    let lab = lab_with_client();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    let script = format!(
+        "cat ~/.railway/config.json >/dev/null\n{}{}",
+        python_graphql("query", QUERY),
+        python_graphql("mutation", MUTATION)
+    );
+    let watched = lab.run(&[], &[], &script);
+    let bodies = bodies(&api);
+    assert_eq!(
+        bodies.len(),
+        1,
+        "only the query arrived: {bodies:?}\n{}\n{}\n{:?}",
+        watched.stdout,
+        watched.stderr,
+        watched.of_kind("operation")
+    );
+    assert!(bodies[0].contains("deployments"), "{bodies:?}");
+    assert_eq!(
+        status(&watched.stdout, "query"),
+        Some(0),
+        "{}",
+        watched.stdout
+    );
+    assert_ne!(
+        status(&watched.stdout, "mutation"),
+        Some(0),
+        "curl saw its request refused: {}",
+        watched.stdout
+    );
+    expect_event!(watched.events, "operation", {
+        "seen" => "tls",
+        "host" => "backboard.railway.app",
+        "operation/kind" => "graphql-query",
+        "operation/class" => "reads",
+        "decision" => "pass",
+    });
+    expect_event!(watched.events, "operation", {
+        "operation/name" => "volumeDelete",
+        "operation/class" => "destructive",
+        "decision" => "block",
+    });
+    let alert = expect_event!(watched.events, "alert", {
+        "action" => "block",
+        "host" => "backboard.railway.app",
+        "provider" => "railway",
+        "comm" => "python3",
+        "credential/source" => lab.railway_config(),
+        "operation/kind" => "graphql-mutation",
+        "operation/name" => "volumeDelete",
+    });
+    assert_eq!(alert["operation"]["provider"]["name"], "Railway");
+    // The query raised no alert: only the mutation did.
+    assert_eq!(
+        watched.of_kind("alert").len(),
+        1,
+        "{:?}",
+        watched.of_kind("alert")
+    );
+    assert!(
+        watched.stderr.contains("volumeDelete"),
+        "the alert line names the operation: {}",
+        watched.stderr
+    );
+}
+
+#[test]
+fn under_kill_the_deleting_client_dies_before_its_request_is_encrypted() {
+    let lab = lab_with_client();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    let script = format!(
+        "cat ~/.railway/config.json >/dev/null\n{}echo survived",
+        python_graphql("mutation", MUTATION)
+    );
+    let watched = lab.run(&["--mode", "kill"], &[], &script);
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+    assert!(!watched.stdout.contains("survived"), "{}", watched.stdout);
+    assert_eq!(watched.code(), 128 + 9, "stderr:\n{}", watched.stderr);
+    expect_event!(watched.events, "alert", {
+        "action" => "kill",
+        "operation/name" => "volumeDelete",
+        "host" => "backboard.railway.app",
+    });
+}
+
+#[test]
+fn curls_own_argv_shows_the_mutation_and_it_never_runs() {
+    let lab = Lab::new();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    let script = format!(
+        "cat ~/.railway/config.json >/dev/null\n{}{}",
+        graphql("query", QUERY),
+        graphql("mutation", CURL_MUTATION)
+    );
+    let watched = lab.run(&[], &[], &script);
+    let bodies = bodies(&api);
+    assert_eq!(bodies.len(), 1, "only the query arrived: {bodies:?}");
+    assert_eq!(
+        status(&watched.stdout, "query"),
+        Some(0),
+        "{}",
+        watched.stdout
+    );
+    // Stopped at exec, before its first instruction, and killed.
+    assert_eq!(
+        status(&watched.stdout, "mutation"),
+        Some(137),
+        "{}",
+        watched.stdout
+    );
+    expect_event!(watched.events, "operation", {
+        "seen" => "exec",
+        "comm" => "curl",
+        "operation/name" => "volumeDelete",
+        "decision" => "block",
+    });
+    assert!(
+        watched
+            .stderr
+            .contains("refused GraphQL mutation volumeDelete on Railway"),
+        "{}",
+        watched.stderr
+    );
+}
+
+#[test]
+fn http_delete_is_stopped_where_get_passes() {
+    let lab = Lab::with_records(&["--host-record=api.vercel.com,127.0.0.7"]);
+    let api = TlsApi::start(&lab.dns.netns, VERCEL);
+    let client = "import ssl, sys, urllib.request\n\
+        context = ssl._create_unverified_context()\n\
+        for method in ('GET', 'DELETE'):\n\
+        \x20   request = urllib.request.Request('https://api.vercel.com/v9/projects/web', method=method)\n\
+        \x20   try:\n\
+        \x20       urllib.request.urlopen(request, context=context).read()\n\
+        \x20       print(method, 'ok')\n\
+        \x20   except Exception as error:\n\
+        \x20       print(method, 'failed', error)\n";
+    write(&lab.path("client.py"), client);
+    let watched = lab.run(&[], &["VERCEL_TOKEN=fake"], "python3 client.py");
+    let methods: Vec<Value> = api.requests().iter().map(|r| r["method"].clone()).collect();
+    assert_eq!(methods, ["GET"], "only the GET arrived");
+    assert!(watched.stdout.contains("GET ok"), "{}", watched.stdout);
+    assert!(
+        watched.stdout.contains("DELETE failed"),
+        "{}",
+        watched.stdout
+    );
+    expect_event!(watched.events, "alert", {
+        "action" => "block",
+        "provider" => "vercel",
+        "operation/kind" => "http",
+        "operation/name" => "DELETE /v9/projects/web",
+        "operation/class" => "destructive",
+    });
+}
+
+#[test]
+fn terraform_destroy_never_runs_and_terraform_plan_does() {
+    let lab = Lab::new();
+    write(
+        &lab.path("bin/terraform"),
+        "#!/bin/sh\necho \"terraform ran: $*\"\n",
+    );
+    let watched = lab.run(
+        &[],
+        &[],
+        "chmod +x bin/terraform\nbin/terraform plan\nbin/terraform destroy -auto-approve\necho destroy=$?",
+    );
+    assert!(
+        watched.stdout.contains("terraform ran: plan"),
+        "{}",
+        watched.stdout
+    );
+    assert!(
+        !watched.stdout.contains("ran: destroy"),
+        "{}",
+        watched.stdout
+    );
+    assert_eq!(
+        status(&watched.stdout, "destroy"),
+        Some(137),
+        "{}",
+        watched.stdout
+    );
+    assert!(
+        watched.stderr.contains("refused command terraform destroy"),
+        "the command was told why on its stderr: {}",
+        watched.stderr
+    );
+    expect_event!(watched.events, "operation", {
+        "seen" => "exec",
+        "operation/name" => "terraform plan",
+        "operation/class" => "reads",
+        "decision" => "pass",
+    });
+    expect_event!(watched.events, "alert", {
+        "action" => "block",
+        "operation/kind" => "command",
+        "operation/class" => "destructive",
+    });
+}
+
+#[test]
+fn a_client_whose_tls_cannot_be_read_gets_the_sessions_action() {
+    let lab = Lab::new();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    // aw-probe writes a ClientHello of its own: no probed libssl.
+    let watched = lab.run(
+        &[],
+        &[],
+        "cat ~/.railway/config.json >/dev/null\n$PROBE tls 127.0.0.2:443 backboard.railway.app",
+    );
+    assert!(api.requests().is_empty());
+    // Refused at connect: nothing said its TLS would be read.
+    assert_eq!(watched.results(), [EPERM], "{}", watched.stderr);
+    let alert = expect_event!(watched.events, "alert", {
+        "action" => "block",
+        "host" => "backboard.railway.app",
+    });
+    assert!(alert.get("operation").is_none(), "{alert}");
+}
+
+#[test]
+fn processes_outside_the_session_are_untouched() {
+    let lab = Lab::new();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    let outsider = {
+        let prefix = lab.dns.prefix_with_home(lab.home.path(), &[]);
+        let script = format!("sleep 1\n{}", graphql("mutation", CURL_MUTATION));
+        let mut cmd = Command::new(&prefix[0]);
+        cmd.args(&prefix[1..]).args(["sh", "-c", &script]);
+        thread::spawn(move || output_with_timeout(&mut cmd))
+    };
+    // A tainted session exists meanwhile.
+    let watched = lab.run(&[], &[], "cat ~/.railway/config.json >/dev/null\nsleep 3");
+    let outside = outsider.join().expect("outsider");
+    assert_eq!(watched.code(), 0);
+    let stdout = String::from_utf8_lossy(&outside.stdout);
+    assert_eq!(status(&stdout, "mutation"), Some(0), "{stdout}");
+    assert_eq!(bodies(&api).len(), 1, "the outsider's request arrived");
+    thread::sleep(Duration::from_millis(10));
+}
