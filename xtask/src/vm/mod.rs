@@ -27,11 +27,18 @@ pub const QUICK: &[&str] = &["6.1", "7.3"];
 /// not run, and never counted as a failure.
 const TOO_OLD: &[&str] = &["5.10"];
 /// The integration test targets of the `tests` crate.
-const TARGETS: &[&str] = &["foundation", "enforcement", "names", "dns", "daemon"];
+const TARGETS: &[&str] = &[
+    "foundation",
+    "enforcement",
+    "names",
+    "dns",
+    "daemon",
+    "operations",
+];
 /// The quick lane's tests, by target: a block, a kill, an allowed call
 /// without a credential read, a token inherited in the environment, and a
 /// refusal by the name a first write asks for next to the user's app on the
-/// same address.
+/// same address, and a TLS request judged by its operation at `SSL_write`.
 const QUICK_TESTS: &[(&str, &str)] = &[
     (
         "enforcement",
@@ -49,6 +56,10 @@ const QUICK_TESTS: &[(&str, &str)] = &[
     (
         "names",
         "the_users_app_on_a_shared_address_passes_and_the_api_host_is_refused_by_its_name",
+    ),
+    (
+        "operations",
+        "a_graphql_query_reaches_railway_and_the_volume_deletion_never_does",
     ),
 ];
 
