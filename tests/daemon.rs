@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agentwatch_tests::{Daemon, Lab, agentwatch, expect, expect_event, output_with_timeout, write};
+use agentwatch_tests::{
+    Daemon, Lab, TlsApi, agentwatch, expect, expect_event, output_with_timeout, python_graphql,
+    write,
+};
 use serde_json::Value;
 
 const EC2: &str = "127.0.0.3:443";
@@ -289,6 +292,80 @@ fn ask_mode_stops_a_write_refused_by_its_name_and_lets_the_approved_retry_throug
     loop {
         let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
         if metrics.contains("agentwatch_first_writes_total{by=\"name\"} 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn ask_mode_stops_a_volume_deletion_before_encryption_and_the_approved_request_arrives_once() {
+    let _serial = serial();
+    let lab = Lab::new();
+    lab.write_graphql_client();
+    let api = TlsApi::start(&lab.dns.netns, "127.0.0.2:443");
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &["--mode", "ask"]);
+    let claude = agent_script(
+        &lab,
+        "claude",
+        &format!(
+            "cat \"$HOME/.railway/config.json\" >/dev/null\n{}{}",
+            python_graphql(
+                "logs",
+                "query { deploymentLogs(deploymentId: \"d-1\") { message } }"
+            ),
+            python_graphql("delete", "mutation { volumeDelete(volumeId: \"v-1\") }"),
+        ),
+    );
+    let mut agent = spawn_group(&mut lab.command(&[], &claude));
+
+    let request = wait_for_pending(&daemon);
+    let id = request["id"].as_u64().unwrap();
+    assert_eq!(request["host"], "backboard.railway.app");
+    assert_eq!(
+        request["operation"],
+        "GraphQL mutation volumeDelete on Railway (destructive)"
+    );
+    let writer = request["pid"].as_u64().unwrap() as u32;
+    assert_eq!(process_state(writer), Some('T'), "the writer is stopped");
+    thread::sleep(Duration::from_millis(500));
+    assert!(agent.try_wait().unwrap().is_none(), "the session waits");
+    // The read went through; the deletion has not left.
+    let arrived = |api: &TlsApi| -> Vec<String> {
+        api.requests()
+            .iter()
+            .map(|r| r["body"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let before = arrived(&api);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(before[0].contains("deploymentLogs"), "{before:?}");
+
+    let approved = daemon.client(&["approve", &id.to_string()]);
+    assert!(approved.status.success(), "{approved:?}");
+    let output = wait_with_timeout(agent);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("logs=0") && stdout.contains("delete=0"),
+        "{output:?}"
+    );
+    let after = arrived(&api);
+    assert_eq!(
+        after.len(),
+        2,
+        "the approved request arrived once: {after:?}"
+    );
+    assert!(after[1].contains("volumeDelete"), "{after:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+        let counted = metrics.contains(
+            "agentwatch_operations_total{class=\"destructive\",decision=\"ask\",seen=\"tls\"} 1",
+        ) && metrics.contains(
+            "agentwatch_operations_total{class=\"reads\",decision=\"pass\",seen=\"tls\"} 1",
+        );
+        if counted {
             break;
         }
         assert!(Instant::now() < deadline, "{metrics}");

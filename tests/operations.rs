@@ -8,7 +8,7 @@
 
 use std::{process::Command, thread, time::Duration};
 
-use agentwatch_tests::{Lab, TlsApi, expect_event, output_with_timeout, write};
+use agentwatch_tests::{Lab, TlsApi, expect_event, output_with_timeout, python_graphql, write};
 use serde_json::Value;
 
 const RAILWAY: &str = "127.0.0.2:443";
@@ -24,27 +24,9 @@ fn graphql(name: &str, document: &str) -> String {
     )
 }
 
-/// A python client (system libssl, verification off) posting a GraphQL
-/// document given as its argument; prints `NAME=0` or `NAME=1`.
-const GRAPHQL_CLIENT: &str = "import json, ssl, sys, urllib.request\n\
-    name, document = sys.argv[1:3]\n\
-    body = json.dumps({'query': document}).encode()\n\
-    request = urllib.request.Request('https://backboard.railway.app/graphql/v2', data=body, \
-    headers={'Content-Type': 'application/json'})\n\
-    try:\n\
-    \x20   urllib.request.urlopen(request, context=ssl._create_unverified_context()).read()\n\
-    \x20   print(name + '=0')\n\
-    except Exception as error:\n\
-    \x20   print(name + '=1', error)\n";
-
-/// The python client's command line, for a lab script.
-fn python_graphql(name: &str, document: &str) -> String {
-    format!("python3 graphql.py {name} '{document}'\n")
-}
-
 fn lab_with_client() -> Lab {
     let lab = Lab::new();
-    write(&lab.path("graphql.py"), GRAPHQL_CLIENT);
+    lab.write_graphql_client();
     lab
 }
 

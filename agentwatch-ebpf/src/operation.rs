@@ -47,9 +47,10 @@ pub fn tls_write(ctx: ProbeContext) -> u32 {
     let Some(member) = member((pid_tgid >> 32) as u32) else {
         return 0;
     };
-    // An untainted session's requests cannot misuse a credential.
+    // An untainted session's requests cannot misuse a credential; a
+    // process a human approved may use what its session holds.
     let held = held_credentials(&member);
-    if held == 0 {
+    if held == 0 || granted(held) {
         return 0;
     }
     let Some(event) = TLS_SCRATCH.get_ptr_mut(0) else {
@@ -118,7 +119,9 @@ pub fn hold_command(sent: bool) {
     }
 }
 
-/// At a session process's exit.
+/// At a session process's exit, and for a new process of a session (a
+/// reused pid must not inherit what an earlier process was granted or
+/// trusted with).
 #[inline(always)]
 pub fn forget_process(tgid: u32) {
     let _ = TLS_PROCS.remove(tgid);

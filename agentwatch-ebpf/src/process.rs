@@ -49,6 +49,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     if PROCS.insert(child_tgid, info, 0).is_err() {
         count(counter::PROCS_FULL);
     }
+    forget_process(child_tgid);
     if parent_in_session {
         let mut event = ForkEvent::default();
         fill_header(&mut event.header, Kind::Fork, session);

@@ -222,6 +222,16 @@ pub enum OperationSeen {
     Exec,
 }
 
+impl OperationSeen {
+    /// As in the JSON form and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            OperationSeen::Tls => "tls",
+            OperationSeen::Exec => "exec",
+        }
+    }
+}
+
 /// An operation's outcome: it passed (a read, or a call its session may
 /// make), or an action was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +240,16 @@ pub enum OperationDecision {
     Pass,
     #[serde(untagged)]
     Action(Action),
+}
+
+impl OperationDecision {
+    /// As in the JSON form and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            OperationDecision::Pass => "pass",
+            OperationDecision::Action(action) => action.name(),
+        }
+    }
 }
 
 /// How a session came to hold a credential.

@@ -93,8 +93,11 @@ fn read_then_connect(path: &str, addr: &str) -> i64 {
     result(TcpStream::connect(addr))
 }
 
+/// A plaintext request that changes something: a `GET` only reads, and
+/// passes even to an infrastructure host.
 fn http_request(host: &str) -> Vec<u8> {
-    format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: aw-probe\r\n\r\n").into_bytes()
+    format!("POST / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: aw-probe\r\nContent-Length: 0\r\n\r\n")
+        .into_bytes()
 }
 
 fn proxy_connect(target: &str) -> Vec<u8> {

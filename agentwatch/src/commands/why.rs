@@ -74,9 +74,16 @@ fn explain(event: &Event, alert: &Alert, now: SystemTime) -> String {
         .map_or("an infrastructure API".to_string(), |p| {
             format!("{p}'s infrastructure API")
         });
+    let what = match (&alert.operation, &alert.host) {
+        (Some(operation), Some(host)) => {
+            format!("sent {operation} ({}) to {host}", operation.class)
+        }
+        (Some(operation), None) => format!("ran {operation} ({})", operation.class),
+        (None, _) => format!("called {api} at {target}:{}", alert.port),
+    };
     let mut text = format!(
-        "agentwatch refused a call of this agent session (session {}): {} (pid {}) called {api} at {target}:{}.",
-        event.session, event.comm, event.pid, alert.port
+        "agentwatch refused a call of this agent session (session {}): {} (pid {}) {what}.",
+        event.session, event.comm, event.pid
     );
     match &alert.credential {
         Some(credential) => {
@@ -104,8 +111,21 @@ fn explain(event: &Event, alert: &Alert, now: SystemTime) -> String {
         Action::Kill => {
             " What happened: the call was refused and the session's processes were killed."
         }
+        _ if alert.operation.is_some() && alert.host.is_none() => {
+            " What happened: the command was stopped before it ran, and killed."
+        }
+        _ if alert.operation.is_some() => {
+            " What happened: the request was refused before it was sent (the write failed \
+             with EACCES)."
+        }
         _ => " What happened: the call was refused (the connection failed with EPERM).",
     });
+    if alert.operation.is_some() {
+        text.push_str(
+            " Calls that only read (queries, GET, status and list commands) still pass; only \
+             this operation needs a human.",
+        );
+    }
     text.push_str(
         " What to do: only a human can approve this; you cannot approve it yourself, and \
          retrying or making the same call another way will be refused too. Stop, tell the user \

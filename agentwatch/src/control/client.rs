@@ -190,26 +190,20 @@ fn write_table(out: &mut impl Write, pending: &[PendingRequest]) -> io::Result<(
         "AGENT",
         "PID",
         "CREDENTIAL",
-        "HOST",
+        "CALL",
         "SINCE",
         "EXPIRES",
     ];
     let rows: Vec<[String; 8]> = pending
         .iter()
         .map(|p| {
-            let host = if p.host.is_empty() { &p.addr } else { &p.host };
-            let endpoint = if host.contains(':') {
-                format!("[{host}]:{}", p.port)
-            } else {
-                format!("{host}:{}", p.port)
-            };
             [
                 p.id.to_string(),
                 p.session.to_string(),
                 printable(&p.agent),
                 format!("{} ({})", p.pid, printable(&p.comm)),
                 printable(&p.credential),
-                printable(&endpoint),
+                printable(&p.target()),
                 printable(&p.since),
                 format!("in {}s", p.expires_in_secs),
             ]
@@ -278,7 +272,7 @@ mod tests {
                 "AGENT",
                 "PID",
                 "CREDENTIAL",
-                "HOST",
+                "CALL",
                 "SINCE",
                 "EXPIRES"
             ]
@@ -288,7 +282,7 @@ mod tests {
         assert_eq!(at("4242 (curl)"), lines[0].find("PID").unwrap());
         assert_eq!(
             at("backboard.railway.app:443"),
-            lines[0].find("HOST").unwrap()
+            lines[0].find("CALL").unwrap()
         );
         assert!(lines[1].ends_with("in 55s"));
 

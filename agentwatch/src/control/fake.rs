@@ -73,6 +73,7 @@ pub fn pending_request() -> PendingRequest {
         port: 443,
         since: "2026-01-01T00:00:00Z".into(),
         expires_in_secs: 55,
+        operation: None,
     }
 }
 

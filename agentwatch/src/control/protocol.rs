@@ -80,6 +80,32 @@ pub struct PendingRequest {
     pub port: u16,
     pub since: String,        // RFC 3339 time the request was created
     pub expires_in_secs: u64, // seconds until it is denied automatically
+    /// What the stopped call does, when it was judged by its operation
+    /// ("GraphQL mutation volumeDelete on Railway (destructive)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+}
+
+impl PendingRequest {
+    /// What the request asks to do, for tables: the operation and where it
+    /// goes, or the endpoint of the refused connect.
+    pub fn target(&self) -> String {
+        let host = if self.host.is_empty() {
+            &self.addr
+        } else {
+            &self.host
+        };
+        let endpoint = if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        };
+        match &self.operation {
+            Some(operation) if self.port == 0 => operation.clone(),
+            Some(operation) => format!("{operation} to {host}"),
+            None => endpoint,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, io::Write as _, path::Path, time::SystemTime};
 
-use agentwatch_common::names::{NameSource, OperationClass};
+use agentwatch_common::names::{NameSource, OperationClass, OperationKind};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -118,17 +118,24 @@ impl Core {
             resume(write.pid);
             return;
         };
-        let domain = request
-            .host
-            .as_deref()
-            .and_then(|host| self.enrich.tables.lookup(host));
-        let Some(domain) = domain.filter(|d| write.held & d.host.classes & !d.host.allowed != 0)
-        else {
-            resume(write.pid);
-            return;
+        let (operation, held) = match request.host.as_deref() {
+            Some(host) => {
+                let domain = self.enrich.tables.lookup(host);
+                let Some(domain) =
+                    domain.filter(|d| write.held & d.host.classes & !d.host.allowed != 0)
+                else {
+                    resume(write.pid);
+                    return;
+                };
+                let catalog = Catalog::new(&self.policy);
+                let operation = catalog.classify_request(&domain.provider, &request);
+                (operation, write.held & domain.host.classes)
+            }
+            // A request that does not say where it goes (an HTTP/2 header
+            // block referring to an earlier request's): it may be an
+            // infrastructure call, and what it does cannot be judged.
+            None => (unseen_host(&request), write.held),
         };
-        let held = write.held & domain.host.classes;
-        let operation = Catalog::new(&self.policy).classify_request(&domain.provider, &request);
         let decision = decide(
             operation.class,
             self.session_action(write.session),
@@ -184,12 +191,20 @@ impl Core {
             .as_ref()
             .and_then(|p| self.policy.class_of_provider(&p.id))
             .map_or(0, |class| 1u64 << class);
+        // A tool whose requests cannot be read (the provider CLIs) is
+        // granted its provider's credential; an HTTP client's requests are
+        // judged again as they are written.
+        let grant = if operation.kind == OperationKind::Command {
+            provider_class
+        } else {
+            0
+        };
         match decision {
             OperationDecision::Pass
             | OperationDecision::Action(Action::Observe | Action::Alert) => {
                 // It may call its own provider with the credential it reads.
-                if provider_class != 0
-                    && let Err(error) = self.maps.grant_command(event.pid, provider_class)
+                if grant != 0
+                    && let Err(error) = self.maps.grant_command(event.pid, grant)
                 {
                     warn!("{error:#}");
                 }
@@ -264,6 +279,15 @@ impl Core {
     }
 }
 
+fn unseen_host(request: &Request) -> Operation {
+    Operation {
+        kind: OperationKind::Http,
+        name: format!("{} {} (host not visible)", request.method, request.path()),
+        class: OperationClass::Unknown,
+        provider: None,
+    }
+}
+
 /// The command line as the tool sees it: a script run through its
 /// interpreter (`/bin/sh ./terraform destroy`) from the script's own path on.
 fn command_line(exec: &Exec) -> &[String] {
@@ -295,4 +319,92 @@ fn refuse_command(pid: u32, operation: &Operation) {
         let _ = stderr.write_all(message.as_bytes());
     }
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(ssl: u64, data: &[u8]) -> TlsWrite {
+        TlsWrite {
+            ts: SystemTime::UNIX_EPOCH,
+            session: 1,
+            pid: 7,
+            tid: 7,
+            uid: 0,
+            comm: "python3".into(),
+            ssl,
+            held: 1,
+            len: data.len() as u32,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn reads_pass_destructive_calls_get_the_sessions_action_and_the_rest_the_policys() {
+        let policy = Policy::builtin();
+        let decide = |class| decide(class, Action::Kill, &policy);
+        assert_eq!(decide(OperationClass::Reads), OperationDecision::Pass);
+        assert_eq!(
+            decide(OperationClass::Destructive),
+            OperationDecision::Action(Action::Kill)
+        );
+        assert_eq!(
+            decide(OperationClass::Changes),
+            OperationDecision::Action(policy.changes)
+        );
+        assert_eq!(
+            decide(OperationClass::Unknown),
+            OperationDecision::Action(policy.unknown_operation)
+        );
+    }
+
+    #[test]
+    fn a_head_written_apart_from_its_body_is_judged_with_the_body() {
+        let mut heads = RequestHeads::default();
+        let head = b"POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\n\
+            Content-Type: application/json\r\nContent-Length: 44\r\n\r\n";
+        assert!(matches!(heads.request(&write(1, head)), Seen::Awaiting));
+        // Another connection's writes do not complete it.
+        assert!(matches!(heads.request(&write(2, b"{}")), Seen::Nothing));
+        let body = br#"{"query":"mutation { volumeDelete(x: 1) }"}"#;
+        assert_eq!(body.len(), 44);
+        let Seen::Request(request) = heads.request(&write(1, body)) else {
+            panic!("the body completes the request");
+        };
+        assert!(request.body_complete);
+        assert_eq!(request.host.as_deref(), Some("backboard.railway.app"));
+        assert!(matches!(heads.request(&write(1, b"more")), Seen::Nothing));
+    }
+
+    #[test]
+    fn a_write_that_is_no_request_shows_nothing() {
+        let mut heads = RequestHeads::default();
+        assert!(matches!(
+            heads.request(&write(1, b"\x16\x03\x01 binary")),
+            Seen::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_script_is_judged_from_its_own_path_on() {
+        let exec = |filename: &str, argv: &[&str]| Exec {
+            filename: filename.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            ret: 0,
+            truncated: false,
+            env_classes: 0,
+            credentials: Vec::new(),
+            agent_id: 0,
+            agent: None,
+            held_command: true,
+        };
+        let script = exec(
+            "/w/bin/terraform",
+            &["/bin/sh", "/w/bin/terraform", "destroy"],
+        );
+        assert_eq!(command_line(&script), ["/w/bin/terraform", "destroy"]);
+        let binary = exec("/usr/bin/terraform", &["terraform", "plan"]);
+        assert_eq!(command_line(&binary), ["terraform", "plan"]);
+    }
 }

@@ -58,8 +58,16 @@ pub fn alert_line(event: &Event, tables: &Tables) -> Option<String> {
             }
         })
         .collect();
+    let what = match (&alert.operation, &alert.host) {
+        // Judged by what it does: the request at SSL_write, or the command.
+        (Some(operation), Some(host)) => {
+            format!("sending {operation} ({}) to {host}", operation.class)
+        }
+        (Some(operation), None) => format!("running {operation} ({})", operation.class),
+        (None, _) => format!("connecting to {provider} API {target}"),
+    };
     Some(format!(
-        "agentwatch: {verdict} {} (pid {}) connecting to {provider} API {target}: session {} holds {credential}; via {}",
+        "agentwatch: {verdict} {} (pid {}) {what}: session {} holds {credential}; via {}",
         event.comm,
         event.pid,
         event.session,

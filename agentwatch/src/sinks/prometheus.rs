@@ -20,6 +20,7 @@ pub struct Metrics {
     registry: Registry,
     pub events: IntCounterVec,
     pub alerts: IntCounterVec,
+    pub operations: IntCounterVec,
     pub sessions_active: IntGauge,
     pub tracked_processes: IntGauge,
     pub pending_requests: IntGauge,
@@ -89,6 +90,13 @@ impl Metrics {
                 "agentwatch_alerts_total",
                 "Alerts, by action taken",
                 &["action"],
+            ),
+            operations: counter(
+                &registry,
+                "agentwatch_operations_total",
+                "Calls of tainted sessions judged by what they do (a TLS request at SSL_write, a \
+                 cataloged command at exec), by where, class and decision",
+                &["seen", "class", "decision"],
             ),
             sessions_active: gauge(
                 &registry,
@@ -211,6 +219,22 @@ impl Metrics {
                 "undecodable_record",
                 losses.decode_errors,
                 self.exported.decode_errors,
+            ),
+        ] {
+            self.kernel_drops
+                .with_label_values(&[reason])
+                .inc_by(now.saturating_sub(before));
+        }
+        for (reason, now, before) in [
+            (
+                "tls_write_refused_unjudged",
+                now.tls_writes_unjudged,
+                before.tls_writes_unjudged,
+            ),
+            (
+                "command_killed_unjudged",
+                now.commands_unjudged,
+                before.commands_unjudged,
             ),
         ] {
             self.kernel_drops

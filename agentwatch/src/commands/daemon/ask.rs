@@ -37,14 +37,15 @@ impl Daemon {
     fn open_request(&mut self, event: &Event, alert: &Alert) {
         let session = event.session;
         let retry = match &alert.operation {
-            // A TLS request (host named) resumes as it is; a command runs
-            // with its provider's credential.
+            // A TLS request (host named) resumes as it is; an approved
+            // command runs with what its session holds, its own requests
+            // not judged again.
             Some(_) => Retry::Operation {
                 process: event.pid,
                 classes: if alert.host.is_some() {
                     0
                 } else {
-                    self.engine.tables().class_mask(&alert.credentials)
+                    self.engine.credentials_held(session)
                 },
             },
             None => match alert.addr.parse() {
@@ -80,6 +81,10 @@ impl Daemon {
             port: alert.port,
             since: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             expires_in_secs: self.ask_timeout.as_secs(),
+            operation: alert
+                .operation
+                .as_ref()
+                .map(|op| format!("{op} ({})", op.class)),
         };
         if let Some(s) = self.sessions.get_mut(&session) {
             s.stopped_for = Some(id);

@@ -324,6 +324,19 @@ impl Daemon {
                 }
                 self.on_alert(&event, &alert);
             }
+            Body::Operation(call) => {
+                let labels = [
+                    call.seen.name(),
+                    call.operation.class.name(),
+                    call.decision.name(),
+                ];
+                self.metrics
+                    .lock()
+                    .expect("metrics")
+                    .operations
+                    .with_label_values(&labels)
+                    .inc();
+            }
             _ => {}
         }
         self.publish(event);

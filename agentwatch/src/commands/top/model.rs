@@ -512,6 +512,7 @@ pub mod tests {
             port: 443,
             since: "2026-11-27T15:06:03Z".into(),
             expires_in_secs,
+            operation: None,
         }
     }
 

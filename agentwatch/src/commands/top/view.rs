@@ -189,7 +189,7 @@ fn pending(frame: &mut Frame, area: Rect, model: &Model, now: Instant) {
             r.session.to_string().into(),
             truncate(&r.agent, cols[2]).into(),
             truncate(&r.credential, cols[3]).into(),
-            truncate(&format!("{}:{}", r.host, r.port), cols[4]).into(),
+            truncate(&r.target(), cols[4]).into(),
             if left < 10 {
                 expires.red().bold()
             } else {
@@ -202,7 +202,7 @@ fn pending(frame: &mut Frame, area: Rect, model: &Model, now: Instant) {
         .iter()
         .position(|p| Some(p.request.id) == model.selected_pending);
     let table = Table::new(rows, widths)
-        .header(Row::new(["ID", "S", "AGENT", "CREDENTIAL", "HOST", "EXPIRES"]).style(BOLD))
+        .header(Row::new(["ID", "S", "AGENT", "CREDENTIAL", "CALL", "EXPIRES"]).style(BOLD))
         .block(pane(title, model.focus == Pane::Pending))
         // Always visible: `a` and `d` act on it from any pane.
         .row_highlight_style(SELECTED);
