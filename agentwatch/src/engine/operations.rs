@@ -363,12 +363,12 @@ mod tests {
     fn a_head_written_apart_from_its_body_is_judged_with_the_body() {
         let mut heads = RequestHeads::default();
         let head = b"POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\n\
-            Content-Type: application/json\r\nContent-Length: 44\r\n\r\n";
+            Content-Type: application/json\r\nContent-Length: 43\r\n\r\n";
         assert!(matches!(heads.request(&write(1, head)), Seen::Awaiting));
         // Another connection's writes do not complete it.
         assert!(matches!(heads.request(&write(2, b"{}")), Seen::Nothing));
         let body = br#"{"query":"mutation { volumeDelete(x: 1) }"}"#;
-        assert_eq!(body.len(), 44);
+        assert_eq!(body.len(), 43);
         let Seen::Request(request) = heads.request(&write(1, body)) else {
             panic!("the body completes the request");
         };
