@@ -177,6 +177,46 @@ fn curls_own_argv_shows_the_mutation_and_it_never_runs() {
 }
 
 #[test]
+fn node_requests_are_judged_in_its_built_in_openssl() {
+    let lab = Lab::new();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    // node links OpenSSL statically but exports SSL_write: the probe on the
+    // node binary sees its requests.
+    let client = "const https = require('https');\n\
+        function post(name, query, next) {\n\
+        \x20 const body = JSON.stringify({ query });\n\
+        \x20 const request = https.request({ host: 'backboard.railway.app', path: '/graphql/v2', \
+        method: 'POST', rejectUnauthorized: false, agent: false,\n\
+        \x20   headers: { 'Content-Type': 'application/json', 'Content-Length': body.length } },\n\
+        \x20   (res) => { res.resume(); res.on('end', () => { console.log(name + '=0'); next(); }); });\n\
+        \x20 request.on('error', (error) => { console.log(name + '=1 ' + error.code); next(); });\n\
+        \x20 request.end(body);\n\
+        }\n\
+        post('query', process.argv[2], () => post('mutation', process.argv[3], () => {}));\n";
+    write(&lab.path("client.js"), client);
+    let watched = lab.run(
+        &[],
+        &[],
+        &format!("cat ~/.railway/config.json >/dev/null\nnode client.js '{QUERY}' '{MUTATION}'"),
+    );
+    let bodies = bodies(&api);
+    assert_eq!(
+        bodies.len(),
+        1,
+        "only the query arrived: {bodies:?}\n{}",
+        watched.stdout
+    );
+    assert!(bodies[0].contains("deployments"), "{bodies:?}");
+    assert!(watched.stdout.contains("query=0"), "{}", watched.stdout);
+    assert!(watched.stdout.contains("mutation=1"), "{}", watched.stdout);
+    expect_event!(watched.events, "alert", {
+        "action" => "block",
+        "comm" => "node",
+        "operation/name" => "volumeDelete",
+    });
+}
+
+#[test]
 fn http_delete_is_stopped_where_get_passes() {
     let lab = Lab::with_records(&["--host-record=api.vercel.com,127.0.0.7"]);
     let api = TlsApi::start(&lab.dns.netns, VERCEL);

@@ -754,6 +754,13 @@ impl Losses {
                 kernel.dns_tcp_unfollowed
             ));
         }
+        if kernel.tls_writes_unjudged + kernel.commands_unjudged > 0 {
+            lines.push(format!(
+                "{} TLS requests were refused and {} cataloged commands killed unjudged: the ring \
+                 buffer was full when they had to be shown to user space",
+                kernel.tls_writes_unjudged, kernel.commands_unjudged
+            ));
+        }
         if self.scans.dropped + self.scans.failed > 0 {
             lines.push(format!(
                 "{} files read were not scanned for credentials (scan queue full), {} could not be read",
