@@ -11,6 +11,7 @@ use crate::{
         btf::{KernelBtf, VMLINUX_BTF},
         mounts,
         probes::{LoadOptions, PROGRAMS, load_and_attach},
+        tls::TLS_WRITE_PROGRAM,
     },
     privileges::missing_capabilities,
 };
@@ -193,6 +194,40 @@ fn probe_programs(report: &mut Report) {
                 );
             } else {
                 report.add(Status::Warn, "uprobes", "missing: no uprobe PMU");
+            }
+            if attached.tls.targets.is_empty() {
+                report.add(
+                    Status::Warn,
+                    "operations of TLS requests",
+                    "no libssl or node could be probed: a tainted session's TLS calls to its \
+                     provider are judged by host, reads included",
+                );
+            } else {
+                let targets: Vec<String> = attached
+                    .tls
+                    .targets
+                    .iter()
+                    .map(|target| target.display().to_string())
+                    .collect();
+                report.add(
+                    Status::Ok,
+                    "operations of TLS requests",
+                    format!(
+                        "read at SSL_write before encryption in {}",
+                        targets.join(", ")
+                    ),
+                );
+            }
+            for failure in attached
+                .failures
+                .iter()
+                .filter(|failure| failure.program == TLS_WRITE_PROGRAM)
+            {
+                report.add(
+                    Status::Warn,
+                    "TLS probe",
+                    format!("not attached: {}", failure.error),
+                );
             }
             for spec in PROGRAMS {
                 let what = format!("{:?} {}", spec.hook, spec.name);
