@@ -5,6 +5,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::bpf_ktime_get_boot_ns,
 };
+use aya_ebpf::maps::ring_buf::RingBufEntry;
 
 use crate::{
     kernel::current_ppid,
@@ -87,6 +88,24 @@ pub fn send_with<T>(record: *const T, len: usize, kind: Kind, urgency: Urgency) 
         count(counter::LOST_BASE + kind.code());
     }
     sent
+}
+
+/// Room for a record of `T` in the ring buffer, filled in place and sent
+/// with [`submit_now`] once the caller has done what must come before user
+/// space can see it (stopping the writer it describes). None, counted as
+/// lost, when the buffer is full.
+#[inline(always)]
+pub fn reserve<T: 'static>(kind: Kind) -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count(counter::LOST_BASE + kind.code());
+    }
+    entry
+}
+
+#[inline(always)]
+pub fn submit_now<T>(entry: RingBufEntry<T>) {
+    entry.submit(BPF_RB_FORCE_WAKEUP);
 }
 
 /// Sends a small record built on the stack.

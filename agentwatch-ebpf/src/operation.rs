@@ -7,7 +7,7 @@
 //! until user space has judged its argv.
 
 use agentwatch_common::{
-    event::{ExecEvent, TLS_CAP},
+    event::{ExecEvent, TLS_CAP, TlsWriteEvent},
     hash::comm_hash,
     maps::counter,
     names::Kind,
@@ -22,10 +22,9 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::{Urgency, fill_header, send_with},
+    emit::{fill_header, reserve, submit_now},
     judge::held_credentials,
     maps::{COMMAND_GRANTS, COMMANDS, PROCS, REFUSED_WRITERS, TLS_PROCS, count},
-    scratch::TLS_SCRATCH,
     session::{SIGKILL, SIGSTOP, member},
 };
 
@@ -53,11 +52,16 @@ pub fn tls_write(ctx: ProbeContext) -> u32 {
     if held == 0 || granted(held) {
         return 0;
     }
-    let Some(event) = TLS_SCRATCH.get_ptr_mut(0) else {
+    // Reserved first: once the writer is stopped, its record must reach
+    // user space, and user space's SIGCONT must come after the SIGSTOP.
+    let Some(mut entry) = reserve::<TlsWriteEvent>(Kind::TlsWrite) else {
+        // Unseen by user space: refused at the socket, never let through.
+        count(counter::TLS_WRITES_UNJUDGED);
+        let _ = REFUSED_WRITERS.insert(pid_tgid, 1, 0);
         return 0;
     };
-    // SAFETY: this CPU's scratch value, used by this program run only.
-    let event = unsafe { &mut *event };
+    // SAFETY: the reserved record, written only by this program run.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut event.header, Kind::TlsWrite, member.session);
     let ssl: u64 = ctx.arg(0).unwrap_or(0);
     let buf: u64 = ctx.arg(1).unwrap_or(0);
@@ -72,25 +76,15 @@ pub fn tls_write(ctx: ProbeContext) -> u32 {
     } else {
         len
     } & (TLS_CAP as u32 - 1);
-    // SAFETY: reads the caller's buffer into scratch, bounded by TLS_CAP.
+    // SAFETY: reads the caller's buffer into the record, bounded by TLS_CAP.
     let read =
         unsafe { bpf_probe_read_user(event.data.as_mut_ptr().cast(), copied, buf as *const _) };
     event.copied = if read == 0 { copied } else { 0 };
-    if send_with(
-        event as *const _,
-        event.wire_len(),
-        Kind::TlsWrite,
-        Urgency::Now,
-    ) {
-        count(counter::TLS_WRITES_HELD);
-        // Delivered as the probe returns: the writer stops before
-        // `SSL_write` has encrypted a byte.
-        unsafe { bpf_send_signal(SIGSTOP) };
-    } else {
-        // Unseen by user space: refused at the socket, never let through.
-        count(counter::TLS_WRITES_UNJUDGED);
-        let _ = REFUSED_WRITERS.insert(pid_tgid, 1, 0);
-    }
+    count(counter::TLS_WRITES_HELD);
+    // Delivered as the probe returns: the writer stops before `SSL_write`
+    // has encrypted a byte.
+    unsafe { bpf_send_signal(SIGSTOP) };
+    submit_now(entry);
     0
 }
 
@@ -106,17 +100,20 @@ pub fn exec_judgment(tgid: u32, event: &mut ExecEvent) -> bool {
     event.hold != 0
 }
 
-/// The exec event of a held command was sent, or not: stop it for user
-/// space, or kill it (never run a cataloged command unjudged).
+/// Stops a held command before its exec event is sent, so that user
+/// space's SIGCONT always comes after the SIGSTOP.
 #[inline(always)]
-pub fn hold_command(sent: bool) {
-    if sent {
-        count(counter::COMMANDS_HELD);
-        unsafe { bpf_send_signal(SIGSTOP) };
-    } else {
-        count(counter::COMMANDS_UNJUDGED);
-        unsafe { bpf_send_signal(SIGKILL) };
-    }
+pub fn hold_command() {
+    count(counter::COMMANDS_HELD);
+    unsafe { bpf_send_signal(SIGSTOP) };
+}
+
+/// A held command whose exec event could not be sent dies: no cataloged
+/// command runs unjudged.
+#[inline(always)]
+pub fn kill_unjudged_command() {
+    count(counter::COMMANDS_UNJUDGED);
+    unsafe { bpf_send_signal(SIGKILL) };
 }
 
 /// At a session process's exit, and for a new process of a session (a

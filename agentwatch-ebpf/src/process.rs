@@ -24,7 +24,7 @@ use crate::{
     maps::{
         ENV_CLASSES, PENDING_CONNECTS, PENDING_EXECS, PENDING_OPENS, PROCS, SPAWNERS, config, count,
     },
-    operation::{exec_judgment, forget_process, hold_command},
+    operation::{exec_judgment, forget_process, hold_command, kill_unjudged_command},
     scratch::EXEC_SCRATCH,
     session::member,
     syscall::{arg, ret},
@@ -121,14 +121,17 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     } else {
         Urgency::Now
     };
+    if held_command {
+        hold_command();
+    }
     let sent = send_with(
         event as *const ExecEvent,
         event.wire_len(),
         Kind::Exec,
         urgency,
     );
-    if held_command {
-        hold_command(sent);
+    if held_command && !sent {
+        kill_unjudged_command();
     }
     0
 }

@@ -6,7 +6,7 @@
 use agentwatch_common::{
     dns::{DNS_CAP, DnsParser, DnsStream},
     env::ENTRY_CAP,
-    event::{AlertEvent, ConnectEvent, DnsEvent, ExecEvent, NameEvent, OpenEvent, TlsWriteEvent},
+    event::{AlertEvent, ConnectEvent, DnsEvent, ExecEvent, NameEvent, OpenEvent},
     first_write::{NameParser, WRITE_CAP},
     maps::{HostClass, SocketState},
 };
@@ -135,6 +135,3 @@ pub struct WriteScratch {
 
 #[map]
 pub static WRITE_SCRATCH: PerCpuArray<WriteScratch> = PerCpuArray::with_max_entries(1, 0);
-
-#[map]
-pub static TLS_SCRATCH: PerCpuArray<TlsWriteEvent> = PerCpuArray::with_max_entries(1, 0);

@@ -34,6 +34,7 @@ mod race;
 mod report;
 mod rounds;
 mod throughput;
+mod tls;
 mod writes;
 
 use std::{
@@ -78,6 +79,7 @@ pub struct Options {
 pub enum Section {
     Overhead,
     Writes,
+    Tls,
     Throughput,
     Race,
     Memory,
@@ -86,9 +88,10 @@ pub enum Section {
 }
 
 impl Section {
-    const ALL: [Section; 7] = [
+    const ALL: [Section; 8] = [
         Section::Overhead,
         Section::Writes,
+        Section::Tls,
         Section::Throughput,
         Section::Race,
         Section::Memory,
@@ -100,6 +103,7 @@ impl Section {
         match self {
             Section::Overhead => "overhead",
             Section::Writes => "writes",
+            Section::Tls => "tls",
             Section::Throughput => "throughput",
             Section::Race => "race",
             Section::Memory => "memory",
@@ -285,6 +289,7 @@ pub fn bench(root: &Path, options: Options) -> Result<()> {
                 match section {
                     Section::Overhead => overhead::run(&ctx),
                     Section::Writes => writes::run(&ctx),
+                    Section::Tls => tls::run(&ctx),
                     Section::Throughput => throughput::run(&ctx),
                     Section::Race => race::run(&ctx),
                     Section::Memory => memory::run(&ctx),
