@@ -38,8 +38,11 @@ pub struct Finding {
     /// First 4 chars + "…" + last 2 (or "****" below 12): never the secret.
     pub redacted: String,
 }
-/// Default bound for one file.
-pub const MAX_SCAN_BYTES: u64 = 1 << 20;
+/// Files are scanned in windows of this size...
+const WINDOW_BYTES: usize = 1 << 20;
+/// ...each overlapping the last by this much, so a secret across a
+/// window's end is whole in the next (the largest private keys are ~3 KiB).
+const WINDOW_OVERLAP: usize = 64 << 10;
 
 /// A NUL byte this early means a binary file (same heuristic as git/grep).
 const BINARY_SNIFF_BYTES: usize = 8 << 10;
@@ -84,7 +87,16 @@ impl Scanner {
     }
 
     /// Findings in `content` (any bytes), in order of appearance.
+    #[cfg(test)]
     pub fn scan_bytes(&self, content: &[u8]) -> Vec<Finding> {
+        self.scan_window(content)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect()
+    }
+
+    /// Findings with the offset of each secret in `content`.
+    fn scan_window(&self, content: &[u8]) -> Vec<(usize, Finding)> {
         let newlines: Vec<usize> = content
             .iter()
             .enumerate()
@@ -146,23 +158,57 @@ impl Scanner {
             ));
         }
         findings.sort_by_key(|(start, _)| *start);
-        findings.into_iter().map(|(_, f)| f).collect()
+        findings
     }
 
-    /// Reads at most `max_bytes` (a file being bounded is fine; skip binary files: NUL in the first 8 KiB → no findings).
-    pub fn scan_file(&self, path: &Path, max_bytes: u64) -> std::io::Result<Vec<Finding>> {
+    /// Scans a regular file whole, window by window; UTF-16 with a BOM is
+    /// read as text, and a binary file (NUL in the first 8 KiB) has no findings.
+    pub fn scan_file(&self, path: &Path) -> std::io::Result<Vec<Finding>> {
         // Opening a FIFO blocks and a device never ends: only regular files.
         if !std::fs::metadata(path)?.is_file() {
             return Ok(Vec::new());
         }
-        let mut content = Vec::new();
-        std::fs::File::open(path)?
-            .take(max_bytes)
-            .read_to_end(&mut content)?;
-        if content[..content.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
-            return Ok(Vec::new());
+        // Without a BOM the bytes pass through as they are.
+        let reader = encoding_rs_io::DecodeReaderBytesBuilder::new()
+            .bom_sniffing(true)
+            .build(std::fs::File::open(path)?);
+        self.scan_reader(reader)
+    }
+
+    fn scan_reader(&self, mut reader: impl Read) -> std::io::Result<Vec<Finding>> {
+        let mut findings = Vec::new();
+        let mut window = Vec::with_capacity(WINDOW_BYTES);
+        let (mut first, mut lines_before) = (true, 0);
+        loop {
+            let wanted = (WINDOW_BYTES - window.len()) as u64;
+            (&mut reader).take(wanted).read_to_end(&mut window)?;
+            if first && window[..window.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
+                return Ok(Vec::new());
+            }
+            first = false;
+            let last = window.len() < WINDOW_BYTES;
+            // A secret starting in the overlap is left to the next window,
+            // which holds it whole.
+            let handed_on = if last {
+                window.len()
+            } else {
+                WINDOW_BYTES - WINDOW_OVERLAP
+            };
+            findings.extend(
+                self.scan_window(&window)
+                    .into_iter()
+                    .filter(|(start, _)| *start < handed_on)
+                    .map(|(_, finding)| Finding {
+                        line: finding.line + lines_before,
+                        ..finding
+                    }),
+            );
+            if last {
+                return Ok(findings);
+            }
+            lines_before += window[..handed_on].iter().filter(|&&b| b == b'\n').count();
+            window.drain(..handed_on);
         }
-        Ok(self.scan_bytes(&content))
     }
 }
 

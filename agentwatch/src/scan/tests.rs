@@ -669,26 +669,81 @@ fn redaction_reveals_at_most_six_characters() {
 }
 
 #[test]
-fn scan_file_skips_binary_and_honours_the_bound() {
+fn scan_file_skips_binary_and_non_regular_files() {
     let dir = tempfile::tempdir().unwrap();
     let token = format!("glpat-{}", tok(URLSAFE, 20, 120));
 
     let binary = dir.path().join("blob.bin");
     std::fs::write(&binary, format!("\0ELF\n{token}\n")).unwrap();
-    assert_eq!(SCANNER.scan_file(&binary, MAX_SCAN_BYTES).unwrap(), []);
-
-    let late = dir.path().join("late.txt");
-    std::fs::write(&late, format!("{}\n{token}\n", "filler ".repeat(300))).unwrap();
-    assert_eq!(SCANNER.scan_file(&late, 1000).unwrap(), []);
-    assert_eq!(SCANNER.scan_file(&late, MAX_SCAN_BYTES).unwrap().len(), 1);
+    assert_eq!(SCANNER.scan_file(&binary).unwrap(), []);
 
     // Not a regular file: nothing to read, and no blocking on a FIFO.
-    assert_eq!(SCANNER.scan_file(dir.path(), MAX_SCAN_BYTES).unwrap(), []);
-    assert!(
-        SCANNER
-            .scan_file(&dir.path().join("missing"), MAX_SCAN_BYTES)
-            .is_err()
-    );
+    assert_eq!(SCANNER.scan_file(dir.path()).unwrap(), []);
+    assert!(SCANNER.scan_file(&dir.path().join("missing")).is_err());
+}
+
+#[test]
+fn large_files_are_scanned_whole_in_overlapping_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let filler = "2024-05-01T10:00:00Z INFO request served in 3ms\n";
+    let lines_per_window = WINDOW_BYTES / filler.len();
+    let tokens: Vec<String> = (0..3)
+        .map(|i| format!("ghp_{}", tok(ALNUM, 36, 140 + i)))
+        .collect();
+    let mut content = String::new();
+    let mut expected = Vec::new();
+    // One token straddling the first window's hand-over point, one at the
+    // first window's very end, one deep in the file (past 1 MiB).
+    let straddle = WINDOW_BYTES - WINDOW_OVERLAP - 10;
+    while content.len() < straddle {
+        content.push_str(filler);
+    }
+    content.truncate(straddle);
+    content.push('\n');
+    for (token, pad_to) in tokens
+        .iter()
+        .zip([0, WINDOW_BYTES - 20, 5 * WINDOW_BYTES / 2])
+    {
+        while content.len() < pad_to {
+            content.push_str(filler);
+        }
+        expected.push(content.matches('\n').count() + 1);
+        content.push_str(&format!("{token}\n"));
+    }
+    let big = dir.path().join("big.log");
+    std::fs::write(&big, &content).unwrap();
+    let lines: Vec<usize> = SCANNER
+        .scan_file(&big)
+        .unwrap()
+        .iter()
+        .map(|f| f.line)
+        .collect();
+    assert_eq!(lines, expected, "{lines_per_window} lines a window");
+}
+
+#[test]
+fn utf16_files_with_a_bom_are_read_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("# exported\r\nGITHUB_TOKEN=ghp_{}\r\n", tok(ALNUM, 36, 150));
+    for (name, bom, encode) in [
+        (
+            "le.txt",
+            [0xff, 0xfe],
+            u16::to_le_bytes as fn(u16) -> [u8; 2],
+        ),
+        ("be.txt", [0xfe, 0xff], u16::to_be_bytes),
+    ] {
+        let mut bytes = bom.to_vec();
+        bytes.extend(text.encode_utf16().flat_map(encode));
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let findings = SCANNER.scan_file(&path).unwrap();
+        assert_eq!(findings.len(), 1, "{name}");
+        assert_eq!(
+            (findings[0].line, findings[0].rule.as_str()),
+            (2, "github-pat")
+        );
+    }
 }
 
 #[test]
