@@ -17,6 +17,8 @@ const ENV_RULE: &str = "env-credential";
 /// plainer values than for an arbitrary secret-looking name.
 const ENV_LEN: RangeInclusive<usize> = 8..=MAX_LINE_BYTES;
 const ENV_MIN_ENTROPY: f64 = 3.0;
+const PASSWORD_LEN: RangeInclusive<usize> = 8..=200;
+const PASSWORD_MIN_ENTROPY: f64 = 2.8;
 /// `NAME <op> value` in the syntaxes of shell/.env, YAML, JSON, TOML/INI and
 /// common languages (including `name: Type = value` and `:=`/`=>`).
 pub(super) const ASSIGNMENT: &str = r#"(?x)
@@ -290,6 +292,12 @@ pub(super) fn plausible_generic(value: &[u8], bare: bool) -> bool {
     // An unquoted digitless word is an identifier in code (`xmlSecKeysMngrGetKey`).
     let identifier = bare && value.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_');
     classes >= 2 && !identifier && plausible_value(value, bare, &len, GENERIC_MIN_ENTROPY)
+}
+
+/// Passwords in URLs and command lines are shorter and plainer than tokens,
+/// but still not placeholders, references or words.
+pub(super) fn plausible_password(value: &[u8]) -> bool {
+    plausible_value(value, false, &PASSWORD_LEN, PASSWORD_MIN_ENTROPY)
 }
 
 /// Shared checks for assigned values: length, entropy, and not a placeholder,

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
+use base64::Engine as _;
 use regex::bytes::{Regex, RegexBuilder, RegexSet};
 
 use assignment::ASSIGNMENT;
@@ -49,6 +50,11 @@ const BINARY_SNIFF_BYTES: usize = 8 << 10;
 /// Assignments are looked for in at most this much of each line, so minified
 /// bundles and data blobs cost a bounded amount.
 const MAX_LINE_BYTES: usize = 4096;
+/// A YAML or JSON value that is all base64: kubeconfig `*-key-data`, a
+/// Kubernetes Secret's `data:`, Docker's `auth`. Decoded, it is matched
+/// against the format rules (PEM blocks, prefixed tokens).
+const ENCODED_VALUE: &str = r#"(?m)(?:^[ \t-]*[A-Za-z0-9_.\-]+|"[A-Za-z0-9_.\-]+")[ \t]*:[ \t]*"?([A-Za-z0-9+/]{20,}={0,2})(?:["',}\s]|$)"#;
+
 /// A secret located in the content, before deduplication.
 struct Hit<'a> {
     start: usize,
@@ -62,6 +68,7 @@ pub struct Scanner {
     rules: Vec<Rule>,
     keywords: RegexSet,
     assignment: Regex,
+    encoded: Regex,
     /// Upper-cased variable name → provider id.
     credential_env: HashMap<String, String>,
 }
@@ -79,6 +86,7 @@ impl Scanner {
             rules,
             keywords,
             assignment: build_regex(ASSIGNMENT).expect("assignment pattern is valid"),
+            encoded: build_regex(ENCODED_VALUE).expect("encoded-value pattern is valid"),
             credential_env: credential_env
                 .iter()
                 .map(|(name, provider)| (name.to_ascii_uppercase(), provider.clone()))
@@ -104,25 +112,29 @@ impl Scanner {
             .collect();
         let line_of = |offset: usize| newlines.partition_point(|&nl| nl < offset) + 1;
 
-        // Priority order: format rules (in file order), then assignments.
-        let mut hits = Vec::new();
-        let gates = self.keywords.matches(content);
-        for rule in &self.rules {
-            if rule.gate.is_some_and(|g| !gates.matched(g)) {
+        // Priority order: format rules (in file order), encoded values, then
+        // assignments.
+        let mut hits: Vec<Hit> = self
+            .rule_matches(content)
+            .map(|(start, end, rule)| Hit {
+                start,
+                end,
+                line: line_of(start),
+                rule: &rule.id,
+                provider: rule.provider.as_deref(),
+            })
+            .collect();
+        for caps in self.encoded.captures_iter(content) {
+            let value = caps.get(1).expect("the pattern has one group");
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(value.as_bytes())
+            else {
                 continue;
-            }
-            for caps in rule.regex.captures_iter(content) {
-                let Some(m) = caps.get(rule.secret_group) else {
-                    continue;
-                };
-                let secret = m.as_bytes();
-                if entropy(secret) < rule.min_entropy || contains_ci(secret, "example") {
-                    continue;
-                }
+            };
+            if let Some((_, _, rule)) = self.rule_matches(&decoded).next() {
                 hits.push(Hit {
-                    start: m.start(),
-                    end: m.end(),
-                    line: line_of(m.start()),
+                    start: value.start(),
+                    end: value.end(),
+                    line: line_of(value.start()),
                     rule: &rule.id,
                     provider: rule.provider.as_deref(),
                 });
@@ -159,6 +171,29 @@ impl Scanner {
         }
         findings.sort_by_key(|(start, _)| *start);
         findings
+    }
+
+    /// The format rules' secrets in `content`, rule by rule: (start, end, rule).
+    fn rule_matches<'s, 'c>(
+        &'s self,
+        content: &'c [u8],
+    ) -> impl Iterator<Item = (usize, usize, &'s Rule)> + use<'s, 'c> {
+        let gates = self.keywords.matches(content);
+        self.rules
+            .iter()
+            .filter(move |rule| rule.gate.is_none_or(|g| gates.matched(g)))
+            .flat_map(move |rule| {
+                rule.regex
+                    .captures_iter(content)
+                    .filter_map(move |caps| caps.get(rule.secret_group))
+                    .filter(move |m| {
+                        let secret = m.as_bytes();
+                        entropy(secret) >= rule.min_entropy
+                            && !contains_ci(secret, "example")
+                            && (!rule.free_text || assignment::plausible_password(secret))
+                    })
+                    .map(move |m| (m.start(), m.end(), rule))
+            })
     }
 
     /// Scans a regular file whole, window by window; UTF-16 with a BOM is

@@ -37,6 +37,8 @@ const PROVIDERS: &[&str] = &[
     "stripe",
     "npm",
     "pypi",
+    "planetscale",
+    "terraform",
 ];
 
 static SCANNER: LazyLock<Scanner> = LazyLock::new(|| {
@@ -402,6 +404,144 @@ fn positives() -> Vec<(String, &'static str, Option<&'static str>)> {
             ),
             "env-credential",
             Some("railway"),
+        ),
+        // Written the way people write them: prose, tables, headers.
+        (
+            format!("The railway token is {}, keep it safe", uuid(60)),
+            "railway-token",
+            Some("railway"),
+        ),
+        (
+            format!("| Railway | API token | `{}` |", uuid(61)),
+            "railway-token",
+            Some("railway"),
+        ),
+        (
+            format!(
+                "curl -H \"Authorization: Bearer {}\" https://backboard.railway.app/graphql/v2",
+                uuid(62)
+            ),
+            "railway-token",
+            Some("railway"),
+        ),
+        (
+            format!("heroku api key: {}", uuid(63)),
+            "heroku-api-key",
+            Some("heroku"),
+        ),
+        (
+            format!(
+                "curl -H \"X-Auth-Key: {}\" https://api.cloudflare.com/client/v4",
+                tok(HEX, 37, 64)
+            ),
+            "cloudflare-global-api-key",
+            Some("cloudflare"),
+        ),
+        (
+            format!("DOCKER_PAT=dckr_pat_{}", tok(URLSAFE, 27, 65)),
+            "docker-hub-pat",
+            None,
+        ),
+        (
+            format!(
+                "postgres://neondb_owner:npg_{}@ep-cool-1.neon.tech/neondb",
+                tok(ALNUM, 12, 66)
+            ),
+            "neon-password",
+            Some("neon"),
+        ),
+        (
+            format!("SG.{}.{}", tok(URLSAFE, 22, 67), tok(URLSAFE, 43, 68)),
+            "sendgrid-api-key",
+            None,
+        ),
+        (
+            format!("pscale_tkn_{}", tok(URLSAFE, 43, 69)),
+            "planetscale-token",
+            Some("planetscale"),
+        ),
+        (
+            format!(
+                "token = \"{}.atlasv1.{}\"",
+                tok(ALNUM, 14, 70),
+                tok(URLSAFE, 67, 71)
+            ),
+            "terraform-cloud-token",
+            Some("terraform"),
+        ),
+        (
+            format!("hf_{}", tok(&ALNUM[..52], 34, 72)),
+            "huggingface-token",
+            None,
+        ),
+        (
+            format!("sntrys_eyJ{}", tok(BASE64, 80, 73)),
+            "sentry-token",
+            None,
+        ),
+        (
+            format!("VAULT_TOKEN=hvs.{}", tok(URLSAFE, 90, 74)),
+            "vault-token",
+            None,
+        ),
+        (
+            format!("dp.pt.{}", tok(ALNUM, 43, 75)),
+            "doppler-token",
+            None,
+        ),
+        (
+            format!("lin_api_{}", tok(ALNUM, 40, 76)),
+            "linear-api-key",
+            None,
+        ),
+        (format!("gsk_{}", tok(ALNUM, 52, 77)), "groq-api-key", None),
+        (
+            format!(
+                "https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b&sp=rl&sig={}%3D",
+                tok(ALNUM, 43, 78)
+            ),
+            "azure-sas-token",
+            Some("azure"),
+        ),
+        (
+            format!(
+                "aws configure set aws_secret_access_key {}",
+                tok(BASE64, 40, 79)
+            ),
+            "aws-secret-access-key",
+            Some("aws"),
+        ),
+        (
+            format!(
+                "redis://default:{}@cache.internal:6379/0",
+                tok(ALNUM, 20, 80)
+            ),
+            "connection-string-password",
+            None,
+        ),
+        (
+            format!(
+                "Server=db.corp;Database=app;User Id=sa;Password={};",
+                tok(ALNUM, 14, 81)
+            ),
+            "connection-string-password",
+            None,
+        ),
+        (
+            format!(
+                "mysql -h db -u root -p'{}' app < dump.sql",
+                tok(ALNUM, 14, 82)
+            ),
+            "command-line-password",
+            None,
+        ),
+        (
+            format!("client-key-data: {}", {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode(private_key_block())
+            }),
+            "private-key",
+            None,
         ),
     ]
 }
