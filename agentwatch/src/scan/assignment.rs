@@ -281,14 +281,7 @@ pub(super) fn plausible_generic(value: &[u8], bare: bool) -> bool {
     };
     // Random strings this long nearly always mix character classes; prose,
     // identifiers and enum-like values often don't.
-    let classes = [
-        u8::is_ascii_lowercase,
-        u8::is_ascii_uppercase,
-        u8::is_ascii_digit,
-    ]
-    .iter()
-    .filter(|class| value.iter().any(class))
-    .count();
+    let classes = char_classes(value);
     // An unquoted digitless word is an identifier in code (`xmlSecKeysMngrGetKey`).
     let identifier = bare && value.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_');
     classes >= 2 && !identifier && plausible_value(value, bare, &len, GENERIC_MIN_ENTROPY)
@@ -297,7 +290,28 @@ pub(super) fn plausible_generic(value: &[u8], bare: bool) -> bool {
 /// Passwords in URLs and command lines are shorter and plainer than tokens,
 /// but still not placeholders, references or words.
 pub(super) fn plausible_password(value: &[u8]) -> bool {
-    plausible_value(value, false, &PASSWORD_LEN, PASSWORD_MIN_ENTROPY)
+    // Upper, lower and digits together make no phrase, however pronounceable.
+    let mixed = char_classes(value) == 3
+        && PASSWORD_LEN.contains(&value.len())
+        && !placeholder_or_reference(value);
+    mixed || plausible_value(value, false, &PASSWORD_LEN, PASSWORD_MIN_ENTROPY)
+}
+
+/// How many of lower case, upper case and digits `value` mixes.
+fn char_classes(value: &[u8]) -> usize {
+    [
+        u8::is_ascii_lowercase,
+        u8::is_ascii_uppercase,
+        u8::is_ascii_digit,
+    ]
+    .iter()
+    .filter(|class| value.iter().any(class))
+    .count()
+}
+
+fn placeholder_or_reference(value: &[u8]) -> bool {
+    PLACEHOLDER_WORDS.iter().any(|w| contains_ci(value, w))
+        || REFERENCE_MARKERS.iter().any(|m| contains_ci(value, m))
 }
 
 /// Shared checks for assigned values: length, entropy, and not a placeholder,
@@ -314,8 +328,7 @@ pub(super) fn plausible_value(
         || value.contains(&b'\\')
         || value.starts_with(b"$")
         || value.starts_with(b"%")
-        || PLACEHOLDER_WORDS.iter().any(|w| contains_ci(value, w))
-        || REFERENCE_MARKERS.iter().any(|m| contains_ci(value, m))
+        || placeholder_or_reference(value)
         || url_without_credentials(value)
         || is_phrase(value)
         || (bare && looks_like_code(value))

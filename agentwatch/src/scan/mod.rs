@@ -248,4 +248,6 @@ impl Scanner {
 }
 
 #[cfg(test)]
+mod corpus;
+#[cfg(test)]
 mod tests;
