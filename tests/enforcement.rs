@@ -158,7 +158,15 @@ fn a_workspace_secret_found_after_the_command_started_counts() {
             std::fs::create_dir_all(lab.path(&format!("big/g{group}/d{dir}"))).unwrap();
         }
     }
-    write(&lab.path("big/g9/d9/infra/terraform.tfstate"), "{}");
+    // A state file counts for the secret it holds (built here, so this
+    // source holds none).
+    write(
+        &lab.path("big/g9/d9/infra/terraform.tfstate"),
+        &format!(
+            "{{\"resources\": [{{\"attributes\": {{\"password\": \"{}{}\"}}}}]}}\n",
+            "Vq8#mR2x", "Lp4!tZ9wKc7s"
+        ),
+    );
     let railway = lab.listen(RAILWAY);
     // The start waits for none of the walk: all of it happens while the
     // command runs, and what it finds still counts.

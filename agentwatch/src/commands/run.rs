@@ -147,8 +147,10 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         publish(&mut sink, &mut events, &mut engine, &mut responder);
         responder.sweep(&mut engine).await;
     };
-    // The kernel wrote the command's last records before the wait returned.
+    // The kernel wrote the command's last records before the wait returned;
+    // what the scans of its last reads find still counts.
     engine.drain(&mut events);
+    engine.finish_scans(&mut events).await?;
     publish(&mut sink, &mut events, &mut engine, &mut responder);
     responder.sweep(&mut engine).await;
     sink.flush()?;

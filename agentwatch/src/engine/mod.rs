@@ -9,14 +9,15 @@
 mod operations;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use agentwatch_common::{
-    maps::{Config, HostClass, SessionState, session_flags},
+    maps::{Config, CredKey, HostClass, SessionState, session_flags},
     names::{NameSource, SocketJudgment},
 };
 use anyhow::{Context as _, Result};
@@ -35,7 +36,7 @@ use crate::{
         resolver::{self, REFRESH_INTERVAL, is_localhost},
         tables::Tables,
         watch::DirWatcher,
-        workspace::{self, Walks},
+        workspace::{self, Find, Walks},
     },
     kernel::{
         maps::{KernelCounters, KernelMaps, MapFill},
@@ -44,7 +45,7 @@ use crate::{
     },
     operation::Catalog,
     policy::{Action, Policy},
-    scan::Scanner,
+    scan::{Finding, Scanner},
 };
 use agentwatch_common::hash::executable_hash;
 
@@ -88,6 +89,9 @@ struct Core {
     policy: Policy,
     clock: Clock,
     homes: Vec<PathBuf>,
+    /// The files the catalog names under the homes: a workspace walk's
+    /// find among them keeps the catalog's class.
+    catalog: HashSet<CredKey>,
     workspaces: BTreeSet<PathBuf>,
     /// Bumped by every policy change: a background walk's finds carry class
     /// indices of the policy it started under, and stale ones are dropped.
@@ -152,13 +156,14 @@ impl Engine {
         for (pid, classes) in environ::running_processes(&tables.env_names) {
             maps.add_env_classes(pid, classes)?;
         }
-        let scanner = Scanner::new(&credential_env(&options.policy));
+        let scanner = Arc::new(Scanner::new(&credential_env(&options.policy)));
         let mut core = Core {
             maps,
             enrich: Enricher::new(tables),
             policy: options.policy,
             clock: Clock::now(),
             homes: options.homes,
+            catalog: HashSet::new(),
             workspaces: BTreeSet::new(),
             policy_generation: 0,
             decode_errors: 0,
@@ -187,8 +192,8 @@ impl Engine {
                 Instant::now() + hostsfile::POLL_INTERVAL,
                 hostsfile::POLL_INTERVAL,
             ),
-            scans: ContentScans::start(scanner),
-            walks: Walks::new(),
+            scans: ContentScans::start(scanner.clone()),
+            walks: Walks::new(scanner),
         })
     }
 
@@ -403,7 +408,7 @@ impl Engine {
             result = self.scans.next() => self.core.found(result, out)?,
             found = self.walks.next() => {
                 if found.generation == self.core.policy_generation {
-                    self.core.add_files(found.files)?;
+                    self.core.add_finds(found.files)?;
                 }
             }
         }
@@ -415,6 +420,17 @@ impl Engine {
     pub fn drain(&mut self, out: &mut Vec<Event>) {
         self.records.drain(|record| self.core.handle(record, out));
         self.submit_scans();
+    }
+
+    /// Waits for every content scan submitted so far and applies what they
+    /// found, so that a read just before the command's exit still counts.
+    pub async fn finish_scans(&mut self, out: &mut Vec<Event>) -> Result<()> {
+        self.submit_scans();
+        while self.scans.pending() > 0 {
+            let result = self.scans.next().await;
+            self.core.found(result, out)?;
+        }
+        Ok(())
     }
 
     fn submit_scans(&mut self) {
@@ -508,7 +524,7 @@ impl Core {
         }
         let names = workspace::names(&self.policy.classes);
         let found = walks.start(names, dir, self.policy_generation, wait);
-        self.add_files(found)
+        self.add_finds(found)
     }
 
     /// Puts the identities of the catalog's credential files under each
@@ -520,6 +536,7 @@ impl Core {
             .iter()
             .flat_map(|home| expand(classes, home))
             .collect();
+        self.catalog = files.iter().map(|file| file.key).collect();
         self.add_files(files)
     }
 
@@ -537,6 +554,30 @@ impl Core {
             self.enrich.files.insert(file.key, file.path);
         }
         Ok(())
+    }
+
+    /// Workspace files holding secrets become credential files: of the
+    /// class the catalog gives their name, else of what their findings name.
+    fn add_finds(&mut self, finds: Vec<Find>) -> Result<()> {
+        let mut files = Vec::new();
+        for find in finds {
+            if self.catalog.contains(&find.key) {
+                continue;
+            }
+            let class = match find.named {
+                Some(class) => class,
+                None => match self.file_class(&self.classes_of(&find.findings)?)? {
+                    Some(class) => class,
+                    None => continue,
+                },
+            };
+            files.push(CredentialFile {
+                class,
+                path: find.path,
+                key: find.key,
+            });
+        }
+        self.add_files(files)
     }
 
     fn credential_dirs(&self) -> BTreeSet<PathBuf> {
@@ -608,56 +649,96 @@ impl Core {
     }
 
     /// A scan finished: a hit taints the session (in the kernel, where
-    /// connects are judged) and makes the file a credential file for all.
+    /// connects are judged) with every provider its findings name, and
+    /// makes the file a credential file for all.
     fn found(&mut self, result: ScanResult, out: &mut Vec<Event>) -> Result<()> {
-        let ScanResult { job, findings } = result;
-        let Some(first) = findings.first() else {
+        let ScanResult { job, findings, .. } = result;
+        let classes = self.classes_of(&findings)?;
+        let Some(file_class) = self.file_class(&classes)? else {
             return Ok(());
         };
-        let class = first
+        let mask = classes
+            .iter()
+            .fold(0u64, |mask, (class, _)| mask | 1 << class);
+        self.maps.add_user_taint(job.session, mask)?;
+        self.maps.add_credential(job.key, file_class as u32)?;
+        self.enrich.files.insert(job.key, PathBuf::from(&job.path));
+        let ppid = self
+            .enrich
+            .procs
+            .get(job.pid)
+            .map_or(0, |process| process.ppid);
+        for (class, finding) in classes {
+            let credential = self.policy.classes[class].id.clone();
+            self.enrich.credentials.record(
+                job.session,
+                1 << class,
+                CredentialUse {
+                    class: credential.clone(),
+                    source: job.path.clone(),
+                    at: job.at,
+                    pid: job.pid,
+                    comm: job.comm.clone(),
+                },
+            );
+            out.push(Event {
+                ts: SystemTime::now(),
+                session: job.session,
+                pid: job.pid,
+                tid: job.pid,
+                ppid,
+                uid: job.uid,
+                comm: job.comm.clone(),
+                body: Body::Found(Found {
+                    path: job.path.clone(),
+                    line: finding.line,
+                    rule: finding.rule.clone(),
+                    provider: finding.provider.clone(),
+                    redacted: finding.redacted.clone(),
+                    credential,
+                }),
+            });
+        }
+        Ok(())
+    }
+
+    /// The classes findings give, each with the first finding giving it.
+    fn classes_of<'f>(&self, findings: &'f [Finding]) -> Result<Vec<(usize, &'f Finding)>> {
+        let mut classes: Vec<(usize, &Finding)> = Vec::new();
+        for finding in findings {
+            let class = self.class_of_finding(finding)?;
+            if !classes.iter().any(|(known, _)| *known == class) {
+                classes.push((class, finding));
+            }
+        }
+        Ok(classes)
+    }
+
+    /// The class a finding gives: its provider's, or `found` when the
+    /// provider is unknown (or has no class).
+    fn class_of_finding(&self, finding: &Finding) -> Result<usize> {
+        finding
             .provider
             .as_deref()
             .and_then(|provider| self.policy.class_of_provider(provider))
-            .or_else(|| self.policy.class_index(FOUND_CLASS))
-            .context("the policy has no `found` credential class")?;
-        let mask = 1u64 << class;
-        self.maps.add_user_taint(job.session, mask)?;
-        self.maps.add_credential(job.key, class as u32)?;
-        self.enrich.files.insert(job.key, PathBuf::from(&job.path));
-        let credential = self.policy.classes[class].id.clone();
-        self.enrich.credentials.record(
-            job.session,
-            mask,
-            CredentialUse {
-                class: credential.clone(),
-                source: job.path.clone(),
-                at: job.at,
-                pid: job.pid,
-                comm: job.comm.clone(),
-            },
-        );
-        out.push(Event {
-            ts: SystemTime::now(),
-            session: job.session,
-            pid: job.pid,
-            tid: job.pid,
-            ppid: self
-                .enrich
-                .procs
-                .get(job.pid)
-                .map_or(0, |process| process.ppid),
-            uid: job.uid,
-            comm: job.comm,
-            body: Body::Found(Found {
-                path: job.path,
-                line: first.line,
-                rule: first.rule.clone(),
-                provider: first.provider.clone(),
-                redacted: first.redacted.clone(),
-                credential,
-            }),
-        });
-        Ok(())
+            .map_or_else(|| self.found_class(), Ok)
+    }
+
+    fn found_class(&self) -> Result<usize> {
+        self.policy
+            .class_index(FOUND_CLASS)
+            .context("the policy has no `found` credential class")
+    }
+
+    /// The one class the kernel's credential map keeps for a file: the
+    /// findings' class when they agree, else `found`, which counts against
+    /// every provider, so no provider a finding names is left out.
+    fn file_class<T>(&self, classes: &[(usize, T)]) -> Result<Option<usize>> {
+        Ok(match classes {
+            [] => None,
+            [(class, _)] => Some(*class),
+            _ => Some(self.found_class()?),
+        })
     }
 }
 

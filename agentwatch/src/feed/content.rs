@@ -4,30 +4,31 @@
 
 use std::{
     collections::HashSet,
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    path::{Path, PathBuf},
+    sync::Arc,
     time::SystemTime,
 };
 
 use agentwatch_common::maps::CredKey;
 use tokio::sync::mpsc;
 
-use crate::scan::{Finding, MAX_SCAN_BYTES, Scanner, workspace::in_skipped_dir};
+use crate::scan::{
+    Finding, Scanner,
+    workspace::{in_generated_dir, in_skipped_dir},
+};
 
 /// Files waiting to be scanned; beyond this, reads are counted as unscanned.
 const QUEUE: usize = 512;
 /// Files remembered as scanned, so a file read a thousand times is read once.
 const SEEN: usize = 100_000;
 /// Where no one keeps a secret they found: system files (dependencies and
-/// VCS are the workspace walks' skipped directories).
+/// VCS are the workspace walks' skipped directories). `/dev/shm`, `/run`
+/// and the other writable tmpfs are scanned: a copy of a secret goes there,
+/// and their devices and sockets are not regular files, which is all a
+/// scan reads.
 const SKIPPED_PREFIXES: &[&str] = &[
     "/proc/",
     "/sys/",
-    "/dev/",
-    "/run/",
     "/usr/",
     "/lib",
     "/bin/",
@@ -56,6 +57,7 @@ pub struct ScanResult {
     pub job: ScanJob,
     /// Empty when the file could not be read (counted as failed).
     pub findings: Vec<Finding>,
+    failed: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -71,7 +73,8 @@ pub struct ContentScans {
     jobs: mpsc::Sender<ScanJob>,
     results: mpsc::Receiver<ScanResult>,
     seen: HashSet<CredKey>,
-    failures: Arc<AtomicU64>,
+    /// Submitted and not yet handed out by [`ContentScans::next`].
+    pending: usize,
     stats: ScanStats,
 }
 
@@ -81,31 +84,34 @@ pub fn worth_scanning(path: &str) -> bool {
         && !SKIPPED_PREFIXES
             .iter()
             .any(|prefix| path.starts_with(prefix))
-        && !in_skipped_dir(path)
+        && !in_skipped_dir(Path::new(path))
 }
 
 impl ContentScans {
     /// Starts the worker; it scans one file at a time on the blocking pool.
-    pub fn start(scanner: Scanner) -> Self {
+    pub fn start(scanner: Arc<Scanner>) -> Self {
         let (jobs, mut queue) = mpsc::channel::<ScanJob>(QUEUE);
         let (done, results) = mpsc::channel(QUEUE);
-        let scanner = Arc::new(scanner);
-        let failed = Arc::new(AtomicU64::new(0));
-        let failures = failed.clone();
         tokio::spawn(async move {
             while let Some(job) = queue.recv().await {
                 let scanner = scanner.clone();
                 let path = PathBuf::from(&job.path);
-                let findings =
-                    tokio::task::spawn_blocking(move || scanner.scan_file(&path, MAX_SCAN_BYTES))
-                        .await;
-                let result = match findings {
-                    Ok(Ok(findings)) => ScanResult { job, findings },
-                    // Gone or unreadable meanwhile: nothing to find.
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        continue;
+                let scanned = tokio::task::spawn_blocking(move || {
+                    if in_generated_dir(&path) {
+                        return Ok(Vec::new());
                     }
+                    scanner.scan_file(&path)
+                })
+                .await;
+                // Gone or unreadable meanwhile: nothing to find.
+                let (findings, failed) = match scanned {
+                    Ok(Ok(findings)) => (findings, false),
+                    _ => (Vec::new(), true),
+                };
+                let result = ScanResult {
+                    job,
+                    findings,
+                    failed,
                 };
                 if done.send(result).await.is_err() {
                     break;
@@ -116,7 +122,7 @@ impl ContentScans {
             jobs,
             results,
             seen: HashSet::new(),
-            failures,
+            pending: 0,
             stats: ScanStats::default(),
         }
     }
@@ -129,23 +135,31 @@ impl ContentScans {
         if !self.seen.insert(job.key) {
             return;
         }
-        if self.jobs.try_send(job).is_err() {
-            self.stats.dropped += 1;
+        match self.jobs.try_send(job) {
+            Ok(()) => self.pending += 1,
+            Err(_) => self.stats.dropped += 1,
         }
     }
 
     pub fn stats(&self) -> ScanStats {
-        ScanStats {
-            failed: self.failures.load(Ordering::Relaxed),
-            ..self.stats
-        }
+        self.stats
+    }
+
+    /// Scans submitted and not finished yet.
+    pub fn pending(&self) -> usize {
+        self.pending
     }
 
     /// The next finished scan.
     pub async fn next(&mut self) -> ScanResult {
         match self.results.recv().await {
             Some(result) => {
-                self.stats.scanned += 1;
+                self.pending -= 1;
+                if result.failed {
+                    self.stats.failed += 1;
+                } else {
+                    self.stats.scanned += 1;
+                }
                 if !result.findings.is_empty() {
                     self.stats.hits += 1;
                 }
@@ -167,8 +181,7 @@ mod tests {
             "/usr/lib/x.so",
             "/proc/1/environ",
             "/w/node_modules/a/index.js",
-            "/w/venv/lib/site.py",
-            "/w/.venv/lib/site.py",
+            "/w/.git/objects/ab/cdef",
             "rel",
         ] {
             assert!(!worth_scanning(path), "{path}");
@@ -178,6 +191,11 @@ mod tests {
             "/srv/app/.env.local",
             "/tmp/x/deploy.md",
             "/w/target.env",
+            "/w/.git/config",
+            "/dev/shm/copy",
+            "/run/user/1000/token",
+            // Generated only when a marker file says so (checked by the worker).
+            "/w/venv/lib/notes.txt",
         ] {
             assert!(worth_scanning(path), "{path}");
         }

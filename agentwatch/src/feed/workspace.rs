@@ -1,12 +1,16 @@
-//! The workspace walk: files under a session's working directory whose names
-//! the catalog lists (`.env`, `*.tfvars`, `terraform.tfstate`, ...).
+//! The workspace walk: every file under a session's working directory is
+//! scanned by content before the session's first read of it, so a secret
+//! already there is a credential file in the kernel's map from the start.
+//! A file the catalog names (`.env`, `*.tfvars`, `terraform.tfstate`, ...)
+//! takes its class from the catalog, but only when its content holds a
+//! secret too: a `.env` of `PORT=3000` is no credential.
 //!
 //! A session may start anywhere, a home directory with ~100,000 entries
 //! included, so the walk never holds the command back for long: it goes
 //! breadth first, so the files nearest the root (where projects keep them)
-//! are found in the short [`START_BUDGET`] the start waits for; the rest is
-//! walked on a thread of its own, within [`MAX_DEPTH`] and [`MAX_ENTRIES`],
-//! and each find reaches the kernel's map as soon as it is made.
+//! are scanned in the short [`START_BUDGET`] the start waits for; the rest
+//! is walked on a thread of its own, within [`MAX_ENTRIES`], and each find
+//! reaches the kernel's map as soon as it is made.
 
 use std::{
     collections::VecDeque,
@@ -15,17 +19,22 @@ use std::{
     time::{Duration, Instant},
 };
 
+use agentwatch_common::maps::CredKey;
 use glob::Pattern;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tracing::warn;
 
-use super::credentials::{CredentialFile, identity};
-use crate::{policy::CredentialClass, scan::workspace::is_skipped_dir_name};
+use super::credentials::identity;
+use crate::{
+    policy::CredentialClass,
+    scan::{
+        Finding, Scanner,
+        workspace::{git_config, is_skipped_dir},
+    },
+};
 
 /// How long a session's start waits for its workspace walk.
 pub const START_BUDGET: Duration = Duration::from_millis(100);
-/// Directory levels below the root that are walked.
-pub const MAX_DEPTH: usize = 8;
 /// Entries (files and directories) a walk examines before it stops.
 pub const MAX_ENTRIES: usize = 50_000;
 /// How long the background walk works between handing over what it found.
@@ -49,112 +58,145 @@ pub fn names(classes: &[CredentialClass]) -> Names {
     )
 }
 
+/// A workspace file whose content holds a secret.
+#[derive(Debug)]
+pub struct Find {
+    pub path: PathBuf,
+    pub key: CredKey,
+    /// The class the catalog gives its name, if it names it.
+    pub named: Option<usize>,
+    pub findings: Vec<Finding>,
+}
+
 /// One breadth-first walk, resumable: each [`Walk::step`] goes on where
 /// the last stopped.
 pub struct Walk {
     root: PathBuf,
     names: Names,
-    /// Directories still to read, with their depth below the root.
-    queue: VecDeque<(PathBuf, usize)>,
+    scanner: Arc<Scanner>,
+    /// Directories still to read.
+    dirs: VecDeque<PathBuf>,
+    /// Files of the directories read, still to scan.
+    files: VecDeque<PathBuf>,
     entries: usize,
 }
 
 impl Walk {
-    pub fn new(names: Names, root: &Path) -> Self {
+    pub fn new(names: Names, scanner: Arc<Scanner>, root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
             names,
-            queue: VecDeque::from([(root.to_path_buf(), 0)]),
+            scanner,
+            dirs: VecDeque::from([root.to_path_buf()]),
+            files: VecDeque::new(),
             entries: 0,
         }
     }
 
     pub fn finished(&self) -> bool {
-        self.queue.is_empty() || self.cut_short()
+        self.files.is_empty() && (self.dirs.is_empty() || self.cut_short())
     }
 
     /// The walk stopped at [`MAX_ENTRIES`] with directories left unread.
     pub fn cut_short(&self) -> bool {
-        self.entries >= MAX_ENTRIES && !self.queue.is_empty()
+        self.entries >= MAX_ENTRIES && !self.dirs.is_empty()
     }
 
     /// Walks until `budget` has passed or the walk is finished; returns the
-    /// credential files found meanwhile.
-    pub fn step(&mut self, budget: Duration) -> Vec<CredentialFile> {
+    /// files found to hold secrets meanwhile.
+    pub fn step(&mut self, budget: Duration) -> Vec<Find> {
         let deadline = Instant::now() + budget;
         let mut found = Vec::new();
         while !self.finished() && Instant::now() < deadline {
-            let Some((dir, depth)) = self.queue.pop_front() else {
-                break;
-            };
-            // Unreadable directories (permissions, removed meanwhile) are
-            // passed over, as `find` does.
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.filter_map(Result::ok) {
-                self.entries += 1;
-                // Not followed through symlinks: a link to / would walk the
-                // machine.
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
-                let name = entry.file_name();
-                if kind.is_dir() {
-                    if depth < MAX_DEPTH && !is_skipped_dir_name(&name) {
-                        self.queue.push_back((entry.path(), depth + 1));
-                    }
-                } else if kind.is_file()
-                    && let Some((class, _)) = self
-                        .names
-                        .iter()
-                        .find(|(_, pattern)| pattern.matches(&name.to_string_lossy()))
-                    && let Some(key) = identity(&entry.path())
-                {
-                    found.push(CredentialFile {
-                        class: *class,
-                        path: entry.path(),
-                        key,
-                    });
-                }
-                if self.entries >= MAX_ENTRIES {
-                    break;
-                }
+            match self.files.pop_front() {
+                Some(file) => found.extend(self.scan(file)),
+                None => self.read_next_dir(),
             }
         }
         found
     }
+
+    fn read_next_dir(&mut self) {
+        let Some(dir) = self.dirs.pop_front() else {
+            return;
+        };
+        // Unreadable directories (permissions, removed meanwhile) are
+        // passed over, as `find` does.
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            self.entries += 1;
+            // Not followed through symlinks: a link to / would walk the
+            // machine.
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let (path, name) = (entry.path(), entry.file_name());
+            if kind.is_dir() {
+                if let Some(config) = git_config(&path, &name) {
+                    self.files.push_back(config);
+                } else if !is_skipped_dir(&path, &name) {
+                    self.dirs.push_back(path);
+                }
+            } else if kind.is_file() {
+                self.files.push_back(path);
+            }
+            if self.entries >= MAX_ENTRIES {
+                break;
+            }
+        }
+    }
+
+    fn scan(&self, path: PathBuf) -> Option<Find> {
+        // Gone or unreadable meanwhile: it is scanned again when read.
+        let findings = self.scanner.scan_file(&path).ok()?;
+        if findings.is_empty() {
+            return None;
+        }
+        let name = path.file_name()?.to_string_lossy();
+        let named = self
+            .names
+            .iter()
+            .find(|(_, pattern)| pattern.matches(&name))
+            .map(|(class, _)| *class);
+        Some(Find {
+            key: identity(&path)?,
+            path,
+            named,
+            findings,
+        })
+    }
 }
 
-/// Credential files a background walk found, for the policy generation
-/// whose class indices they carry.
+/// Files a background walk found to hold secrets, for the policy
+/// generation whose class indices they carry.
 pub struct Found {
     pub generation: u64,
-    pub files: Vec<CredentialFile>,
+    pub files: Vec<Find>,
 }
 
 /// The walks still going on in the background, and what they hand over.
 pub struct Walks {
+    scanner: Arc<Scanner>,
     sender: UnboundedSender<Found>,
     receiver: UnboundedReceiver<Found>,
 }
 
 impl Walks {
-    pub fn new() -> Self {
+    pub fn new(scanner: Arc<Scanner>) -> Self {
         let (sender, receiver) = unbounded_channel();
-        Self { sender, receiver }
+        Self {
+            scanner,
+            sender,
+            receiver,
+        }
     }
 
     /// Walks `root` for at most `budget` now and returns what that found;
     /// an unfinished walk goes on in the background.
-    pub fn start(
-        &self,
-        names: Names,
-        root: &Path,
-        generation: u64,
-        budget: Duration,
-    ) -> Vec<CredentialFile> {
-        let mut walk = Walk::new(names, root);
+    pub fn start(&self, names: Names, root: &Path, generation: u64, budget: Duration) -> Vec<Find> {
+        let mut walk = Walk::new(names, self.scanner.clone(), root);
         let found = walk.step(budget);
         if walk.finished() {
             report_cut_short(&walk);
@@ -186,8 +228,8 @@ impl Walks {
 fn report_cut_short(walk: &Walk) {
     if walk.cut_short() {
         warn!(
-            "workspace walk of {} stopped after {MAX_ENTRIES} entries: credential files \
-             named by the catalog deeper in it are found only when read (by content)",
+            "workspace walk of {} stopped after {MAX_ENTRIES} entries: secrets in files \
+             beyond them are found only when read (by content, after the read)",
             walk.root.display()
         );
     }

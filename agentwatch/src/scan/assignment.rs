@@ -17,6 +17,8 @@ const ENV_RULE: &str = "env-credential";
 /// plainer values than for an arbitrary secret-looking name.
 const ENV_LEN: RangeInclusive<usize> = 8..=MAX_LINE_BYTES;
 const ENV_MIN_ENTROPY: f64 = 3.0;
+const PASSWORD_LEN: RangeInclusive<usize> = 8..=200;
+const PASSWORD_MIN_ENTROPY: f64 = 2.8;
 /// `NAME <op> value` in the syntaxes of shell/.env, YAML, JSON, TOML/INI and
 /// common languages (including `name: Type = value` and `:=`/`=>`).
 pub(super) const ASSIGNMENT: &str = r#"(?x)
@@ -279,17 +281,37 @@ pub(super) fn plausible_generic(value: &[u8], bare: bool) -> bool {
     };
     // Random strings this long nearly always mix character classes; prose,
     // identifiers and enum-like values often don't.
-    let classes = [
+    let classes = char_classes(value);
+    // An unquoted digitless word is an identifier in code (`xmlSecKeysMngrGetKey`).
+    let identifier = bare && value.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_');
+    classes >= 2 && !identifier && plausible_value(value, bare, &len, GENERIC_MIN_ENTROPY)
+}
+
+/// Passwords in URLs and command lines are shorter and plainer than tokens,
+/// but still not placeholders, references or words.
+pub(super) fn plausible_password(value: &[u8]) -> bool {
+    // Upper, lower and digits together make no phrase, however pronounceable.
+    let mixed = char_classes(value) == 3
+        && PASSWORD_LEN.contains(&value.len())
+        && !placeholder_or_reference(value);
+    mixed || plausible_value(value, false, &PASSWORD_LEN, PASSWORD_MIN_ENTROPY)
+}
+
+/// How many of lower case, upper case and digits `value` mixes.
+fn char_classes(value: &[u8]) -> usize {
+    [
         u8::is_ascii_lowercase,
         u8::is_ascii_uppercase,
         u8::is_ascii_digit,
     ]
     .iter()
     .filter(|class| value.iter().any(class))
-    .count();
-    // An unquoted digitless word is an identifier in code (`xmlSecKeysMngrGetKey`).
-    let identifier = bare && value.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_');
-    classes >= 2 && !identifier && plausible_value(value, bare, &len, GENERIC_MIN_ENTROPY)
+    .count()
+}
+
+fn placeholder_or_reference(value: &[u8]) -> bool {
+    PLACEHOLDER_WORDS.iter().any(|w| contains_ci(value, w))
+        || REFERENCE_MARKERS.iter().any(|m| contains_ci(value, m))
 }
 
 /// Shared checks for assigned values: length, entropy, and not a placeholder,
@@ -306,8 +328,7 @@ pub(super) fn plausible_value(
         || value.contains(&b'\\')
         || value.starts_with(b"$")
         || value.starts_with(b"%")
-        || PLACEHOLDER_WORDS.iter().any(|w| contains_ci(value, w))
-        || REFERENCE_MARKERS.iter().any(|m| contains_ci(value, m))
+        || placeholder_or_reference(value)
         || url_without_credentials(value)
         || is_phrase(value)
         || (bare && looks_like_code(value))

@@ -23,6 +23,10 @@ pub(super) struct RuleSpec {
     pub(super) min_entropy: f64,
     #[serde(default)]
     pub(super) keywords: Vec<String>,
+    /// The secret is free text (a password): it must also pass the
+    /// assignment checks (no placeholder, reference or phrase).
+    #[serde(default)]
+    pub(super) free_text: bool,
 }
 
 pub(super) struct Rule {
@@ -31,6 +35,7 @@ pub(super) struct Rule {
     pub(super) regex: Regex,
     pub(super) secret_group: usize,
     pub(super) min_entropy: f64,
+    pub(super) free_text: bool,
     /// Index into `Scanner::keywords`; `None` runs the rule unconditionally.
     pub(super) gate: Option<usize>,
 }
@@ -60,6 +65,7 @@ pub(super) fn load() -> (Vec<Rule>, RegexSet) {
                 regex,
                 secret_group: spec.secret_group,
                 min_entropy: spec.min_entropy,
+                free_text: spec.free_text,
                 gate,
             }
         })

@@ -37,6 +37,8 @@ const PROVIDERS: &[&str] = &[
     "stripe",
     "npm",
     "pypi",
+    "planetscale",
+    "terraform",
 ];
 
 static SCANNER: LazyLock<Scanner> = LazyLock::new(|| {
@@ -403,6 +405,144 @@ fn positives() -> Vec<(String, &'static str, Option<&'static str>)> {
             "env-credential",
             Some("railway"),
         ),
+        // Written the way people write them: prose, tables, headers.
+        (
+            format!("The railway token is {}, keep it safe", uuid(60)),
+            "railway-token",
+            Some("railway"),
+        ),
+        (
+            format!("| Railway | API token | `{}` |", uuid(61)),
+            "railway-token",
+            Some("railway"),
+        ),
+        (
+            format!(
+                "curl -H \"Authorization: Bearer {}\" https://backboard.railway.app/graphql/v2",
+                uuid(62)
+            ),
+            "railway-token",
+            Some("railway"),
+        ),
+        (
+            format!("heroku api key: {}", uuid(63)),
+            "heroku-api-key",
+            Some("heroku"),
+        ),
+        (
+            format!(
+                "curl -H \"X-Auth-Key: {}\" https://api.cloudflare.com/client/v4",
+                tok(HEX, 37, 64)
+            ),
+            "cloudflare-global-api-key",
+            Some("cloudflare"),
+        ),
+        (
+            format!("DOCKER_PAT=dckr_pat_{}", tok(URLSAFE, 27, 65)),
+            "docker-hub-pat",
+            None,
+        ),
+        (
+            format!(
+                "postgres://neondb_owner:npg_{}@ep-cool-1.neon.tech/neondb",
+                tok(ALNUM, 12, 66)
+            ),
+            "neon-password",
+            Some("neon"),
+        ),
+        (
+            format!("SG.{}.{}", tok(URLSAFE, 22, 67), tok(URLSAFE, 43, 68)),
+            "sendgrid-api-key",
+            None,
+        ),
+        (
+            format!("pscale_tkn_{}", tok(URLSAFE, 43, 69)),
+            "planetscale-token",
+            Some("planetscale"),
+        ),
+        (
+            format!(
+                "token = \"{}.atlasv1.{}\"",
+                tok(ALNUM, 14, 70),
+                tok(URLSAFE, 67, 71)
+            ),
+            "terraform-cloud-token",
+            Some("terraform"),
+        ),
+        (
+            format!("hf_{}", tok(&ALNUM[..52], 34, 72)),
+            "huggingface-token",
+            None,
+        ),
+        (
+            format!("sntrys_eyJ{}", tok(BASE64, 80, 73)),
+            "sentry-token",
+            None,
+        ),
+        (
+            format!("VAULT_TOKEN=hvs.{}", tok(URLSAFE, 90, 74)),
+            "vault-token",
+            None,
+        ),
+        (
+            format!("dp.pt.{}", tok(ALNUM, 43, 75)),
+            "doppler-token",
+            None,
+        ),
+        (
+            format!("lin_api_{}", tok(ALNUM, 40, 76)),
+            "linear-api-key",
+            None,
+        ),
+        (format!("gsk_{}", tok(ALNUM, 52, 77)), "groq-api-key", None),
+        (
+            format!(
+                "https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b&sp=rl&sig={}%3D",
+                tok(ALNUM, 43, 78)
+            ),
+            "azure-sas-token",
+            Some("azure"),
+        ),
+        (
+            format!(
+                "aws configure set aws_secret_access_key {}",
+                tok(BASE64, 40, 79)
+            ),
+            "aws-secret-access-key",
+            Some("aws"),
+        ),
+        (
+            format!(
+                "redis://default:{}@cache.internal:6379/0",
+                tok(ALNUM, 20, 80)
+            ),
+            "connection-string-password",
+            None,
+        ),
+        (
+            format!(
+                "Server=db.corp;Database=app;User Id=sa;Password={};",
+                tok(ALNUM, 14, 81)
+            ),
+            "connection-string-password",
+            None,
+        ),
+        (
+            format!(
+                "mysql -h db -u root -p'{}' app < dump.sql",
+                tok(ALNUM, 14, 82)
+            ),
+            "command-line-password",
+            None,
+        ),
+        (
+            format!("client-key-data: {}", {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode(private_key_block())
+            }),
+            "private-key",
+            None,
+        ),
     ]
 }
 
@@ -669,26 +809,81 @@ fn redaction_reveals_at_most_six_characters() {
 }
 
 #[test]
-fn scan_file_skips_binary_and_honours_the_bound() {
+fn scan_file_skips_binary_and_non_regular_files() {
     let dir = tempfile::tempdir().unwrap();
     let token = format!("glpat-{}", tok(URLSAFE, 20, 120));
 
     let binary = dir.path().join("blob.bin");
     std::fs::write(&binary, format!("\0ELF\n{token}\n")).unwrap();
-    assert_eq!(SCANNER.scan_file(&binary, MAX_SCAN_BYTES).unwrap(), []);
-
-    let late = dir.path().join("late.txt");
-    std::fs::write(&late, format!("{}\n{token}\n", "filler ".repeat(300))).unwrap();
-    assert_eq!(SCANNER.scan_file(&late, 1000).unwrap(), []);
-    assert_eq!(SCANNER.scan_file(&late, MAX_SCAN_BYTES).unwrap().len(), 1);
+    assert_eq!(SCANNER.scan_file(&binary).unwrap(), []);
 
     // Not a regular file: nothing to read, and no blocking on a FIFO.
-    assert_eq!(SCANNER.scan_file(dir.path(), MAX_SCAN_BYTES).unwrap(), []);
-    assert!(
-        SCANNER
-            .scan_file(&dir.path().join("missing"), MAX_SCAN_BYTES)
-            .is_err()
-    );
+    assert_eq!(SCANNER.scan_file(dir.path()).unwrap(), []);
+    assert!(SCANNER.scan_file(&dir.path().join("missing")).is_err());
+}
+
+#[test]
+fn large_files_are_scanned_whole_in_overlapping_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let filler = "2024-05-01T10:00:00Z INFO request served in 3ms\n";
+    let lines_per_window = WINDOW_BYTES / filler.len();
+    let tokens: Vec<String> = (0..3)
+        .map(|i| format!("ghp_{}", tok(ALNUM, 36, 140 + i)))
+        .collect();
+    let mut content = String::new();
+    let mut expected = Vec::new();
+    // One token straddling the first window's hand-over point, one at the
+    // first window's very end, one deep in the file (past 1 MiB).
+    let straddle = WINDOW_BYTES - WINDOW_OVERLAP - 10;
+    while content.len() < straddle {
+        content.push_str(filler);
+    }
+    content.truncate(straddle);
+    content.push('\n');
+    for (token, pad_to) in tokens
+        .iter()
+        .zip([0, WINDOW_BYTES - 20, 5 * WINDOW_BYTES / 2])
+    {
+        while content.len() < pad_to {
+            content.push_str(filler);
+        }
+        expected.push(content.matches('\n').count() + 1);
+        content.push_str(&format!("{token}\n"));
+    }
+    let big = dir.path().join("big.log");
+    std::fs::write(&big, &content).unwrap();
+    let lines: Vec<usize> = SCANNER
+        .scan_file(&big)
+        .unwrap()
+        .iter()
+        .map(|f| f.line)
+        .collect();
+    assert_eq!(lines, expected, "{lines_per_window} lines a window");
+}
+
+#[test]
+fn utf16_files_with_a_bom_are_read_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("# exported\r\nGITHUB_TOKEN=ghp_{}\r\n", tok(ALNUM, 36, 150));
+    for (name, bom, encode) in [
+        (
+            "le.txt",
+            [0xff, 0xfe],
+            u16::to_le_bytes as fn(u16) -> [u8; 2],
+        ),
+        ("be.txt", [0xfe, 0xff], u16::to_be_bytes),
+    ] {
+        let mut bytes = bom.to_vec();
+        bytes.extend(text.encode_utf16().flat_map(encode));
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let findings = SCANNER.scan_file(&path).unwrap();
+        assert_eq!(findings.len(), 1, "{name}");
+        assert_eq!(
+            (findings[0].line, findings[0].rule.as_str()),
+            (2, "github-pat")
+        );
+    }
 }
 
 #[test]

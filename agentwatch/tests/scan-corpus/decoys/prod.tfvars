@@ -1,0 +1,3 @@
+region        = "eu-west-1"
+instance_type = "t3.small"
+db_password   = var.db_password
