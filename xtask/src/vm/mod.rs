@@ -34,6 +34,7 @@ const TARGETS: &[&str] = &[
     "dns",
     "daemon",
     "operations",
+    "scanning",
 ];
 /// The quick lane's tests, by target: a block, a kill, an allowed call
 /// without a credential read, a token inherited in the environment, and a
