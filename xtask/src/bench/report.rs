@@ -227,6 +227,44 @@ fn writes_table(out: &mut String, r: &Value) {
     );
 }
 
+/// TLS writes: what the SSL_write probes cost per write.
+fn tls_table(out: &mut String, r: &Value) {
+    let t = &r["tls"];
+    let s = &t["summary"];
+    let _ = writeln!(
+        out,
+        "\n| 64-byte TLS writes through libssl ({} rounds, medians; ratio to no agentwatch in the same round) | writer's CPU time per write | goal | verdict |",
+        r["rounds"]
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    if let Some(error) = error_of(t) {
+        let _ = writeln!(out, "| tls section failed: {error} | | | not measured |");
+    }
+    let baseline = s["baseline"]["cpu"]["median_ns"]
+        .as_f64()
+        .map_or("not measured".into(), |ns| format!("{:.2} µs", ns / 1e3));
+    let _ = writeln!(out, "| no agentwatch (baseline) | {baseline} | | |");
+    let _ = writeln!(
+        out,
+        "| process outside any session, a session running (the probe traps and returns) | {} | within noise (≤ {WRITES_NOISE}x) | {} |",
+        ratio_cell(s, "untracked", "cpu"),
+        verdict(ratio(s, "untracked", "cpu").map(|r| r <= WRITES_NOISE))
+    );
+    for (key, label) in [
+        ("watched", "watched session, no credential read"),
+        (
+            "tainted",
+            "tainted session: every write stopped, judged in user space, resumed",
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {label} | {} | reported | |",
+            ratio_cell(s, key, "cpu")
+        );
+    }
+}
+
 /// What the writes section calls unchanged: the spread of its figures
 /// between rounds on a shared 2-vCPU machine.
 const WRITES_NOISE: f64 = 1.05;
@@ -352,6 +390,7 @@ pub fn table(r: &Value) -> String {
     }
 
     writes_table(&mut out, r);
+    tls_table(&mut out, r);
 
     // Everything else.
     let _ = writeln!(out, "\n| measure | result | goal | verdict |");
