@@ -120,10 +120,11 @@ enum HooksCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Check FILE against the built-in catalog; report every error with its line and column.
+    /// Check FILE (default: the daemon's, /etc/agentwatch/policy.toml) and the drop-ins in
+    /// policy.d beside it, as the daemon loads them; report every error with its line and column.
     Check {
         #[arg(value_name = "FILE")]
-        file: PathBuf,
+        file: Option<PathBuf>,
     },
     /// What the operation catalog says a command line (after --) or a raw request does.
     Classify {
@@ -204,7 +205,7 @@ fn execute(command: Command) -> anyhow::Result<u8> {
         }
         Command::Policy {
             command: PolicyCommand::Check { file },
-        } => Ok(if commands::policy::check_command(&file)? {
+        } => Ok(if commands::policy::check_command(file.as_deref())? {
             0
         } else {
             1
