@@ -12,7 +12,7 @@ use agentwatch_common::maps::{
 use anyhow::{Context as _, Result, bail};
 use nix::{
     sys::signal::{Signal, kill},
-    unistd::{Pid, setgid, setgroups, setuid},
+    unistd::{ForkResult, Pid, fork, setgid, setgroups, setuid},
 };
 use tokio::{
     process::{Child, Command},
@@ -37,7 +37,9 @@ const SESSION: u32 = 1;
 /// `agentwatch run`'s options, as the command line gives them.
 #[derive(clap::Args)]
 pub struct RunOptions {
-    /// Append events as JSON lines to FILE instead of stderr.
+    /// Append every event as a JSON line to FILE (`-`: stderr). Without
+    /// it stderr carries only alerts and the exit report, so a full-screen
+    /// command's display is left alone.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
     /// Bytes of the kernel-to-user ring buffer (a power of two, at least a page).
@@ -79,7 +81,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         Some(account) => account.home.clone(),
         None => std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from),
     };
-    let mut sink = JsonLines::open(options.events.as_deref())?;
+    let mut sink = options.events.as_deref().map(JsonLines::open).transpose()?;
     let mut engine = Engine::start(EngineOptions {
         ring_buffer_bytes: options.ring_buffer_size,
         max_processes: DEFAULT_MAX_PROCESSES,
@@ -107,6 +109,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         Err(error) => {
             let program = options.command[0].to_string_lossy();
             eprintln!("agentwatch: {program}: {error}");
+            tear_down_in_background();
             return Ok(match error.kind() {
                 io::ErrorKind::NotFound => 127,
                 _ => 126,
@@ -144,14 +147,16 @@ pub async fn run(options: RunOptions) -> Result<i32> {
             _ = terminate.recv() => forward(child_pid, Signal::SIGTERM),
             _ = hangup.recv() => forward(child_pid, Signal::SIGHUP),
         }
-        publish(&mut sink, &mut events, &mut engine, &mut responder);
+        publish(sink.as_mut(), &mut events, &mut engine, &mut responder);
         responder.sweep(&mut engine).await;
     };
     // The kernel wrote the command's last records before the wait returned.
     engine.drain(&mut events);
-    publish(&mut sink, &mut events, &mut engine, &mut responder);
+    publish(sink.as_mut(), &mut events, &mut engine, &mut responder);
     responder.sweep(&mut engine).await;
-    sink.flush()?;
+    if let Some(sink) = &mut sink {
+        sink.flush()?;
+    }
     for line in engine.losses()?.describe() {
         eprintln!("agentwatch: {line}");
     }
@@ -162,13 +167,41 @@ pub async fn run(options: RunOptions) -> Result<i32> {
             remaining.len()
         );
     }
+    tear_down_in_background();
     Ok(exit_code(status))
+}
+
+/// Detaching the kernel programs takes seconds (each uprobe waits for the
+/// kernel's grace periods), and the caller of `run` should not: a child
+/// inheriting them lets them go after agentwatch has exited. It keeps only
+/// kernel objects (anonymous inodes): files, pipes, sockets and the
+/// terminal are closed first, so no reader of theirs waits for it.
+fn tear_down_in_background() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let others: Vec<i32> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            (!target.to_string_lossy().starts_with("anon_inode:")).then_some(fd)
+        })
+        .collect();
+    // SAFETY: the child calls only close(2) and _exit(2), both
+    // async-signal-safe, so a lock another thread held at fork cannot matter.
+    if let Ok(ForkResult::Child) = unsafe { fork() } {
+        for &fd in &others {
+            unsafe { libc::close(fd) };
+        }
+        unsafe { libc::_exit(0) };
+    }
 }
 
 /// Writes the events out, alerts also as a line on stderr, and has the
 /// responder carry out what the kernel decided in them.
 fn publish(
-    sink: &mut JsonLines,
+    mut sink: Option<&mut JsonLines>,
     events: &mut Vec<Event>,
     engine: &mut Engine,
     responder: &mut Responder,
@@ -182,7 +215,9 @@ fn publish(
                 eprintln!("{line}");
             }
         }
-        if let Err(error) = sink.write(&event) {
+        if let Some(sink) = sink.as_deref_mut()
+            && let Err(error) = sink.write(&event)
+        {
             warn!("cannot write event: {error:#}");
         }
     }
