@@ -390,13 +390,13 @@ impl DnsLab {
 
     /// A TCP socket bound to `addr` inside the namespace, listening.
     pub fn bind(&self, addr: &str) -> std::net::TcpListener {
-        self.inside(addr, |addr| std::net::TcpListener::bind(addr))
+        self.inside(addr, std::net::TcpListener::bind)
     }
 
     /// A UDP socket bound to `addr` inside the namespace, which answers
     /// nothing: a nameserver that never replies.
     pub fn bind_udp(&self, addr: &str) -> std::net::UdpSocket {
-        self.inside(addr, |addr| std::net::UdpSocket::bind(addr))
+        self.inside(addr, std::net::UdpSocket::bind)
     }
 
     fn inside<T: Send + 'static>(
