@@ -6,7 +6,7 @@
 //! Daemons see every exec on the machine, so these tests run one at a time.
 
 use std::{
-    os::unix::process::CommandExt as _,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     process::{Child, Command, Output, Stdio},
     sync::Mutex,
     thread,
@@ -14,8 +14,8 @@ use std::{
 };
 
 use agentwatch_tests::{
-    Daemon, Lab, TlsApi, agentwatch, expect, expect_event, output_with_timeout, python_graphql,
-    write,
+    Daemon, Lab, NotifySocket, TlsApi, agentwatch, expect, expect_event, output_with_timeout,
+    python_graphql, unit_command, write,
 };
 use serde_json::Value;
 
@@ -410,10 +410,23 @@ fn ask_mode_deny_and_no_answer_kill_the_session() {
 }
 
 #[test]
-fn a_session_left_stopped_by_a_crashed_daemon_is_denied_by_the_next() {
+fn a_session_left_stopped_by_a_killed_daemon_is_killed_by_the_next_started_as_the_unit_does() {
     let _serial = serial();
     let lab = Lab::new();
-    let mut first = Daemon::start(&lab.dns, lab.home.path(), &["--mode", "ask"]);
+    // /run/agentwatch and /var/lib/agentwatch.
+    let runtime = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let start = |notify: &NotifySocket| {
+        Daemon::start_as_unit(
+            &lab.dns,
+            lab.home.path(),
+            runtime.path(),
+            state.path(),
+            notify,
+            &["--mode", "ask"],
+        )
+    };
+    let mut first = start(&NotifySocket::new());
     let claude = agent_script(
         &lab,
         "claude",
@@ -421,15 +434,18 @@ fn a_session_left_stopped_by_a_crashed_daemon_is_denied_by_the_next() {
     );
     let agent = spawn_group(&mut lab.command(&[], &claude));
     let probe = wait_for_pending(&first)["pid"].as_u64().unwrap() as u32;
+    let stopped = state.path().join("stopped-sessions.json");
+    let mode = std::fs::metadata(&stopped).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "who read which credential is root's");
     first.crash();
     assert_eq!(
         process_state(probe),
         Some('T'),
         "still stopped, with no one to answer"
     );
-    // The next daemon must use the same runtime directory, as systemd's does.
-    let second =
-        Daemon::start_with_socket(&lab.dns, lab.home.path(), &first.socket, &["--mode", "ask"]);
+    // systemd removes the runtime directory at every stop, restarts too.
+    std::fs::remove_dir_all(runtime.path()).unwrap();
+    let second = start(&NotifySocket::new());
     let output = wait_with_timeout(agent);
     assert!(!String::from_utf8_lossy(&output.stdout).contains("survived"));
     assert!(
@@ -437,6 +453,95 @@ fn a_session_left_stopped_by_a_crashed_daemon_is_denied_by_the_next() {
         "{}",
         second.stderr()
     );
+}
+
+#[test]
+fn systemd_hears_ready_alive_reloading_and_stopping_and_a_bad_policy_fails_the_reload() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let runtime = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let policy = lab.path("policy.toml");
+    write(&policy, "action = \"block\"\n");
+    let notify = NotifySocket::new();
+    let mut daemon = Daemon::start_as_unit(
+        &lab.dns,
+        lab.home.path(),
+        runtime.path(),
+        state.path(),
+        &notify,
+        &["--config", policy.to_str().unwrap()],
+    );
+    assert!(
+        notify
+            .messages()
+            .iter()
+            .any(|m| m.starts_with("STATUS=daemon watching agents (mode block)")),
+        "{:?}",
+        notify.messages()
+    );
+    notify.wait_for("WATCHDOG=1");
+
+    // ExecReload checks the policy first: a bad one fails `systemctl reload`.
+    let reload_check = |policy: &std::path::Path| {
+        output_with_timeout(
+            Command::new(agentwatch())
+                .args(unit_command("ExecReload"))
+                .arg(policy),
+        )
+    };
+    write(&policy, "action = \"explode\"\n");
+    let refused = reload_check(&policy);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("policy.toml:1:10"));
+
+    write(&policy, "action = \"alert\"\n");
+    assert!(reload_check(&policy).status.success());
+    // SAFETY: kill(2) on the daemon we started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    daemon.wait_for("policy reloaded (mode alert)");
+    notify.wait_for("STATUS=policy reloaded (mode alert)");
+    let messages = notify.messages();
+    let reloading = messages.iter().position(|m| m == "RELOADING=1").unwrap();
+    assert!(
+        messages[reloading + 1].starts_with("MONOTONIC_USEC="),
+        "{messages:?}"
+    );
+    assert!(
+        messages[reloading..].iter().any(|m| m == "READY=1"),
+        "READY=1 after the reload: {messages:?}"
+    );
+
+    assert!(daemon.stop().success());
+    notify.wait_for("STOPPING=1");
+    assert!(!runtime.path().join("agentwatch.sock").exists());
+}
+
+#[test]
+fn a_metrics_port_in_use_fails_the_start_before_the_programs_load_and_leaves_no_socket() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let _taken = lab.dns.bind("127.0.0.1:9464");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agentwatch.sock");
+    let output = output_with_timeout(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.dns.netns.name])
+            .arg(agentwatch())
+            .args(unit_command("ExecStart"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.path()),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:9464"), "{stderr}");
+    assert!(
+        !stderr.contains("running without"),
+        "no program was loaded: {stderr}"
+    );
+    assert!(!socket.exists(), "no socket left for clients to block on");
 }
 
 #[test]

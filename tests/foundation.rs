@@ -2,12 +2,17 @@
 //! opens, connects, execs, forks and exits — and nothing else is.
 
 use std::{
-    net::TcpListener, os::unix::fs::symlink, path::Path, process::Command, thread, time::Duration,
+    net::TcpListener,
+    os::unix::fs::symlink,
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
 };
 
 use agentwatch_tests::{
-    NetNs, agentwatch, identity, output_with_timeout, probe, require_root, watch, watch_options,
-    watch_with,
+    DnsLab, NetNs, Resolver, agentwatch, identity, output_with_timeout, probe, require_root, watch,
+    watch_options, watch_with,
 };
 use serde_json::Value;
 
@@ -295,7 +300,89 @@ fn without_root_it_refuses_with_a_clear_message() {
     .args(["run", "--", "true"]);
     let output = output_with_timeout(&mut cmd);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `agentwatch run ARGS` as a user types it: no --events.
+fn run_plain(args: &[&str]) -> (Option<i32>, String) {
+    require_root();
+    let output = output_with_timeout(Command::new(agentwatch()).arg("run").args(args));
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn stderr_carries_only_the_commands_lines_and_agentwatchs_own_unless_events_go_there() {
+    let command = [
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/hostname >/dev/null; echo own-line >&2",
+    ];
+    let (code, stderr) = run_plain(&command);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.lines().any(|line| line == "own-line"), "{stderr}");
+    for line in stderr.lines().filter(|line| *line != "own-line") {
+        assert!(
+            line.starts_with("agentwatch: "),
+            "not agentwatch's own line: {line:?}"
+        );
+    }
+
+    let (code, stderr) = run_plain(&[&["--events", "-"], &command[..]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    let events: Vec<Value> = stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("event JSON"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "open" && e["resolved"] == "/etc/hostname"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn its_own_failures_exit_125_and_a_command_that_cannot_run_126_or_127() {
+    let (code, stderr) = run_plain(&["--no-such-option", "--", "true"]);
+    assert_eq!(code, Some(125), "{stderr}");
+    let (code, stderr) = run_plain(&["--policy", "/nonexistent/policy.toml", "--", "true"]);
+    assert_eq!(code, Some(125), "{stderr}");
+    assert!(stderr.contains("/nonexistent/policy.toml"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let not_executable = dir.path().join("script");
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let (code, stderr) = run_plain(&["--", not_executable.to_str().unwrap()]);
+    assert_eq!(code, Some(126), "{stderr}");
+    let (code, _) = run_plain(&["--", "/nonexistent/command"]);
+    assert_eq!(code, Some(127));
+}
+
+#[test]
+fn a_nameserver_that_never_answers_does_not_delay_the_command() {
+    // Every lookup waits 2 x 5 s; agentwatch gives one up after 3 s.
+    let lab = DnsLab::with_resolver(
+        &[],
+        &Resolver {
+            nameserver: Some("127.0.0.8"),
+            options: &["timeout:5"],
+            hosts: None,
+        },
+    );
+    let _silent = lab.bind_udp("127.0.0.8:53");
+    let started = Instant::now();
+    let watched = watch_with(&lab.netns.prefix(), &[], &["true"]);
+    let took = started.elapsed();
+    assert_eq!(watched.code(), 0, "{}", watched.stderr);
+    assert!(
+        took < Duration::from_secs(3),
+        "run -- true took {took:?}: something waited on the resolver"
+    );
 }

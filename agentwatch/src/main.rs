@@ -120,10 +120,11 @@ enum HooksCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Check FILE against the built-in catalog; report every error with its line and column.
+    /// Check FILE (default: the daemon's, /etc/agentwatch/policy.toml) and the drop-ins in
+    /// policy.d beside it, as the daemon loads them; report every error with its line and column.
     Check {
         #[arg(value_name = "FILE")]
-        file: PathBuf,
+        file: Option<PathBuf>,
     },
     /// What the operation catalog says a command line (after --) or a raw request does.
     Classify {
@@ -148,22 +149,40 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // `run` exits with its command's status, so its own failures (a bad
+    // option too) take 125, as env, timeout and chroot do; 2 elsewhere.
+    let own_failure = if std::env::args_os().nth(1).is_some_and(|arg| arg == "run") {
+        RUN_FAILURE
+    } else {
+        2
+    };
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { own_failure } else { 0 });
+        }
+    };
     match execute(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("agentwatch: {error:#}");
-            ExitCode::from(2)
+            ExitCode::from(own_failure)
         }
     }
 }
+
+/// `run`'s exit status when agentwatch itself fails.
+const RUN_FAILURE: u8 = 125;
 
 fn execute(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Run(options) => {
             let runtime = tokio::runtime::Runtime::new()?;
-            let code = runtime.block_on(run::run(options))?;
-            Ok(code.clamp(0, 255) as u8)
+            let code = runtime.block_on(run::run(options));
+            // Lookups still running in the background must not delay the exit.
+            runtime.shutdown_background();
+            Ok(code?.clamp(0, 255) as u8)
         }
         Command::Check => Ok(if check::check()? { 0 } else { 1 }),
         Command::Daemon(options) => block_on(daemon::daemon(options)),
@@ -204,7 +223,7 @@ fn execute(command: Command) -> anyhow::Result<u8> {
         }
         Command::Policy {
             command: PolicyCommand::Check { file },
-        } => Ok(if commands::policy::check_command(&file)? {
+        } => Ok(if commands::policy::check_command(file.as_deref())? {
             0
         } else {
             1

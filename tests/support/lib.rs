@@ -390,6 +390,20 @@ impl DnsLab {
 
     /// A TCP socket bound to `addr` inside the namespace, listening.
     pub fn bind(&self, addr: &str) -> std::net::TcpListener {
+        self.inside(addr, std::net::TcpListener::bind)
+    }
+
+    /// A UDP socket bound to `addr` inside the namespace, which answers
+    /// nothing: a nameserver that never replies.
+    pub fn bind_udp(&self, addr: &str) -> std::net::UdpSocket {
+        self.inside(addr, std::net::UdpSocket::bind)
+    }
+
+    fn inside<T: Send + 'static>(
+        &self,
+        addr: &str,
+        bind: fn(std::net::SocketAddr) -> std::io::Result<T>,
+    ) -> T {
         let addr: std::net::SocketAddr = addr.parse().expect("ADDR:PORT");
         let netns_path = Path::new("/run/netns").join(&self.netns.name);
         // setns(CLONE_NEWNET) changes only the calling thread: bind there.
@@ -399,7 +413,7 @@ impl DnsLab {
             // SAFETY: a valid namespace fd; affects this thread only.
             let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(ret, 0, "setns: {}", std::io::Error::last_os_error());
-            std::net::TcpListener::bind(addr).expect("bind in netns")
+            bind(addr).expect("bind in netns")
         })
         .join()
         .expect("listener thread")
@@ -496,30 +510,85 @@ impl Daemon {
     }
 
     fn start_in(lab: &DnsLab, home: &Path, socket: Option<&Path>, args: &[&str]) -> Self {
-        require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = socket.map_or_else(|| dir.path().join("agentwatch.sock"), Path::to_path_buf);
+        // The state beside the socket: a daemon on an earlier one's socket finds its state.
+        let state = socket.parent().expect("socket dir").to_path_buf();
+        let daemon = Self::spawn(lab, dir, socket, &state, home, &["daemon"], &[], args);
+        daemon.wait_for("daemon watching agents");
+        daemon
+    }
+
+    /// Starts the daemon as the unit file does: its ExecStartPre must pass,
+    /// then its ExecStart runs with `NOTIFY_SOCKET` and a watchdog, its
+    /// control socket in `runtime`, its state in `state`. Returns once the
+    /// daemon says READY=1.
+    pub fn start_as_unit(
+        lab: &DnsLab,
+        home: &Path,
+        runtime: &Path,
+        state: &Path,
+        notify: &NotifySocket,
+        args: &[&str],
+    ) -> Self {
+        let pre = unit_command("ExecStartPre");
+        let checked = output_with_timeout(Command::new(agentwatch()).args(&pre));
+        assert!(checked.status.success(), "ExecStartPre failed: {checked:?}");
+        let start = unit_command("ExecStart");
+        let start: Vec<&str> = start.iter().map(String::as_str).collect();
+        let env = [
+            ("NOTIFY_SOCKET", notify.path.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("2000000")),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = runtime.join("agentwatch.sock");
+        let daemon = Self::spawn(lab, dir, socket, state, home, &start, &env, args);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !notify.received("READY=1") {
+            daemon.assert_running("READY=1");
+            assert!(
+                Instant::now() < deadline,
+                "no READY=1; stderr:\n{}",
+                daemon.stderr()
+            );
+        }
+        daemon
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        lab: &DnsLab,
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        state: &Path,
+        home: &Path,
+        command: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[&str],
+    ) -> Self {
+        require_root();
         let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.netns.name])
             .arg(agentwatch())
-            .arg("daemon")
+            .args(command)
             .arg("--socket")
             .arg(&socket)
+            .arg("--state-dir")
+            .arg(state)
             .arg("--home")
             .arg(home)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("starting agentwatch daemon");
-        let daemon = Self {
+        Self {
             child: std::cell::RefCell::new(child),
             dir,
             socket,
-        };
-        daemon.wait_for("daemon watching agents");
-        daemon
+        }
     }
 
     /// Waits until the daemon's stderr contains `text`, failing at once if
@@ -630,6 +699,81 @@ impl Drop for Daemon {
         if self.child.get_mut().try_wait().ok().flatten().is_none() {
             self.stop();
         }
+    }
+}
+
+/// The arguments of the unit file's `KEY=/usr/local/bin/agentwatch ARGS`
+/// line (the first, when there are several).
+pub fn unit_command(key: &str) -> Vec<String> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agentwatch/dist/agentwatch.service");
+    let text = std::fs::read_to_string(&unit).expect("the unit file");
+    let line = text
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {}", unit.display()));
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/agentwatch"), "{line}");
+    words.map(str::to_string).collect()
+}
+
+/// A socket standing in for systemd's `NOTIFY_SOCKET`: what a service
+/// tells the manager (READY=1, RELOADING=1, WATCHDOG=1, ...).
+pub struct NotifySocket {
+    pub path: PathBuf,
+    socket: std::os::unix::net::UnixDatagram,
+    messages: std::cell::RefCell<Vec<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        Self {
+            path,
+            socket,
+            messages: Default::default(),
+            _dir: dir,
+        }
+    }
+
+    /// Every assignment (`READY=1`) received so far, in order, after
+    /// waiting up to 100 ms for more.
+    pub fn messages(&self) -> Vec<String> {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            self.messages
+                .borrow_mut()
+                .extend(text.lines().map(str::to_string));
+        }
+        self.messages.borrow().clone()
+    }
+
+    pub fn received(&self, line: &str) -> bool {
+        self.messages().iter().any(|message| message == line)
+    }
+
+    /// Waits up to 30 s until `line` arrives.
+    pub fn wait_for(&self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.received(line) {
+            assert!(
+                Instant::now() < deadline,
+                "never told {line}: {:?}",
+                self.messages()
+            );
+        }
+    }
+}
+
+impl Default for NotifySocket {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

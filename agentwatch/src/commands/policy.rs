@@ -5,18 +5,19 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::operation::{Catalog, ParseError, parse_request};
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{DEFAULT_PATH, Policy, PolicyError};
 
-/// `agentwatch policy check FILE`: prints "FILE: ok (N providers, M credential classes, K allow
+/// `agentwatch policy check [FILE]`: checks FILE (default: the daemon's) with its drop-ins, as
+/// the daemon would load them; prints "FILE: ok (N providers, M credential classes, K allow
 /// rules, A agents, C commands; changes: ACTION, unknown operations: ACTION)" to stdout and
 /// returns Ok(true), or prints every diagnostic to stderr and returns Ok(false).
-pub fn check_command(path: &Path) -> anyhow::Result<bool> {
-    match Policy::load(path) {
+pub fn check_command(path: Option<&Path>) -> anyhow::Result<bool> {
+    match Policy::load_config(path) {
         Ok(policy) => {
             println!(
                 "{}: ok ({} providers, {} credential classes, {} allow rules, {} agents, {} \
                  commands; changes: {}, unknown operations: {})",
-                path.display(),
+                path.unwrap_or(Path::new(DEFAULT_PATH)).display(),
                 policy.providers.len(),
                 policy.classes.len(),
                 policy.allow.len(),

@@ -2,8 +2,8 @@
 //! it and all its descendants do, and enforce the policy on it.
 
 use std::{
-    ffi::OsString, io, os::unix::process::ExitStatusExt as _, path::PathBuf, process::ExitStatus,
-    time::Duration,
+    ffi::OsString, io, os::fd::AsRawFd as _, os::unix::process::ExitStatusExt as _, path::PathBuf,
+    process::ExitStatus, time::Duration,
 };
 
 use agentwatch_common::maps::{
@@ -12,7 +12,7 @@ use agentwatch_common::maps::{
 use anyhow::{Context as _, Result, bail};
 use nix::{
     sys::signal::{Signal, kill},
-    unistd::{Pid, setgid, setgroups, setuid},
+    unistd::{ForkResult, Pid, fork, pipe, setgid, setgroups, setuid},
 };
 use tokio::{
     process::{Child, Command},
@@ -37,7 +37,9 @@ const SESSION: u32 = 1;
 /// `agentwatch run`'s options, as the command line gives them.
 #[derive(clap::Args)]
 pub struct RunOptions {
-    /// Append events as JSON lines to FILE instead of stderr.
+    /// Append every event as a JSON line to FILE (`-`: stderr). Without
+    /// it stderr carries only alerts and the exit report, so a full-screen
+    /// command's display is left alone.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
     /// Bytes of the kernel-to-user ring buffer (a power of two, at least a page).
@@ -79,7 +81,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         Some(account) => account.home.clone(),
         None => std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from),
     };
-    let mut sink = JsonLines::open(options.events.as_deref())?;
+    let mut sink = options.events.as_deref().map(JsonLines::open).transpose()?;
     let mut engine = Engine::start(EngineOptions {
         ring_buffer_bytes: options.ring_buffer_size,
         max_processes: DEFAULT_MAX_PROCESSES,
@@ -107,6 +109,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         Err(error) => {
             let program = options.command[0].to_string_lossy();
             eprintln!("agentwatch: {program}: {error}");
+            tear_down_in_background();
             return Ok(match error.kind() {
                 io::ErrorKind::NotFound => 127,
                 _ => 126,
@@ -144,16 +147,18 @@ pub async fn run(options: RunOptions) -> Result<i32> {
             _ = terminate.recv() => forward(child_pid, Signal::SIGTERM),
             _ = hangup.recv() => forward(child_pid, Signal::SIGHUP),
         }
-        publish(&mut sink, &mut events, &mut engine, &mut responder);
+        publish(sink.as_mut(), &mut events, &mut engine, &mut responder);
         responder.sweep(&mut engine).await;
     };
     // The kernel wrote the command's last records before the wait returned;
     // what the scans of its last reads find still counts.
     engine.drain(&mut events);
     engine.finish_scans(&mut events).await?;
-    publish(&mut sink, &mut events, &mut engine, &mut responder);
+    publish(sink.as_mut(), &mut events, &mut engine, &mut responder);
     responder.sweep(&mut engine).await;
-    sink.flush()?;
+    if let Some(sink) = &mut sink {
+        sink.flush()?;
+    }
     for line in engine.losses()?.describe() {
         eprintln!("agentwatch: {line}");
     }
@@ -164,13 +169,56 @@ pub async fn run(options: RunOptions) -> Result<i32> {
             remaining.len()
         );
     }
+    tear_down_in_background();
     Ok(exit_code(status))
+}
+
+/// Detaching the kernel programs takes seconds (each uprobe waits for the
+/// kernel's grace periods), and the caller of `run` should not: a child
+/// inheriting them lets them go once agentwatch has exited (it sees the end
+/// of a pipe only agentwatch holds). It keeps only kernel objects
+/// (anonymous inodes): files, pipes, sockets and the terminal are closed
+/// first, so no reader of theirs waits for it.
+fn tear_down_in_background() {
+    let Ok((parent_gone, parent_alive)) = pipe() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let pipe_ends = [parent_gone.as_raw_fd(), parent_alive.as_raw_fd()];
+    let others: Vec<i32> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let kernel_object = target.to_string_lossy().starts_with("anon_inode:");
+            (!kernel_object && !pipe_ends.contains(&fd)).then_some(fd)
+        })
+        .collect();
+    // SAFETY: the child calls only close(2), read(2) and _exit(2), all
+    // async-signal-safe, so a lock another thread held at fork cannot matter.
+    if let Ok(ForkResult::Child) = unsafe { fork() } {
+        unsafe {
+            for &fd in &others {
+                libc::close(fd);
+            }
+            libc::close(parent_alive.as_raw_fd());
+            let mut byte = 0u8;
+            while libc::read(parent_gone.as_raw_fd(), (&raw mut byte).cast(), 1) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            libc::_exit(0);
+        }
+    }
+    // The parent keeps its end open until it exits.
+    std::mem::forget(parent_alive);
 }
 
 /// Writes the events out, alerts also as a line on stderr, and has the
 /// responder carry out what the kernel decided in them.
 fn publish(
-    sink: &mut JsonLines,
+    mut sink: Option<&mut JsonLines>,
     events: &mut Vec<Event>,
     engine: &mut Engine,
     responder: &mut Responder,
@@ -184,7 +232,9 @@ fn publish(
                 eprintln!("{line}");
             }
         }
-        if let Err(error) = sink.write(&event) {
+        if let Some(sink) = sink.as_deref_mut()
+            && let Err(error) = sink.write(&event)
+        {
             warn!("cannot write event: {error:#}");
         }
     }

@@ -33,7 +33,7 @@ use crate::{
         credentials::{CredentialFile, expand, watch_dirs},
         environ,
         hostsfile::{self, HOSTS_PATH, HostsFile},
-        resolver::{self, REFRESH_INTERVAL, is_localhost},
+        resolver::{REFRESH_INTERVAL, Resolutions, Resolved, is_localhost},
         tables::Tables,
         watch::DirWatcher,
         workspace::{self, Find, Walks},
@@ -75,6 +75,7 @@ pub struct Engine {
     core: Core,
     watcher: DirWatcher,
     refresh: Interval,
+    resolutions: Resolutions,
     /// When to look whether /etc/hosts changed.
     hosts_poll: Interval,
     scans: ContentScans,
@@ -104,8 +105,10 @@ struct Core {
 }
 
 impl Engine {
-    /// Loads and attaches the programs and fills the kernel's tables; hosts
-    /// are resolved before this returns, so no session starts without them.
+    /// Loads and attaches the programs and fills the kernel's tables. The
+    /// catalog's hostnames are resolved in the background (a session's own
+    /// lookups are learned from the DNS answers the kernel sees), so a start
+    /// never waits on the network.
     pub async fn start(options: EngineOptions) -> Result<Self> {
         let mut probes = Probes::load(&LoadOptions {
             ring_buffer_bytes: options.ring_buffer_bytes,
@@ -181,13 +184,15 @@ impl Engine {
         let mut watcher = DirWatcher::new()?;
         let _ = watcher.watch(&core.credential_dirs());
         core.refresh_hosts_file()?;
-        core.resolve_hosts().await?;
+        let mut resolutions = Resolutions::default();
+        resolutions.start(&core.enrich.tables.exact_hosts);
         Ok(Self {
             probes,
             records,
             core,
             watcher,
             refresh: interval_at(Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL),
+            resolutions,
             hosts_poll: interval_at(
                 Instant::now() + hostsfile::POLL_INTERVAL,
                 hostsfile::POLL_INTERVAL,
@@ -403,7 +408,8 @@ impl Engine {
                     self.core.load_credentials()?;
                 }
             }
-            _ = self.refresh.tick() => self.core.resolve_hosts().await?,
+            _ = self.refresh.tick() => self.resolutions.start(&self.core.enrich.tables.exact_hosts),
+            resolved = self.resolutions.next() => self.core.learn_resolved(resolved)?,
             _ = self.hosts_poll.tick() => self.core.refresh_hosts_file()?,
             result = self.scans.next() => self.core.found(result, out)?,
             found = self.walks.next() => {
@@ -587,11 +593,10 @@ impl Core {
             .collect()
     }
 
-    /// Resolves the exact infrastructure hostnames through the system
-    /// resolver and records their addresses (as the hosts file's when it
-    /// is what gave them).
-    async fn resolve_hosts(&mut self) -> Result<()> {
-        for (name, addrs) in resolver::resolve_all(&self.enrich.tables.exact_hosts).await {
+    /// Records the addresses the system resolver gave the exact
+    /// infrastructure hostnames (as the hosts file's when it is what gave them).
+    fn learn_resolved(&mut self, resolved: Resolved) -> Result<()> {
+        for (name, addrs) in resolved {
             let domain = self.enrich.tables.lookup(&name);
             for addr in addrs {
                 let source = if self.hosts_file.gives(&name, addr) {

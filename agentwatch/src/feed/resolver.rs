@@ -5,7 +5,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use tokio::{net::lookup_host, time::timeout};
+use tokio::{net::lookup_host, task::JoinHandle, time::timeout};
 
 /// How long one resolution may take before it is given up.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -23,7 +23,7 @@ pub fn is_localhost(addr: IpAddr) -> bool {
 
 /// Resolves each name through the system resolver, concurrently; names that
 /// fail or time out are left out (they are retried at the next refresh).
-pub async fn resolve_all(names: &[String]) -> Vec<(String, Vec<IpAddr>)> {
+pub async fn resolve_all(names: &[String]) -> Resolved {
     let lookups = names.iter().map(|name| async move {
         let addrs = match timeout(RESOLVE_TIMEOUT, lookup_host((name.as_str(), 443))).await {
             Ok(Ok(addrs)) => addrs.map(|addr| addr.ip()).collect(),
@@ -36,6 +36,36 @@ pub async fn resolve_all(names: &[String]) -> Vec<(String, Vec<IpAddr>)> {
         .into_iter()
         .filter(|(_, addrs): &(String, Vec<IpAddr>)| !addrs.is_empty())
         .collect()
+}
+
+/// What [`resolve_all`] found for each name.
+pub type Resolved = Vec<(String, Vec<IpAddr>)>;
+
+/// A resolution running beside the event loop: neither a start nor a loop
+/// turn waits on the network.
+#[derive(Default)]
+pub struct Resolutions {
+    running: Option<JoinHandle<Resolved>>,
+}
+
+impl Resolutions {
+    /// Starts resolving `names`, unless the last resolution still runs.
+    pub fn start(&mut self, names: &[String]) {
+        if self.running.is_none() {
+            let names = names.to_vec();
+            self.running = Some(tokio::spawn(async move { resolve_all(&names).await }));
+        }
+    }
+
+    /// The running resolution's answers when it ends; pending while none runs.
+    pub async fn next(&mut self) -> Resolved {
+        let Some(running) = &mut self.running else {
+            return std::future::pending().await;
+        };
+        let resolved = running.await.unwrap_or_default();
+        self.running = None;
+        resolved
+    }
 }
 
 #[cfg(test)]

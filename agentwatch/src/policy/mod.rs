@@ -30,6 +30,10 @@ use validate::{covers, normalize_lookup};
 const BUILTIN: &str = include_str!("default.toml");
 /// Where diagnostics about the catalog point (it is tested to have none).
 const BUILTIN_PATH: &str = "<builtin>/default.toml";
+/// The daemon's policy file when it is given none.
+pub const DEFAULT_PATH: &str = "/etc/agentwatch/policy.toml";
+/// The directory of drop-ins beside the policy file.
+const DROPIN_DIR: &str = "policy.d";
 /// Classes are bits of a session's 64-bit taint mask; one bit is left for other uses.
 pub const MAX_CLASSES: usize = 63;
 /// One day: an unanswered question must not hold a connection longer.
@@ -196,6 +200,53 @@ impl Policy {
             source,
         })?;
         Policy::from_str_with_path(&text, path)
+    }
+
+    /// The daemon's configuration: `path` (or [`DEFAULT_PATH`], which may be absent) over the
+    /// built-in catalog, then every `*.toml` in the `policy.d` directory beside it, in name
+    /// order, so packages and configuration management can add to the policy without editing
+    /// the operator's file. `policy check` and the unit's ExecStartPre/ExecReload read the same.
+    pub fn load_config(path: Option<&Path>) -> Result<Policy, PolicyError> {
+        let main = path.unwrap_or(Path::new(DEFAULT_PATH));
+        let mut paths = Vec::new();
+        if path.is_some() || main.exists() {
+            paths.push(main.to_path_buf());
+        }
+        let dropins = main.with_file_name(DROPIN_DIR);
+        match std::fs::read_dir(&dropins) {
+            Ok(entries) => {
+                let mut found: Vec<PathBuf> = entries
+                    .filter_map(|entry| Some(entry.ok()?.path()))
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+                    .collect();
+                found.sort();
+                paths.extend(found);
+            }
+            Err(source) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(PolicyError::Read {
+                    path: dropins,
+                    source,
+                });
+            }
+        }
+        let texts = paths
+            .iter()
+            .map(|path| {
+                std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut files = vec![(Path::new(BUILTIN_PATH), BUILTIN)];
+        files.extend(
+            paths
+                .iter()
+                .map(PathBuf::as_path)
+                .zip(texts.iter().map(String::as_str)),
+        );
+        build(&files)
     }
 
     /// Same, from text (path only for diagnostics).

@@ -584,6 +584,38 @@ fn load_and_check_files() {
 }
 
 #[test]
+fn drop_ins_beside_the_config_layer_over_it_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("policy.toml");
+    std::fs::write(&config, "action = \"alert\"\nask_timeout_secs = 5\n").unwrap();
+    let dropins = dir.path().join("policy.d");
+    std::fs::create_dir(&dropins).unwrap();
+    std::fs::write(dropins.join("20-late.toml"), "action = \"kill\"\n").unwrap();
+    std::fs::write(dropins.join("10-early.toml"), "action = \"block\"\n").unwrap();
+    std::fs::write(dropins.join("README"), "not a policy").unwrap();
+    let policy = Policy::load_config(Some(&config)).unwrap();
+    assert_eq!(policy.action, Action::Kill);
+    assert_eq!(policy.ask_timeout, Duration::from_secs(5));
+
+    // A bad drop-in fails the whole configuration, naming its file.
+    let bad = dropins.join("30-bad.toml");
+    std::fs::write(&bad, "action = \"nope\"\n").unwrap();
+    let err = Policy::load_config(Some(&config)).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:1:10:", bad.display())),
+        "{err}"
+    );
+
+    // A given file must exist.
+    let missing = dir.path().join("missing.toml");
+    assert!(matches!(
+        Policy::load_config(Some(&missing)),
+        Err(PolicyError::Read { .. })
+    ));
+}
+
+#[test]
 fn operations_and_commands_merge_entry_by_entry() {
     let builtin = Policy::builtin();
     assert_eq!(builtin.changes, Action::Alert);

@@ -13,7 +13,7 @@ use nix::{
 };
 use tracing::warn;
 
-use crate::sys::proc::is_stopped;
+use crate::sys::{proc::is_stopped, state};
 
 pub struct StoppedSessions {
     path: PathBuf,
@@ -22,10 +22,10 @@ pub struct StoppedSessions {
 }
 
 impl StoppedSessions {
-    /// Kept next to the control socket, in the daemon's runtime directory.
-    pub fn beside(socket: &Path) -> Self {
+    /// Kept in the daemon's state directory, which outlives the daemon.
+    pub fn in_dir(state: &Path) -> Self {
         Self {
-            path: socket.with_file_name("stopped-sessions.json"),
+            path: state.join("stopped-sessions.json"),
             sessions: BTreeMap::new(),
         }
     }
@@ -63,7 +63,7 @@ impl StoppedSessions {
     fn save(&self) {
         let written = serde_json::to_vec(&self.sessions)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&self.path, bytes));
+            .and_then(|bytes| state::write(&self.path, &bytes));
         if let Err(error) = written {
             warn!(
                 "remembering stopped sessions in {}: {error}",

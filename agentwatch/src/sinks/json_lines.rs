@@ -9,22 +9,26 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+/// The path that names stderr: stdout is the watched command's.
+pub const STDERR: &str = "-";
+
 pub struct JsonLines {
     out: BufWriter<Box<dyn Write + Send>>,
 }
 
 impl JsonLines {
-    /// Appends to `path`, or writes to stderr when there is none.
-    pub fn open(path: Option<&Path>) -> Result<Self> {
-        let out: Box<dyn Write + Send> = match path {
-            Some(path) => Box::new(
+    /// Appends to `path`, or writes to stderr when it is [`STDERR`].
+    pub fn open(path: &Path) -> Result<Self> {
+        let out: Box<dyn Write + Send> = if path == Path::new(STDERR) {
+            Box::new(io::stderr())
+        } else {
+            Box::new(
                 File::options()
                     .create(true)
                     .append(true)
                     .open(path)
                     .with_context(|| format!("opening {}", path.display()))?,
-            ),
-            None => Box::new(io::stderr()),
+            )
         };
         Ok(Self {
             out: BufWriter::new(out),

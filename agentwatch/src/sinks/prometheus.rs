@@ -284,11 +284,16 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<std::sync::Mutex<Metrics>>) -> Result<()> {
-    let listener = TcpListener::bind(addr)
+/// Binds the metrics address; apart from [`serve`] so that a port in use
+/// fails the daemon before it loads any kernel program.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
         .await
-        .with_context(|| format!("listening for metrics scrapes on {addr}"))?;
+        .with_context(|| format!("listening for metrics scrapes on {addr}"))
+}
+
+/// Serves `/metrics` on `listener` until the process ends.
+pub fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>>) {
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -323,7 +328,6 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<std::sync::Mutex<Metrics>>) ->
             });
         }
     });
-    Ok(())
 }
 
 #[cfg(test)]

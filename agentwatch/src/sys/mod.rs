@@ -1,5 +1,6 @@
 //! The one owner of each outside interface the daemon reads: /proc and the
-//! user database.
+//! user database; and of the state it writes.
 
 pub mod proc;
+pub mod state;
 pub mod users;

@@ -7,6 +7,7 @@ mod ask;
 pub mod discovery;
 mod requests;
 pub mod saved;
+mod service;
 mod sessions;
 pub mod shared;
 mod status;
@@ -46,11 +47,12 @@ use crate::{
         alert_line::alert_line,
         prometheus::{self, Metrics},
     },
-    sys::users,
+    sys::{state, users},
 };
 use discovery::Agents;
 use requests::Requests;
 use saved::SavedSessions;
+use service::ServiceManager;
 use shared::Handler;
 
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
@@ -63,7 +65,9 @@ const IDLE_TICKS: u32 = 5;
 /// `agentwatch daemon`'s options, as the command line gives them.
 #[derive(clap::Args)]
 pub struct DaemonOptions {
-    /// Policy file extending the built-in catalog (reloaded on SIGHUP).
+    /// Policy file extending the built-in catalog, with the drop-ins in
+    /// policy.d beside it (default /etc/agentwatch/policy.toml, if present;
+    /// reloaded on SIGHUP).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// observe, alert, block, kill or ask (default: the policy's).
@@ -74,6 +78,10 @@ pub struct DaemonOptions {
     pub metrics: SocketAddr,
     #[arg(long, value_name = "PATH", default_value = crate::control::protocol::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Where sessions (and those stopped awaiting approval) are saved for
+    /// the next daemon; it must outlive the daemon, unlike the socket's.
+    #[arg(long, value_name = "DIR", default_value = state::DEFAULT_DIR)]
+    pub state_dir: PathBuf,
     /// Group whose members may approve and deny, besides root.
     #[arg(long, value_name = "GROUP")]
     pub admin_group: Option<String>,
@@ -117,6 +125,17 @@ struct Daemon {
     handler: Arc<Handler>,
     metrics: Arc<Mutex<Metrics>>,
     alerts: u64,
+    service: ServiceManager,
+}
+
+/// The control socket's file, removed however the daemon ends, so a daemon
+/// that fails to start leaves nothing for clients to block on.
+struct SocketFile<'a>(&'a Path);
+
+impl Drop for SocketFile<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
 }
 
 pub async fn daemon(options: DaemonOptions) -> Result<i32> {
@@ -127,7 +146,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let policy = load_policy(options.config.as_deref())?;
+    let policy = Policy::load_config(options.config.as_deref())?;
     let action = options.mode.unwrap_or(policy.action);
     let admin_gid = match &options.admin_group {
         Some(name) => Some(
@@ -138,9 +157,14 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         ),
         None => None,
     };
-    // The socket first: a second daemon stops here, before touching the kernel.
+    // Every bind first: a second daemon, or a metrics port in use, stops
+    // here, before the kernel programs load.
     let listener = listener::bind(&options.socket, admin_gid)?;
-    let stopped = StoppedSessions::beside(&options.socket);
+    let _socket_file = SocketFile(&options.socket);
+    let metrics_listener = prometheus::bind(options.metrics).await?;
+    state::create_dir(&options.state_dir)
+        .with_context(|| format!("creating {}", options.state_dir.display()))?;
+    let stopped = StoppedSessions::in_dir(&options.state_dir);
     let denied = stopped.deny_leftovers();
     if denied > 0 {
         eprintln!(
@@ -167,7 +191,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
                 .set(1);
         }
     }
-    prometheus::serve(options.metrics, metrics.clone()).await?;
+    prometheus::serve(metrics_listener, metrics.clone());
     let (decisions, mut decided) = mpsc::channel(64);
     let handler = Arc::new(Handler::new(decisions, action));
     tokio::spawn(listener::serve(
@@ -185,27 +209,25 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         sessions: BTreeMap::new(),
         requests: Requests::default(),
         responder: Responder::new(Some(stopped)),
-        saved: SavedSessions::beside(&options.socket),
+        saved: SavedSessions::in_dir(&options.state_dir),
         idle_ticks: 0,
         handler,
         metrics,
         alerts: 0,
+        service: ServiceManager::new(),
     };
     daemon.enable_discovery()?;
     daemon.adopt_running_agents()?;
     if daemon.sessions.is_empty() {
         daemon.set_watching(false)?;
     }
-    info!(
-        "watching agents: mode {action}, metrics on http://{}/metrics, control socket {}",
+    let watching = format!(
+        "daemon watching agents (mode {action}); metrics on http://{}/metrics, control socket {}",
         options.metrics,
         options.socket.display()
     );
-    eprintln!(
-        "agentwatch: daemon watching agents (mode {action}); metrics on http://{}/metrics, control socket {}",
-        options.metrics,
-        options.socket.display()
-    );
+    eprintln!("agentwatch: {watching}");
+    daemon.service.ready(&watching);
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut events = Vec::new();
@@ -227,16 +249,9 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         }
         daemon.sweep().await;
     }
+    daemon.service.stopping();
     daemon.shutdown().await;
-    let _ = std::fs::remove_file(&options.socket);
     Ok(0)
-}
-
-fn load_policy(path: Option<&Path>) -> Result<Policy> {
-    Ok(match path {
-        Some(path) => Policy::load(path)?,
-        None => Policy::builtin(),
-    })
 }
 
 /// Home directories of root and of login users (uid ≥ 1000).
@@ -350,6 +365,7 @@ impl Daemon {
     /// Once a second: sessions that ended, unanswered requests, metrics and
     /// the status the control socket serves.
     async fn tick(&mut self) {
+        self.service.keep_alive();
         for id in self.requests.expired(Instant::now()) {
             let _ = self.resolve(id, Verdict::Timeout);
         }
@@ -386,13 +402,20 @@ impl Daemon {
 
     /// SIGHUP: a new policy replaces the old only if it is valid.
     fn reload(&mut self) {
-        let policy = match load_policy(self.policy_path.as_deref()) {
+        self.service.reloading();
+        let status = self.replace_policy();
+        self.service.ready(&status);
+    }
+
+    /// Loads the policy again and puts it in force; returns what happened.
+    fn replace_policy(&mut self) -> String {
+        let policy = match Policy::load_config(self.policy_path.as_deref()) {
             Ok(policy) => policy,
             Err(error) => {
                 eprintln!(
                     "agentwatch: policy reload failed, keeping the running policy:\n{error:#}"
                 );
-                return;
+                return "policy reload failed, keeping the running policy".into();
             }
         };
         self.action = self.mode.unwrap_or(policy.action);
@@ -402,10 +425,12 @@ impl Daemon {
             .engine
             .replace_policy(policy)
             .and_then(|()| self.enable_discovery());
-        match result {
-            Ok(()) => eprintln!("agentwatch: policy reloaded (mode {})", self.action),
-            Err(error) => eprintln!("agentwatch: policy reload incomplete: {error:#}"),
-        }
+        let status = match result {
+            Ok(()) => format!("policy reloaded (mode {})", self.action),
+            Err(error) => format!("policy reload incomplete: {error:#}"),
+        };
+        eprintln!("agentwatch: {status}");
+        status
     }
 
     /// No answer means deny: sessions waiting for one are killed rather

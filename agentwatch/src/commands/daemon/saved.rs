@@ -1,4 +1,4 @@
-//! What the kernel knew about each session, saved beside the control socket
+//! What the kernel knew about each session, saved in the state directory
 //! every second: a restarted daemon adopts running agents again and gives
 //! them back the credentials they held, so a restart does not launder a
 //! credential read before it.
@@ -11,7 +11,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::sys::proc::start_time;
+use crate::sys::{proc::start_time, state};
 
 /// A session as saved: its root process (with its start time, so a reused
 /// pid is not mistaken for it) and the credential classes it held.
@@ -28,9 +28,9 @@ pub struct SavedSessions {
 }
 
 impl SavedSessions {
-    pub fn beside(socket: &Path) -> Self {
+    pub fn in_dir(state: &Path) -> Self {
         Self {
-            path: socket.with_file_name("sessions.json"),
+            path: state.join("sessions.json"),
             last: Vec::new(),
         }
     }
@@ -56,7 +56,7 @@ impl SavedSessions {
         }
         let written = serde_json::to_vec(&sessions)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&self.path, bytes));
+            .and_then(|bytes| state::write(&self.path, &bytes));
         match written {
             Ok(()) => self.last = sessions,
             Err(error) => warn!("saving sessions to {}: {error}", self.path.display()),
@@ -71,9 +71,8 @@ mod tests {
     #[test]
     fn sessions_whose_root_is_still_running_come_back() {
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("agentwatch.sock");
         let me = std::process::id();
-        let mut saved = SavedSessions::beside(&socket);
+        let mut saved = SavedSessions::in_dir(dir.path());
         saved.save(vec![
             SavedSession {
                 root: me,
@@ -87,7 +86,7 @@ mod tests {
                 credentials: vec!["railway".into()],
             },
         ]);
-        let loaded = SavedSessions::beside(&socket).load();
+        let loaded = SavedSessions::in_dir(dir.path()).load();
         assert_eq!(loaded.keys().copied().collect::<Vec<_>>(), [me]);
         assert_eq!(loaded[&me].credentials, ["aws"]);
     }

@@ -5,9 +5,9 @@ fn check_says_whether_the_file_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "action = \"alert\"\n").unwrap();
-    assert!(check_command(&good).unwrap());
+    assert!(check_command(Some(&good)).unwrap());
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "action = \"nope\"\n").unwrap();
-    assert!(!check_command(&bad).unwrap());
-    assert!(check_command(&dir.path().join("missing.toml")).is_err());
+    assert!(!check_command(Some(&bad)).unwrap());
+    assert!(check_command(Some(&dir.path().join("missing.toml"))).is_err());
 }
