@@ -2,8 +2,8 @@
 //! it and all its descendants do, and enforce the policy on it.
 
 use std::{
-    ffi::OsString, io, os::fd::AsRawFd as _, os::unix::process::ExitStatusExt as _, path::PathBuf,
-    process::ExitStatus, time::Duration,
+    ffi::OsString, io, os::unix::process::ExitStatusExt as _, path::PathBuf, process::ExitStatus,
+    time::Duration,
 };
 
 use agentwatch_common::maps::{
@@ -12,7 +12,7 @@ use agentwatch_common::maps::{
 use anyhow::{Context as _, Result, bail};
 use nix::{
     sys::signal::{Signal, kill},
-    unistd::{ForkResult, Pid, fork, pipe, setgid, setgroups, setuid},
+    unistd::{Pid, setgid, setgroups, setuid},
 };
 use tokio::{
     process::{Child, Command},
@@ -109,7 +109,6 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         Err(error) => {
             let program = options.command[0].to_string_lossy();
             eprintln!("agentwatch: {program}: {error}");
-            tear_down_in_background();
             return Ok(match error.kind() {
                 io::ErrorKind::NotFound => 127,
                 _ => 126,
@@ -169,50 +168,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
             remaining.len()
         );
     }
-    tear_down_in_background();
     Ok(exit_code(status))
-}
-
-/// Detaching the kernel programs takes seconds (each uprobe waits for the
-/// kernel's grace periods), and the caller of `run` should not: a child
-/// inheriting them lets them go once agentwatch has exited (it sees the end
-/// of a pipe only agentwatch holds). It keeps only kernel objects
-/// (anonymous inodes): files, pipes, sockets and the terminal are closed
-/// first, so no reader of theirs waits for it.
-fn tear_down_in_background() {
-    let Ok((parent_gone, parent_alive)) = pipe() else {
-        return;
-    };
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let pipe_ends = [parent_gone.as_raw_fd(), parent_alive.as_raw_fd()];
-    let others: Vec<i32> = entries
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let fd = entry.file_name().to_str()?.parse().ok()?;
-            let target = std::fs::read_link(entry.path()).ok()?;
-            let kernel_object = target.to_string_lossy().starts_with("anon_inode:");
-            (!kernel_object && !pipe_ends.contains(&fd)).then_some(fd)
-        })
-        .collect();
-    // SAFETY: the child calls only close(2), read(2) and _exit(2), all
-    // async-signal-safe, so a lock another thread held at fork cannot matter.
-    if let Ok(ForkResult::Child) = unsafe { fork() } {
-        unsafe {
-            for &fd in &others {
-                libc::close(fd);
-            }
-            libc::close(parent_alive.as_raw_fd());
-            let mut byte = 0u8;
-            while libc::read(parent_gone.as_raw_fd(), (&raw mut byte).cast(), 1) < 0
-                && *libc::__errno_location() == libc::EINTR
-            {}
-            libc::_exit(0);
-        }
-    }
-    // The parent keeps its end open until it exits.
-    std::mem::forget(parent_alive);
 }
 
 /// Writes the events out, alerts also as a line on stderr, and has the

@@ -49,6 +49,9 @@ use crate::{
 };
 use agentwatch_common::hash::executable_hash;
 
+/// How long a start waits for the catalog's hosts to resolve.
+const START_RESOLUTION_WAIT: Duration = Duration::from_secs(1);
+
 /// Class a content finding of no known provider is given.
 const FOUND_CLASS: &str = "found";
 
@@ -106,9 +109,8 @@ struct Core {
 
 impl Engine {
     /// Loads and attaches the programs and fills the kernel's tables. The
-    /// catalog's hostnames are resolved in the background (a session's own
-    /// lookups are learned from the DNS answers the kernel sees), so a start
-    /// never waits on the network.
+    /// catalog's hostnames are resolved beside the event loop; a start waits
+    /// for the first answers for at most `START_RESOLUTION_WAIT`.
     pub async fn start(options: EngineOptions) -> Result<Self> {
         let mut probes = Probes::load(&LoadOptions {
             ring_buffer_bytes: options.ring_buffer_bytes,
@@ -186,6 +188,18 @@ impl Engine {
         core.refresh_hosts_file()?;
         let mut resolutions = Resolutions::default();
         resolutions.start(&core.enrich.tables.exact_hosts);
+        // A session may connect to a catalog host's address without a DNS
+        // lookup of its own (an address it was given): those addresses must
+        // be known before it starts. A resolver that does not answer delays
+        // the start by at most START_RESOLUTION_WAIT, and says so.
+        match tokio::time::timeout(START_RESOLUTION_WAIT, resolutions.next()).await {
+            Ok(resolved) => core.learn_resolved(resolved)?,
+            Err(_) => eprintln!(
+                "agentwatch: the system resolver has not answered for the catalog's hosts in {} ms; \
+                 their addresses count once it does, and as sessions' own DNS answers give them",
+                START_RESOLUTION_WAIT.as_millis()
+            ),
+        }
         Ok(Self {
             probes,
             records,
