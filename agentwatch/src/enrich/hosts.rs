@@ -43,8 +43,16 @@ impl HostCache {
             let infra = infrastructure.then(|| name.to_string());
             match self.names.get_mut(&addr) {
                 Some(known) => {
+                    // The system resolver reads /etc/hosts first: a DNS
+                    // answer repeating its entry (dnsmasq serves it too)
+                    // does not make it DNS's.
+                    let repeats_hosts_file = known.latest == name
+                        && known.source == NameSource::HostsFile
+                        && source == NameSource::Dns;
                     known.latest = name.to_string();
-                    known.source = source;
+                    if !repeats_hosts_file {
+                        known.source = source;
+                    }
                     known.latest_is_infrastructure = infrastructure;
                     if infra.is_some() {
                         known.infrastructure = infra;
