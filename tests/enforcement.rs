@@ -173,7 +173,7 @@ fn a_workspace_secret_found_after_the_command_started_counts() {
     let watched = lab.run(
         &["--workspace-wait", "0"],
         &[],
-        "sleep 3\ncat big/g9/d9/infra/terraform.tfstate >/dev/null\n\
+        "sleep 6\ncat big/g9/d9/infra/terraform.tfstate >/dev/null\n\
          $PROBE connect-host backboard.railway.app:443",
     );
     assert_blocked(
