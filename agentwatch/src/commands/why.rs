@@ -75,10 +75,8 @@ fn explain(event: &Event, alert: &Alert, now: SystemTime) -> String {
             format!("{p}'s infrastructure API")
         });
     let what = match (&alert.operation, &alert.host) {
-        (Some(operation), Some(host)) => {
-            format!("sent {operation} ({}) to {host}", operation.class)
-        }
-        (Some(operation), None) => format!("ran {operation} ({})", operation.class),
+        (Some(operation), Some(host)) => format!("sent {} to {host}", operation.with_class()),
+        (Some(operation), None) => format!("ran {}", operation.with_class()),
         (None, _) => format!("called {api} at {target}:{}", alert.port),
     };
     let mut text = format!(

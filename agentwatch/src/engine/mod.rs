@@ -476,13 +476,10 @@ impl Core {
                 if let Some(job) = scan_job(&event) {
                     self.to_scan.push(job);
                 }
-                let held = match &event.body {
-                    Body::Exec(exec) if exec.held_command => Some(exec.clone()),
-                    _ => None,
-                };
-                out.push(event.clone());
-                if let Some(exec) = held {
-                    self.held_command(&event, &exec, out);
+                if matches!(&event.body, Body::Exec(exec) if exec.held_command) {
+                    self.held_command(event, out);
+                } else {
+                    out.push(event);
                 }
             }
             Ok(Record::TlsWrite(write)) => self.tls_write(write, out),

@@ -175,10 +175,16 @@ impl Core {
     }
 
     /// A cataloged command the kernel stopped at exec.
-    pub(super) fn held_command(&mut self, event: &Event, exec: &Exec, out: &mut Vec<Event>) {
+    /// `event` is its exec event, which goes out first.
+    pub(super) fn held_command(&mut self, event: Event, out: &mut Vec<Event>) {
+        let Body::Exec(exec) = &event.body else {
+            out.push(event);
+            return;
+        };
         let catalog = Catalog::new(&self.policy);
         let Some(operation) = catalog.classify_command(command_line(exec)) else {
             resume(event.pid);
+            out.push(event);
             return;
         };
         let decision = decide(
@@ -221,11 +227,12 @@ impl Core {
             decision,
             host: None,
         };
-        let event = Event {
+        let judged = Event {
             body: Body::Operation(call),
             ..event.clone()
         };
-        self.report(event, provider_class, out);
+        out.push(event);
+        self.report(judged, provider_class, out);
     }
 
     fn session_action(&self, session: u32) -> Action {
@@ -308,9 +315,9 @@ fn resume(pid: u32) {
 /// killed while still stopped before its first instruction.
 fn refuse_command(pid: u32, operation: &Operation) {
     let message = format!(
-        "agentwatch: refused {operation} ({}): this session may not run it; a human must \
-         approve it (`agentwatch why` explains)\n",
-        operation.class
+        "agentwatch: refused {}: this session may not run it; a human must approve it \
+         (`agentwatch why` explains)\n",
+        operation.with_class()
     );
     let stderr = std::fs::OpenOptions::new()
         .append(true)

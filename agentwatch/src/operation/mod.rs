@@ -59,6 +59,14 @@ impl From<&Provider> for ProviderRef {
     }
 }
 
+impl Operation {
+    /// The phrase with its class, as alerts, requests and the agent's
+    /// explanation show it: `GraphQL mutation volumeDelete on Railway (destructive)`.
+    pub fn with_class(&self) -> String {
+        format!("{self} ({})", self.class)
+    }
+}
+
 /// The phrase alerts and the agent's explanation use, e.g. `GraphQL mutation volumeDelete on
 /// Railway`, `HTTP DELETE /v9/projects/x on Vercel`, `command terraform destroy`.
 impl fmt::Display for Operation {

@@ -60,10 +60,8 @@ pub fn alert_line(event: &Event, tables: &Tables) -> Option<String> {
         .collect();
     let what = match (&alert.operation, &alert.host) {
         // Judged by what it does: the request at SSL_write, or the command.
-        (Some(operation), Some(host)) => {
-            format!("sending {operation} ({}) to {host}", operation.class)
-        }
-        (Some(operation), None) => format!("running {operation} ({})", operation.class),
+        (Some(operation), Some(host)) => format!("sending {} to {host}", operation.with_class()),
+        (Some(operation), None) => format!("running {}", operation.with_class()),
         (None, _) => format!("connecting to {provider} API {target}"),
     };
     Some(format!(

@@ -16,6 +16,7 @@ use super::{
 use crate::{
     control::protocol::PendingRequest,
     event::{Alert, Body, Event, RequestChange},
+    operation::Operation,
     policy::Action,
     sys::proc,
 };
@@ -81,10 +82,7 @@ impl Daemon {
             port: alert.port,
             since: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             expires_in_secs: self.ask_timeout.as_secs(),
-            operation: alert
-                .operation
-                .as_ref()
-                .map(|op| format!("{op} ({})", op.class)),
+            operation: alert.operation.as_ref().map(Operation::with_class),
         };
         if let Some(s) = self.sessions.get_mut(&session) {
             s.stopped_for = Some(id);
