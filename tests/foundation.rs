@@ -366,13 +366,16 @@ fn its_own_failures_exit_125_and_a_command_that_cannot_run_126_or_127() {
 }
 
 #[test]
-fn a_nameserver_that_never_answers_delays_the_command_by_at_most_a_second_and_says_so() {
-    // Every lookup waits 2 x 5 s; a start waits 1 s for the catalog's hosts.
+fn a_nameserver_that_never_answers_does_not_hold_the_command_back_and_run_says_so() {
+    // One lookup here takes 2 x 30 s; run waits at most 1 s for the catalog's
+    // hosts and says so. The bound below is half of one lookup, so it only
+    // fails if run waits on the resolver, never because a machine is slow
+    // (speed is `cargo xtask bench`'s job).
     let lab = DnsLab::with_resolver(
         &[],
         &Resolver {
             nameserver: Some("127.0.0.8"),
-            options: &["timeout:5"],
+            options: &["timeout:30", "attempts:2"],
             hosts: None,
         },
     );
@@ -381,10 +384,9 @@ fn a_nameserver_that_never_answers_delays_the_command_by_at_most_a_second_and_sa
     let watched = watch_with(&lab.netns.prefix(), &[], &["true"]);
     let took = started.elapsed();
     assert_eq!(watched.code(), 0, "{}", watched.stderr);
-    // Loading and detaching the programs take about 3 s of this.
     assert!(
-        took < Duration::from_secs(6),
-        "run -- true took {took:?}: something waited on the resolver"
+        took < Duration::from_secs(30),
+        "run -- true took {took:?}: it waited on the resolver"
     );
     assert!(
         watched

@@ -314,6 +314,59 @@ fn a_client_whose_tls_cannot_be_read_gets_the_sessions_action() {
     assert!(alert.get("operation").is_none(), "{alert}");
 }
 
+/// Python opening a TLS connection to Railway's API, then writing a
+/// GraphQL query on it from a forked child (whose `SSL_write` is not probed).
+const FORKED_WRITER: &str = r#"import os, socket, ssl, sys
+context = ssl._create_unverified_context()
+host = 'backboard.railway.app'
+tls = context.wrap_socket(socket.create_connection((host, 443)), server_hostname=host)
+body = b'{"query":"query { deployments { edges { node { id } } } }"}'
+request = (b'POST /graphql/v2 HTTP/1.1\r\nHost: ' + host.encode() +
+    b'\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n' % len(body) + body)
+child = os.fork()
+if child == 0:
+    try:
+        tls.sendall(request)
+        print('child=0')
+    except OSError as error:
+        print('child=1')
+        print(error)
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(child, 0)
+"#;
+
+#[test]
+fn a_child_writing_on_its_parents_tls_connection_is_judged_by_host() {
+    // The child's SSL_write is not probed (probes are per process), so
+    // what it sends cannot be read: the socket's writes fall back to the
+    // host's judgment, which refuses a tainted session (fail closed).
+    let lab = Lab::new();
+    write(&lab.path("forked.py"), FORKED_WRITER);
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    let script = "cat ~/.railway/config.json >/dev/null
+python3 \"$HOME/forked.py\"";
+    let watched = lab.run(&[], &[], script);
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+    assert_eq!(
+        status(&watched.stdout, "child"),
+        Some(1),
+        "the child's write was refused: {}\n{}",
+        watched.stdout,
+        watched.stderr
+    );
+    expect_event!(watched.events, "alert", {
+        "action" => "block",
+        "host" => "backboard.railway.app",
+        "provider" => "railway",
+    });
+    assert!(
+        watched.of_kind("operation").is_empty(),
+        "nothing was read at SSL_write: {:?}",
+        watched.of_kind("operation")
+    );
+}
+
 #[test]
 fn processes_outside_the_session_are_untouched() {
     let lab = Lab::new();

@@ -273,7 +273,13 @@ pub mod counter {
     /// A cataloged command that could not be shown to user space (ring
     /// buffer full): killed at exec, never let run unjudged.
     pub const COMMANDS_UNJUDGED: u32 = 36;
-    pub const COUNT: u32 = 37;
+    /// Session processes stopped at their first use of OpenSSL while their
+    /// `SSL_write` probes were attached.
+    pub const TLS_PROCESSES_HELD: u32 = 37;
+    /// A session process whose first use of OpenSSL could not be shown to
+    /// user space (ring buffer full): its TLS requests are judged by host.
+    pub const TLS_PROCESSES_UNPROBED: u32 = 38;
+    pub const COUNT: u32 = 39;
 }
 
 #[cfg(feature = "user")]

@@ -156,13 +156,30 @@ named_codes! {
         /// The plaintext of a tainted session's TLS write, its writer
         /// stopped before encryption until user space judges it (uprobe).
         TlsWrite = 9 => "tls-write",
+        /// A session's process started using probed OpenSSL; it is stopped
+        /// until user space has put the `SSL_write` probes on it (uprobe).
+        TlsProcess = 10 => "tls-process",
     }
 }
 
 impl Kind {
     /// One past the highest code; sizes per-kind counters (at most 16:
     /// `counter::PROCS_FULL` follows them).
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
+}
+
+named_codes! {
+    /// `TLS_PROCS` values: whether a session process's TLS requests are
+    /// read at `SSL_write`. The write probes are attached per process, so
+    /// that no other process on the machine pays for them.
+    pub enum TlsProbeState: u8, "TLS probe state" {
+        /// Stopped at its first use of OpenSSL, awaiting its probes.
+        Pending = 1 => "pending",
+        /// Its `SSL_write` calls are probed: its requests are judged there.
+        Probed = 2 => "probed",
+        /// Its probes could not be attached: judged by host, as without TLS.
+        Unprobed = 3 => "unprobed",
+    }
 }
 
 named_codes! {

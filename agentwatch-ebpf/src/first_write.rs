@@ -191,8 +191,17 @@ fn inspect(ctx: &SkMsgContext) -> bool {
     let state: &mut SocketState = unsafe { &mut *state };
     match SocketJudgment::try_from(state.judgment) {
         Ok(SocketJudgment::Harmless | SocketJudgment::Approved) => return true,
-        // Each request was judged at SSL_write, before it was encrypted.
-        Ok(SocketJudgment::TlsInspected) => return !refused_writer(),
+        Ok(SocketJudgment::TlsInspected) => {
+            if refused_writer() {
+                return false;
+            }
+            // Each request of a probed writer was judged at SSL_write,
+            // before it was encrypted. Another writer (a child forked
+            // after the handshake) is judged by host below.
+            if tls_inspected() {
+                return true;
+            }
+        }
         Ok(SocketJudgment::Infrastructure) => {}
         // An empty write names nothing yet: the next one is the first.
         Ok(SocketJudgment::Pending) if ctx.size() == 0 => return true,

@@ -139,11 +139,13 @@ pub static PENDING_CONNECTS: HashMap<u64, ConnectArgs> = HashMap::with_max_entri
 #[map]
 pub static PENDING_EXECS: HashMap<u64, ExecArgs> = HashMap::with_max_entries(4096, 0);
 
-/// Processes of sessions whose libssl (or node's built-in OpenSSL) is
-/// probed: tgid → 1, set when the process initialises OpenSSL. Their TLS
-/// requests are judged at `SSL_write` by what they do, so their
-/// connections to infrastructure are not refused by name or address first.
-/// Cleared at exec and exit.
+/// Session processes that use probed OpenSSL (libssl, node's built-in):
+/// tgid → [`agentwatch_common::names::TlsProbeState`] code, `Pending` set
+/// here at their first use of it, `Probed` by user space once their
+/// `SSL_write` probes are attached. A probed process's TLS requests are
+/// judged at `SSL_write` by what they do, so its connections to
+/// infrastructure are not refused by name or address first. Cleared at
+/// exec, fork (the child) and exit.
 #[map]
 pub static TLS_PROCS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(DEFAULT_MAX_PROCESSES, 0);
 

@@ -2,15 +2,17 @@
 //! A TLS request is read at `SSL_write`/`SSL_write_ex` (libssl, node's
 //! built-in OpenSSL), before it is encrypted: a tainted session's writer is
 //! stopped there until user space has judged the request, and refused at
-//! the socket if the judgment says so. A cataloged command (`terraform`,
+//! the socket if the judgment says so. Those probes are attached per
+//! process, when a session's process first uses OpenSSL (it is stopped
+//! until they are), so that processes outside sessions never trap. A cataloged command (`terraform`,
 //! `railway`, `kubectl`) is stopped at exec, before its first instruction,
 //! until user space has judged its argv.
 
 use agentwatch_common::{
-    event::{ExecEvent, TLS_CAP, TlsWriteEvent},
+    event::{EventHeader, ExecEvent, TLS_CAP, TlsWriteEvent},
     hash::comm_hash,
     maps::counter,
-    names::Kind,
+    names::{Kind, TlsProbeState},
 };
 use aya_ebpf::{
     helpers::{
@@ -28,14 +30,38 @@ use crate::{
     session::{SIGKILL, SIGSTOP, member},
 };
 
-/// On `OPENSSL_init_ssl` and `SSL_new`: a session's process uses probed
-/// OpenSSL, so its TLS requests can be judged at `SSL_write`.
+/// On `OPENSSL_init_ssl`, `SSL_CTX_new` and `SSL_new` (machine-wide: once
+/// per connection, not per write): a session's process that uses probed
+/// OpenSSL for the first time is stopped until user space has attached its
+/// `SSL_write` probes and marked it `Probed`.
 #[uprobe]
 pub fn tls_library(_ctx: ProbeContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if unsafe { PROCS.get(tgid) }.is_some() {
-        let _ = TLS_PROCS.insert(tgid, 1, 0);
+    let Some(info) = (unsafe { PROCS.get(tgid) }) else {
+        return 0;
+    };
+    if unsafe { TLS_PROCS.get(tgid) }.is_some() {
+        return 0;
     }
+    let Some(mut entry) = reserve::<EventHeader>(Kind::TlsProcess) else {
+        // Left unprobed: its requests are judged by host (fail closed).
+        count(counter::TLS_PROCESSES_UNPROBED);
+        return 0;
+    };
+    if TLS_PROCS
+        .insert(tgid, TlsProbeState::Pending.code(), 0)
+        .is_err()
+    {
+        count(counter::TLS_PROCESSES_UNPROBED);
+        entry.discard(0);
+        return 0;
+    }
+    // SAFETY: the reserved record, written only by this program run.
+    fill_header(unsafe { &mut *entry.as_mut_ptr() }, Kind::TlsProcess, info.session);
+    count(counter::TLS_PROCESSES_HELD);
+    // Before the record, so that user space's SIGCONT comes after it.
+    unsafe { bpf_send_signal(SIGSTOP) };
+    submit_now(entry);
     0
 }
 
@@ -137,7 +163,7 @@ pub fn granted(held: u64) -> bool {
 #[inline(always)]
 pub fn tls_inspected() -> bool {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    unsafe { TLS_PROCS.get(tgid) }.is_some()
+    unsafe { TLS_PROCS.get(tgid) }.is_some_and(|state| *state == TlsProbeState::Probed.code())
 }
 
 /// Whether the calling thread's write must be refused (once): its TLS

@@ -195,7 +195,7 @@ fn probe_programs(report: &mut Report) {
             } else {
                 report.add(Status::Warn, "uprobes", "missing: no uprobe PMU");
             }
-            if attached.tls.targets.is_empty() {
+            if attached.tls.is_empty() {
                 report.add(
                     Status::Warn,
                     "operations of TLS requests",
@@ -205,8 +205,7 @@ fn probe_programs(report: &mut Report) {
             } else {
                 let targets: Vec<String> = attached
                     .tls
-                    .targets
-                    .iter()
+                    .targets()
                     .map(|target| target.display().to_string())
                     .collect();
                 report.add(

@@ -35,6 +35,9 @@ pub enum Record {
     Name(Event, SocketKey, Option<u32>),
     /// A tainted session's TLS plaintext; its writer is stopped.
     TlsWrite(TlsWrite),
+    /// A session's process (pid) started using probed OpenSSL; it is
+    /// stopped until its `SSL_write` probes are attached.
+    TlsProcess(u32),
 }
 
 /// The plaintext a stopped writer passed to `SSL_write`.
@@ -179,6 +182,7 @@ pub fn decode(clock: &Clock, record: &[u8]) -> Result<Record, DecodeError> {
                 data: raw.data[..copied].to_vec(),
             }));
         }
+        Kind::TlsProcess => return Ok(Record::TlsProcess(header.pid)),
         Kind::Name => {
             let raw: NameEvent = read_record(record);
             let named = named(&raw)?;

@@ -69,6 +69,9 @@ pub struct EngineOptions {
 pub struct Losses {
     pub kernel: KernelCounters,
     pub decode_errors: u64,
+    /// Session processes left unprobed at `SSL_write` (their TLS calls
+    /// judged by host): the ring buffer was full, or attaching failed.
+    pub tls_unprobed: u64,
     pub scans: ScanStats,
 }
 
@@ -105,6 +108,11 @@ struct Core {
     to_scan: Vec<ScanJob>,
     hosts_file: HostsFile,
     heads: operations::RequestHeads,
+    /// Processes whose `SSL_write` probes are to be attached or detached
+    /// (the probes belong to the loaded object, not to `Core`).
+    tls_changes: Vec<operations::TlsProcessChange>,
+    /// Session processes whose `SSL_write` probes could not be attached.
+    tls_unprobed: u64,
 }
 
 impl Engine {
@@ -130,13 +138,13 @@ impl Engine {
                 probes.foreign_sk_msg.join(", ")
             );
         }
-        if probes.tls.targets.is_empty() {
+        if probes.tls.is_empty() {
             eprintln!(
                 "agentwatch: no libssl or node to probe: TLS requests of tainted sessions are \
                  judged by host, not by operation"
             );
         }
-        for target in &probes.tls.targets {
+        for target in probes.tls.targets() {
             info!("TLS requests judged by operation in {}", target.display());
         }
         let mut maps = KernelMaps::take(&mut probes.ebpf)?;
@@ -175,6 +183,8 @@ impl Engine {
             to_scan: Vec::new(),
             hosts_file: HostsFile::new(HOSTS_PATH),
             heads: operations::RequestHeads::default(),
+            tls_changes: Vec::new(),
+            tls_unprobed: 0,
         };
         core.load_credentials()?;
         core.load_commands()?;
@@ -422,7 +432,10 @@ impl Engine {
                     self.core.load_credentials()?;
                 }
             }
-            _ = self.refresh.tick() => self.resolutions.start(&self.core.enrich.tables.exact_hosts),
+            _ = self.refresh.tick() => {
+                self.resolutions.start(&self.core.enrich.tables.exact_hosts);
+                self.probes.forget_vanished_tls_processes();
+            }
             resolved = self.resolutions.next() => self.core.learn_resolved(resolved)?,
             _ = self.hosts_poll.tick() => self.core.refresh_hosts_file()?,
             result = self.scans.next() => self.core.found(result, out)?,
@@ -432,13 +445,21 @@ impl Engine {
                 }
             }
         }
-        self.submit_scans();
+        self.after_records();
         Ok(())
     }
 
     /// Handles every record already in the ring buffer, without waiting.
     pub fn drain(&mut self, out: &mut Vec<Event>) {
         self.records.drain(|record| self.core.handle(record, out));
+        self.after_records();
+    }
+
+    /// What the records handled asked of the probes and the scanner.
+    fn after_records(&mut self) {
+        for change in std::mem::take(&mut self.core.tls_changes) {
+            self.core.apply_tls_change(&mut self.probes, change);
+        }
         self.submit_scans();
     }
 
@@ -463,6 +484,7 @@ impl Engine {
         Ok(Losses {
             kernel: self.core.maps.counters()?,
             decode_errors: self.core.decode_errors,
+            tls_unprobed: self.core.tls_unprobed,
             scans: self.scans.stats(),
         })
     }
@@ -476,6 +498,10 @@ impl Core {
                 if let Some(job) = scan_job(&event) {
                     self.to_scan.push(job);
                 }
+                if matches!(event.body, Body::Exit(_)) {
+                    self.tls_changes
+                        .push(operations::TlsProcessChange::Exited(event.pid));
+                }
                 if matches!(&event.body, Body::Exec(exec) if exec.held_command) {
                     self.held_command(event, out);
                 } else {
@@ -483,6 +509,9 @@ impl Core {
                 }
             }
             Ok(Record::TlsWrite(write)) => self.tls_write(write, out),
+            Ok(Record::TlsProcess(pid)) => self
+                .tls_changes
+                .push(operations::TlsProcessChange::Started(pid)),
             Ok(Record::Alert(event, raw)) => out.push(self.enrich.alert(event, raw)),
             Ok(Record::Dns(answer)) => {
                 if answer.domain.is_some() {
@@ -856,6 +885,13 @@ impl Losses {
                 "{} TLS requests were refused and {} cataloged commands killed unjudged: the ring \
                  buffer was full when they had to be shown to user space",
                 kernel.tls_writes_unjudged, kernel.commands_unjudged
+            ));
+        }
+        let unprobed = kernel.tls_processes_unprobed + self.tls_unprobed;
+        if unprobed > 0 {
+            lines.push(format!(
+                "{unprobed} processes' TLS requests could not be read at SSL_write (ring buffer \
+                 full, or their probes failed to attach): their calls were judged by host"
             ));
         }
         if self.scans.dropped + self.scans.failed > 0 {

@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, io::Write as _, path::Path, time::SystemTime};
 
-use agentwatch_common::names::{NameSource, OperationClass, OperationKind};
+use agentwatch_common::names::{NameSource, OperationClass, OperationKind, TlsProbeState};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -18,6 +18,7 @@ use super::Core;
 use crate::{
     decode::TlsWrite,
     event::{Alert, Body, Event, Exec, OperationCall, OperationDecision, OperationSeen},
+    kernel::probes::Probes,
     operation::{Catalog, Operation, Request, parse_request},
     policy::{Action, Policy},
 };
@@ -108,7 +109,40 @@ pub fn decide(class: OperationClass, session_action: Action, policy: &Policy) ->
     }
 }
 
+/// Which processes need `SSL_write` probes.
+pub enum TlsProcessChange {
+    /// The kernel stopped a session's process at its first use of OpenSSL.
+    Started(u32),
+    /// A session's process exited.
+    Exited(u32),
+}
+
 impl Core {
+    /// Attaches a started process's `SSL_write` probes (or says it cannot
+    /// be probed, so the kernel judges its calls by host) and resumes it;
+    /// detaches an exited one's.
+    pub(super) fn apply_tls_change(&mut self, probes: &mut Probes, change: TlsProcessChange) {
+        match change {
+            TlsProcessChange::Started(pid) => {
+                let state = match probes.probe_tls_process(pid) {
+                    Ok(()) => TlsProbeState::Probed,
+                    Err(error) => {
+                        warn!("pid {pid}'s TLS requests are judged by host: {error:#}");
+                        self.tls_unprobed += 1;
+                        TlsProbeState::Unprobed
+                    }
+                };
+                // Left `Pending` if this fails, which the kernel also judges
+                // by host.
+                if let Err(error) = self.maps.set_tls_state(pid, state) {
+                    warn!("{error:#}");
+                }
+                resume(pid);
+            }
+            TlsProcessChange::Exited(pid) => probes.forget_tls_process(pid),
+        }
+    }
+
     /// A tainted session's TLS request; its writer is stopped.
     pub(super) fn tls_write(&mut self, write: TlsWrite, out: &mut Vec<Event>) {
         let Seen::Request(request) = self.heads.request(&write) else {

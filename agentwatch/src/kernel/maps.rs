@@ -7,7 +7,7 @@ use agentwatch_common::{
         AllowKey, Config, CredKey, EnvName, HostClass, ProcInfo, SessionState, SocketKey,
         SocketState, counter,
     },
-    names::{Kind, map_name},
+    names::{Kind, TlsProbeState, map_name},
 };
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -46,6 +46,10 @@ pub struct KernelCounters {
     /// Cataloged commands stopped at exec, and killed unjudged.
     pub commands_held: u64,
     pub commands_unjudged: u64,
+    /// Session processes stopped at their first use of OpenSSL for their
+    /// `SSL_write` probes, and those left unprobed (ring buffer full).
+    pub tls_processes_held: u64,
+    pub tls_processes_unprobed: u64,
 }
 
 impl KernelCounters {
@@ -74,6 +78,7 @@ pub struct KernelMaps {
     sockets: SockHash<MapData, SocketKey>,
     socket_states: HashMap<MapData, SocketKey, SocketState>,
     refused_writers: HashMap<MapData, u64, u8>,
+    tls_procs: HashMap<MapData, u32, u8>,
     commands: HashMap<MapData, u64, u8>,
     command_grants: HashMap<MapData, u32, u64>,
     /// The first-write programs are attached ([`Config::first_write`]).
@@ -152,6 +157,7 @@ impl KernelMaps {
             sockets: take(ebpf, map_name::SOCKETS)?,
             socket_states: take(ebpf, map_name::SOCKET_STATES)?,
             refused_writers: take(ebpf, map_name::REFUSED_WRITERS)?,
+            tls_procs: take(ebpf, map_name::TLS_PROCS)?,
             commands: take(ebpf, map_name::COMMANDS)?,
             command_grants: take(ebpf, map_name::COMMAND_GRANTS)?,
             first_write: false,
@@ -367,6 +373,15 @@ impl KernelMaps {
         )
     }
 
+    /// Whether process `pid`'s TLS requests are read at `SSL_write` (its
+    /// probes attached) or judged by host (they could not be).
+    pub fn set_tls_state(&mut self, pid: u32, state: TlsProbeState) -> Result<()> {
+        update(
+            self.tls_procs.insert(pid, state.code(), 0),
+            "the TLS process map",
+        )
+    }
+
     /// A session's exec of the command named `hash` (as `comm` hashes it)
     /// is stopped for its argv to be judged.
     pub fn add_command(&mut self, hash: u64) -> Result<()> {
@@ -459,6 +474,8 @@ impl KernelMaps {
         counters.tls_writes_unjudged = sum(counter::TLS_WRITES_UNJUDGED)?;
         counters.commands_held = sum(counter::COMMANDS_HELD)?;
         counters.commands_unjudged = sum(counter::COMMANDS_UNJUDGED)?;
+        counters.tls_processes_held = sum(counter::TLS_PROCESSES_HELD)?;
+        counters.tls_processes_unprobed = sum(counter::TLS_PROCESSES_UNPROBED)?;
         Ok(counters)
     }
 }

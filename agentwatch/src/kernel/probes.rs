@@ -308,6 +308,20 @@ impl Probes {
         Ok(())
     }
 
+    /// Attaches the `SSL_write` probes for a session's process that the
+    /// kernel stopped at its first use of OpenSSL.
+    pub fn probe_tls_process(&mut self, pid: u32) -> Result<()> {
+        self.tls.probe_process(&mut self.ebpf, pid)
+    }
+
+    pub fn forget_tls_process(&mut self, pid: u32) {
+        self.tls.forget_process(&mut self.ebpf, pid);
+    }
+
+    pub fn forget_vanished_tls_processes(&mut self) {
+        self.tls.forget_vanished(&mut self.ebpf);
+    }
+
     pub fn syscalls_attached(&self) -> bool {
         self.syscall_links.is_some()
     }

@@ -1,21 +1,33 @@
 //! Where TLS plaintext can be seen: every libssl the dynamic linker knows
 //! (`ldconfig -p`) and every `node` on `PATH` (node has OpenSSL built in and
-//! exports `SSL_write`). Each gets the `SSL_write` probes; the probes that
-//! mark a process as inspected (`OPENSSL_init_ssl`, `SSL_new`) are attached
-//! only to a target whose write probes attached, so a process is never
-//! trusted to be judged at `SSL_write` where it cannot be.
+//! exports `SSL_write`).
+//!
+//! Only the probes that notice a session's process starting to use OpenSSL
+//! (`OPENSSL_init_ssl`, `SSL_CTX_new`, `SSL_new`: once per connection) are
+//! attached machine-wide. The `SSL_write` probes, which run on every write,
+//! are attached per process, while the kernel holds that process stopped at
+//! its first use of OpenSSL: no process outside a session traps on them.
+//! A target is offered only where both could be attached, so a process is
+//! never trusted to be judged at `SSL_write` where it cannot be.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
+    fs::File,
+    num::NonZeroU32,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    programs::{UProbe, uprobe::UProbeScope},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    },
 };
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 use super::probes::AttachFailure;
 
@@ -25,10 +37,145 @@ const WRITE_FUNCTIONS: [&str; 2] = ["SSL_write", "SSL_write_ex"];
 const LIBRARY_PROGRAM: &str = "tls_library";
 const LIBRARY_FUNCTIONS: [&str; 3] = ["OPENSSL_init_ssl", "SSL_CTX_new", "SSL_new"];
 
-/// Libraries and executables whose TLS writes are judged by their operation.
-#[derive(Debug, Clone, Default)]
+/// A library or executable whose TLS writes are judged by their operation.
+#[derive(Debug, Clone)]
+struct Target {
+    path: PathBuf,
+    /// The file the offsets were read from: a package upgrade replaces it,
+    /// and the new file's functions are elsewhere.
+    identity: (u64, u64),
+    /// File offsets of [`WRITE_FUNCTIONS`], in order.
+    write_offsets: [u64; WRITE_FUNCTIONS.len()],
+}
+
+/// The targets, and the `SSL_write` probes attached for each process.
+#[derive(Debug, Default)]
 pub struct TlsProbes {
-    pub targets: Vec<PathBuf>,
+    targets: Vec<Target>,
+    processes: HashMap<u32, Vec<UProbeLinkId>>,
+}
+
+impl TlsProbes {
+    pub fn targets(&self) -> impl Iterator<Item = &Path> {
+        self.targets.iter().map(|target| target.path.as_path())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Attaches the `SSL_write` probes for process `pid` to every target
+    /// (a process may load any of them later), or to none.
+    pub fn probe_process(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<()> {
+        if self.processes.contains_key(&pid) {
+            // Probed before an exec: the probes follow the process's new image.
+            return Ok(());
+        }
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        let uprobe = program(ebpf, TLS_WRITE_PROGRAM)?;
+        let mut links = Vec::new();
+        for target in &mut self.targets {
+            let attached = target.current().and_then(|()| {
+                for offset in target.write_offsets {
+                    let location = UProbeAttachLocation::AbsoluteOffset(offset);
+                    links.push(uprobe.attach(location, &target.path, scope)?);
+                }
+                Ok(())
+            });
+            if let Err(error) = attached {
+                for link in links {
+                    let _ = uprobe.detach(link);
+                }
+                return Err(error)
+                    .with_context(|| format!("SSL_write in {}", target.path.display()));
+            }
+        }
+        self.processes.insert(pid, links);
+        Ok(())
+    }
+
+    /// Detaches the probes of processes gone without an exit record (one
+    /// lost to a full ring buffer).
+    pub fn forget_vanished(&mut self, ebpf: &mut Ebpf) {
+        let vanished: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in vanished {
+            self.forget_process(ebpf, pid);
+        }
+    }
+
+    /// Detaches process `pid`'s probes once it has exited.
+    pub fn forget_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        let Some(links) = self.processes.remove(&pid) else {
+            return;
+        };
+        if let Ok(uprobe) = program(ebpf, TLS_WRITE_PROGRAM) {
+            for link in links {
+                let _ = uprobe.detach(link);
+            }
+        }
+    }
+}
+
+impl Target {
+    fn read(path: PathBuf) -> Result<Self> {
+        let identity = identity(&path)?;
+        let write_offsets = file_offsets(&path, WRITE_FUNCTIONS)?;
+        Ok(Self {
+            path,
+            identity,
+            write_offsets,
+        })
+    }
+
+    /// Reads the offsets again if the file at the path was replaced.
+    fn current(&mut self) -> Result<()> {
+        if identity(&self.path)? != self.identity {
+            *self = Self::read(self.path.clone())?;
+        }
+        Ok(())
+    }
+}
+
+fn identity(path: &Path) -> Result<(u64, u64)> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Where each of `functions` starts in the file at `path`, as the kernel's
+/// uprobes take it (a file offset, not a virtual address).
+fn file_offsets<const N: usize>(path: &Path, functions: [&str; N]) -> Result<[u64; N]> {
+    let file = File::open(path).with_context(|| format!("{}", path.display()))?;
+    // SAFETY: a read-only private mapping; a concurrent writer could change
+    // what is parsed, which `object` treats as untrusted input anyway.
+    let data = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("mapping {}", path.display()))?;
+    let elf = object::File::parse(&*data).with_context(|| format!("{}", path.display()))?;
+    let mut offsets = [0; N];
+    for (offset, function) in offsets.iter_mut().zip(functions) {
+        let symbol = elf
+            .dynamic_symbols()
+            .chain(elf.symbols())
+            .find(|symbol| symbol.is_definition() && symbol.name() == Ok(function))
+            .ok_or_else(|| anyhow!("{function} not in {}", path.display()))?;
+        let section = symbol
+            .section_index()
+            .and_then(|index| elf.section_by_index(index).ok())
+            .ok_or_else(|| anyhow!("{function} in no section of {}", path.display()))?;
+        let Some((section_offset, _)) = section.file_range() else {
+            bail!("{function}'s section has no bytes in {}", path.display());
+        };
+        *offset = symbol
+            .address()
+            .checked_sub(section.address())
+            .and_then(|into| into.checked_add(section_offset))
+            .ok_or_else(|| anyhow!("{function} outside its section in {}", path.display()))?;
+    }
+    Ok(offsets)
 }
 
 /// Every libssl the dynamic linker resolves, and `node` on `PATH`.
@@ -55,29 +202,32 @@ pub fn candidates() -> Vec<PathBuf> {
     found.into_iter().collect()
 }
 
-/// Attaches the TLS probes to every candidate; a target that lacks the
-/// functions (a node built without exporting them) is a failure reported by
-/// name, and its processes are judged by host as before.
+/// Loads the TLS programs and attaches the library probes to every
+/// candidate whose write functions were found; a target that lacks them (a
+/// node built without exporting them) is a failure reported by name, and
+/// its processes are judged by host as before.
 pub fn attach(ebpf: &mut Ebpf, failures: &mut Vec<AttachFailure>) -> TlsProbes {
     let mut probes = TlsProbes::default();
     if let Err(error) = load(ebpf) {
-        failures.push(failure(TLS_WRITE_PROGRAM, &error));
+        failures.push(failure(&error));
         return probes;
     }
-    for target in candidates() {
-        let attached = attach_all(ebpf, TLS_WRITE_PROGRAM, &WRITE_FUNCTIONS, &target)
-            .and_then(|()| attach_all(ebpf, LIBRARY_PROGRAM, &LIBRARY_FUNCTIONS, &target));
+    for path in candidates() {
+        let attached = Target::read(path.clone()).and_then(|target| {
+            attach_library_probes(ebpf, &path)?;
+            Ok(target)
+        });
         match attached {
-            Ok(()) => probes.targets.push(target),
-            Err(error) => failures.push(failure(TLS_WRITE_PROGRAM, &error)),
+            Ok(target) => probes.targets.push(target),
+            Err(error) => failures.push(failure(&error)),
         }
     }
     probes
 }
 
-fn failure(program: &'static str, error: &anyhow::Error) -> AttachFailure {
+fn failure(error: &anyhow::Error) -> AttachFailure {
     AttachFailure {
-        program,
+        program: TLS_WRITE_PROGRAM,
         required: false,
         error: format!("{error:#}"),
     }
@@ -99,13 +249,14 @@ fn load(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-/// Attaches `name` to every function of `functions` in `target`, or to
-/// none of them (a partly probed target would judge only some writes).
-fn attach_all(ebpf: &mut Ebpf, name: &str, functions: &[&str], target: &Path) -> Result<()> {
-    let uprobe = program(ebpf, name)?;
+/// Attaches the library probes to every function of [`LIBRARY_FUNCTIONS`]
+/// in `target`, or to none of them (the target is then reported as a
+/// failure, not half-watched).
+fn attach_library_probes(ebpf: &mut Ebpf, target: &Path) -> Result<()> {
+    let uprobe = program(ebpf, LIBRARY_PROGRAM)?;
     let mut links = Vec::new();
-    for function in functions {
-        match uprobe.attach(*function, target, UProbeScope::AllProcesses) {
+    for function in LIBRARY_FUNCTIONS {
+        match uprobe.attach(function, target, UProbeScope::AllProcesses) {
             Ok(link) => links.push(link),
             Err(error) => {
                 for link in links {

@@ -236,6 +236,11 @@ impl Metrics {
                 now.commands_unjudged,
                 before.commands_unjudged,
             ),
+            (
+                "tls_process_unprobed",
+                now.tls_processes_unprobed + losses.tls_unprobed,
+                before.tls_processes_unprobed + self.exported.tls_unprobed,
+            ),
         ] {
             self.kernel_drops
                 .with_label_values(&[reason])
