@@ -246,12 +246,12 @@ fn tls_table(out: &mut String, r: &Value) {
     let _ = writeln!(out, "| no agentwatch (baseline) | {baseline} | | |");
     let _ = writeln!(
         out,
-        "| process outside any session, a session running (the probe traps and returns) | {} | within noise (≤ {WRITES_NOISE}x) | {} |",
+        "| process outside any session, a session running (its SSL_write is not probed) | {} | within noise (≤ {WRITES_NOISE}x) | {} |",
         ratio_cell(s, "untracked", "cpu"),
         verdict(ratio(s, "untracked", "cpu").map(|r| r <= WRITES_NOISE))
     );
     for (key, label) in [
-        ("watched", "watched session, no credential read"),
+        ("watched", "watched session, no credential read (its SSL_write probed, the probe returns)"),
         (
             "tainted",
             "tainted session: every write stopped, judged in user space, resumed",
