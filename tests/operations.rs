@@ -101,6 +101,7 @@ fn a_graphql_query_reaches_railway_and_the_volume_deletion_never_does() {
         "credential/source" => lab.railway_config(),
         "operation/kind" => "graphql-mutation",
         "operation/name" => "volumeDelete",
+        "seen" => "tls",
     });
     assert_eq!(alert["operation"]["provider"]["name"], "Railway");
     // The query raised no alert: only the mutation did.
@@ -291,6 +292,7 @@ fn terraform_destroy_never_runs_and_terraform_plan_does() {
         "action" => "block",
         "operation/kind" => "command",
         "operation/class" => "destructive",
+        "seen" => "exec",
     });
 }
 

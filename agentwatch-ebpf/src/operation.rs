@@ -57,7 +57,11 @@ pub fn tls_library(_ctx: ProbeContext) -> u32 {
         return 0;
     }
     // SAFETY: the reserved record, written only by this program run.
-    fill_header(unsafe { &mut *entry.as_mut_ptr() }, Kind::TlsProcess, info.session);
+    fill_header(
+        unsafe { &mut *entry.as_mut_ptr() },
+        Kind::TlsProcess,
+        info.session,
+    );
     count(counter::TLS_PROCESSES_HELD);
     // Before the record, so that user space's SIGCONT comes after it.
     unsafe { bpf_send_signal(SIGSTOP) };

@@ -200,6 +200,16 @@ pub struct Alert {
     /// request at `SSL_write`, a command at exec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<Operation>,
+    /// Where `operation` was seen, as in `operation` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<OperationSeen>,
+}
+
+impl Alert {
+    /// The operation the alert was raised for, and where it was seen.
+    pub fn judged(&self) -> Option<(OperationSeen, &Operation)> {
+        Some((self.seen?, self.operation.as_ref()?))
+    }
 }
 
 /// A call of a session judged by what it does (`kind: "operation"`).

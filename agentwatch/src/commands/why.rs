@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::control::client::request;
 use crate::control::protocol::{DEFAULT_SOCKET, Request, Response};
-use crate::event::{Alert, Body, Event};
+use crate::event::{Alert, Body, Event, OperationSeen};
 use crate::policy::{Action, Policy};
 
 /// What `why` prints when the session has no refusal.
@@ -74,10 +74,12 @@ fn explain(event: &Event, alert: &Alert, now: SystemTime) -> String {
         .map_or("an infrastructure API".to_string(), |p| {
             format!("{p}'s infrastructure API")
         });
-    let what = match (&alert.operation, &alert.host) {
-        (Some(operation), Some(host)) => format!("sent {} to {host}", operation.with_class()),
-        (Some(operation), None) => format!("ran {}", operation.with_class()),
-        (None, _) => format!("called {api} at {target}:{}", alert.port),
+    let what = match alert.judged() {
+        Some((OperationSeen::Tls, operation)) => {
+            format!("sent {} to {target}", operation.with_class())
+        }
+        Some((OperationSeen::Exec, operation)) => format!("ran {}", operation.with_class()),
+        None => format!("called {api} at {target}:{}", alert.port),
     };
     let mut text = format!(
         "agentwatch refused a call of this agent session (session {}): {} (pid {}) {what}.",
@@ -109,10 +111,10 @@ fn explain(event: &Event, alert: &Alert, now: SystemTime) -> String {
         Action::Kill => {
             " What happened: the call was refused and the session's processes were killed."
         }
-        _ if alert.operation.is_some() && alert.host.is_none() => {
+        _ if alert.seen == Some(OperationSeen::Exec) => {
             " What happened: the command was stopped before it ran, and killed."
         }
-        _ if alert.operation.is_some() => {
+        _ if alert.seen == Some(OperationSeen::Tls) => {
             " What happened: the request was refused before it was sent (the write failed \
              with EACCES)."
         }

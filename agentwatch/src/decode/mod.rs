@@ -233,6 +233,7 @@ fn alert(clock: &Clock, raw: &AlertEvent) -> Result<(Alert, RawAlert), DecodeErr
         credentials: Vec::new(),
         ancestry: Vec::new(),
         operation: None,
+        seen: None,
     };
     let facts = RawAlert {
         held: raw.held,

@@ -311,6 +311,7 @@ impl Core {
             credentials: self.enrich.tables.class_names(held),
             ancestry: self.enrich.procs.ancestry(base.pid, &base.comm),
             operation: Some(call.operation.clone()),
+            seen: Some(call.seen),
         };
         Event {
             ts: SystemTime::now(),

@@ -3,7 +3,7 @@
 use agentwatch_common::names::Action;
 
 use crate::{
-    event::{Body, Event},
+    event::{Body, Event, OperationSeen},
     feed::tables::Tables,
 };
 
@@ -58,11 +58,13 @@ pub fn alert_line(event: &Event, tables: &Tables) -> Option<String> {
             }
         })
         .collect();
-    let what = match (&alert.operation, &alert.host) {
+    let what = match alert.judged() {
         // Judged by what it does: the request at SSL_write, or the command.
-        (Some(operation), Some(host)) => format!("sending {} to {host}", operation.with_class()),
-        (Some(operation), None) => format!("running {}", operation.with_class()),
-        (None, _) => format!("connecting to {provider} API {target}"),
+        Some((OperationSeen::Tls, operation)) => {
+            format!("sending {} to {target}", operation.with_class())
+        }
+        Some((OperationSeen::Exec, operation)) => format!("running {}", operation.with_class()),
+        None => format!("connecting to {provider} API {target}"),
     };
     Some(format!(
         "agentwatch: {verdict} {} (pid {}) {what}: session {} holds {credential}; via {}",

@@ -251,7 +251,10 @@ fn tls_table(out: &mut String, r: &Value) {
         verdict(ratio(s, "untracked", "cpu").map(|r| r <= WRITES_NOISE))
     );
     for (key, label) in [
-        ("watched", "watched session, no credential read (its SSL_write probed, the probe returns)"),
+        (
+            "watched",
+            "watched session, no credential read (its SSL_write probed, the probe returns)",
+        ),
         (
             "tainted",
             "tainted session: every write stopped, judged in user space, resumed",

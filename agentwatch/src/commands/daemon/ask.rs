@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     control::protocol::PendingRequest,
-    event::{Alert, Body, Event, RequestChange},
+    event::{Alert, Body, Event, OperationSeen, RequestChange},
     operation::Operation,
     policy::Action,
     sys::proc,
@@ -43,7 +43,7 @@ impl Daemon {
             // not judged again.
             Some(_) => Retry::Operation {
                 process: event.pid,
-                classes: if alert.host.is_some() {
+                classes: if alert.seen == Some(OperationSeen::Tls) {
                     0
                 } else {
                     self.engine.credentials_held(session)
@@ -103,7 +103,9 @@ impl Daemon {
             ..event.clone()
         });
         let wants = match &what {
-            Some(operation) if alert.host.is_some() => format!("{operation} on {host}"),
+            Some(operation) if alert.seen == Some(OperationSeen::Tls) => {
+                format!("{operation} on {host}")
+            }
             Some(operation) => format!("to run {operation}"),
             None => format!("to call {host}"),
         };
