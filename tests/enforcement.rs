@@ -6,7 +6,9 @@
 //! catalog's names with loopback addresses, listeners on those addresses
 //! that count connections, and a temporary home holding fake credentials.
 
-use agentwatch_tests::{Lab, Watched, assert_allowed, assert_blocked, expect_event, probe, write};
+use agentwatch_tests::{
+    Lab, Watched, assert_allowed, assert_blocked, expect_event, probe, watch_with, write,
+};
 use serde_json::Value;
 
 const RAILWAY: &str = "127.0.0.2:443";
@@ -148,6 +150,58 @@ fn a_credential_file_created_during_the_session_counts() {
          $PROBE connect-host backboard.railway.app:443",
     );
     assert_blocked(&watched, &railway, "credential created after start");
+}
+
+#[test]
+fn a_credential_opened_by_its_file_handle_counts() {
+    let lab = Lab::new();
+    let railway = lab.listen(RAILWAY);
+    let watched = lab.run(
+        &[],
+        &[],
+        "$PROBE open-by-handle ~/.railway/config.json >/dev/null
+\
+         $PROBE connect-host backboard.railway.app:443",
+    );
+    assert_blocked(&watched, &railway, "open_by_handle_at");
+    expect_event!(watched.events, "open", {
+        "syscall" => "open_by_handle_at",
+        "resolved" => lab.railway_config(),
+        "credentials/0" => "railway",
+    });
+}
+
+#[test]
+fn a_credential_inherited_as_an_open_descriptor_counts() {
+    // `agentwatch run -- sh -c 'cat <&3' 3<~/.railway/config.json`: the
+    // session's first process never opens the file, it holds it already.
+    let lab = Lab::new();
+    let railway = lab.listen(RAILWAY);
+    let mut prefix = lab.dns.prefix_with_home(lab.home.path(), &[]);
+    prefix.extend(
+        [
+            "sh",
+            "-c",
+            "exec 3<\"$0\"; exec \"$@\"",
+            &lab.railway_config(),
+        ]
+        .map(String::from),
+    );
+    let script = format!(
+        "cat <&3 >/dev/null\n{} connect-host backboard.railway.app:443",
+        probe().display()
+    );
+    let watched = watch_with(&prefix, &[], &["sh", "-c", &script]);
+    assert_blocked(&watched, &railway, "inherited descriptor");
+    expect_event!(watched.events, "open", {
+        "syscall" => "inherited",
+        "resolved" => lab.railway_config(),
+        "ret" => 3,
+        "credentials/0" => "railway",
+    });
+    expect_event!(watched.events, "alert", {
+        "credential/source" => lab.railway_config(),
+    });
 }
 
 #[test]

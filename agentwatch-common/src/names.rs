@@ -189,6 +189,11 @@ named_codes! {
         Openat = 2 => "openat",
         Openat2 = 3 => "openat2",
         Creat = 4 => "creat",
+        /// Not a syscall: a file open in `run` without close-on-exec, which
+        /// the session's first process inherits (`3<FILE`).
+        Inherited = 5 => "inherited",
+        /// `open_by_handle_at` (root): no path, only the file handle.
+        OpenByHandleAt = 6 => "open_by_handle_at",
     }
 }
 

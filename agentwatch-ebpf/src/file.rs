@@ -1,4 +1,4 @@
-//! File sensor: open, openat, openat2 and creat. Entry saves the arguments of
+//! File sensor: open, openat, openat2, creat and open_by_handle_at. Entry saves the arguments of
 //! a tracked process; exit reports the path, the base directory of a relative
 //! path, and the identity (device, inode) of the file actually opened.
 
@@ -72,6 +72,15 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     })
 }
 
+/// `open_by_handle_at(mount_fd, handle, flags)` names no path: the file
+/// is known by the identity of what it opened, as every open is.
+#[tracepoint(category = "syscalls", name = "sys_enter_open_by_handle_at")]
+pub fn sys_enter_open_by_handle_at(ctx: TracePointContext) -> u32 {
+    save_open(0, AT_FDCWD, OpenSyscall::OpenByHandleAt, || {
+        arg(&ctx, 2) as u32
+    })
+}
+
 #[inline(always)]
 fn save_open(path: u64, dirfd: i32, syscall: OpenSyscall, flags: impl FnOnce() -> u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -109,6 +118,11 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_creat")]
 pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
+    report_open(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open_by_handle_at")]
+pub fn sys_exit_open_by_handle_at(ctx: TracePointContext) -> u32 {
     report_open(&ctx)
 }
 

@@ -38,6 +38,44 @@ fn openat2(path: &str) -> i64 {
     }
 }
 
+/// `open_by_handle_at` of the handle `name_to_handle_at` gives for `path`
+/// (root only), then a read of the file: returns the bytes read.
+fn open_by_handle(path: &str) -> i64 {
+    const MAX_HANDLE_SZ: usize = 128;
+    #[repr(C)]
+    struct Handle {
+        handle_bytes: u32,
+        handle_type: i32,
+        f_handle: [u8; MAX_HANDLE_SZ],
+    }
+    let mut handle = Handle {
+        handle_bytes: MAX_HANDLE_SZ as u32,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    // Any descriptor on the file's mount names the mount: its directory.
+    let dir = std::path::Path::new(path)
+        .parent()
+        .and_then(|dir| dir.to_str());
+    let (path, root) = (cstring(path), cstring(dir.unwrap_or("/")));
+    let mut mount_id = 0;
+    let mut buf = [0u8; 256];
+    // SAFETY: valid strings; `Handle` has the layout of `struct file_handle`
+    // with room for MAX_HANDLE_SZ bytes, as handle_bytes says.
+    unsafe {
+        let handle = (&mut handle as *mut Handle).cast::<libc::file_handle>();
+        if libc::name_to_handle_at(libc::AT_FDCWD, path.as_ptr(), handle, &mut mount_id, 0) < 0 {
+            return -1;
+        }
+        let mount_fd = libc::open(root.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+        let fd = libc::open_by_handle_at(mount_fd, handle, libc::O_RDONLY);
+        if fd < 0 {
+            return -2;
+        }
+        libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) as i64
+    }
+}
+
 /// `openat(open(dir), name)`.
 fn openat_in(dir: &str, name: &str) -> i64 {
     let dir = cstring(dir);
@@ -265,6 +303,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["openat2", path] => openat2(path),
         ["openat-in", dir, name] => openat_in(dir, name),
+        ["open-by-handle", path] => open_by_handle(path),
         ["open-many", path, count] => open_many(path, count.parse().expect("count")),
         ["connect", addr] => connect(addr),
         ["connect-host", target] => connect_host(target),
@@ -281,7 +320,8 @@ fn main() -> ExitCode {
         ["fast-open", addr, host] => fast_open(addr, host),
         _ => {
             eprintln!(
-                "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-many PATH N | connect ADDR:PORT \
+                "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-by-handle PATH \
+                 | open-many PATH N | connect ADDR:PORT \
                  | tls ADDR:PORT SNI | http ADDR:PORT HOST | proxy-connect ADDR:PORT HOST:PORT \
                  | keep-alive ADDR:PORT HOST PATH | udp ADDR:PORT | mptcp \
                  | second-socket ADDR:PORT HOST | fast-open ADDR:PORT HOST"

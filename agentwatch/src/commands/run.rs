@@ -97,6 +97,11 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     engine.add_session(SESSION, action)?;
     Responder::prepare(&mut engine, action)?;
     let mut responder = Responder::new(None);
+    // What the command inherits open (`3<FILE`) it holds from its first
+    // instruction: known before it starts, content scans included.
+    let mut events = Vec::new();
+    engine.inherit_open_files(SESSION, &options.command[0].to_string_lossy(), &mut events)?;
+    engine.finish_scans(&mut events).await?;
 
     // Every process this one forks while registered joins the session from
     // its first instruction, so nothing the command does runs unwatched.
@@ -137,7 +142,6 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let mut events = Vec::new();
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,

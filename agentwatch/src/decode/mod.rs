@@ -346,6 +346,17 @@ fn open(record: &OpenEvent) -> Open {
         path.clone()
     };
     let opened = record.ret >= 0 && record.ino != 0;
+    // Every open program sets a known code; should one ever be missing,
+    // openat (the common case) stands in rather than failing the event.
+    let syscall = OpenSyscall::try_from(record.syscall).unwrap_or(OpenSyscall::Openat);
+    // A file opened by handle has no path: name it by its descriptor
+    // while the process still holds it.
+    let by_handle = (opened && syscall == OpenSyscall::OpenByHandleAt)
+        .then(|| std::fs::read_link(format!("/proc/{}/fd/{}", record.header.pid, record.ret)));
+    let resolved = match by_handle {
+        Some(Ok(target)) => target.to_string_lossy().into_owned(),
+        _ => resolved,
+    };
     Open {
         path,
         resolved,
@@ -353,9 +364,7 @@ fn open(record: &OpenEvent) -> Open {
         ret: record.ret,
         dev: if opened { user_dev(record.dev) } else { 0 },
         ino: if opened { record.ino } else { 0 },
-        // Every open program sets a known code; should one ever be missing,
-        // openat (the common case) stands in rather than failing the event.
-        syscall: OpenSyscall::try_from(record.syscall).unwrap_or(OpenSyscall::Openat),
+        syscall,
         truncated: record.truncated & (truncated::PATH | truncated::BASE) != 0,
         cred_classes: record.cred_classes,
         credentials: Vec::new(),

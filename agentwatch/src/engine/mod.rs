@@ -11,6 +11,7 @@ mod operations;
 use std::{
     collections::{BTreeSet, HashSet},
     net::IpAddr,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime},
@@ -18,7 +19,7 @@ use std::{
 
 use agentwatch_common::{
     maps::{Config, CredKey, HostClass, SessionState, session_flags},
-    names::{NameSource, SocketJudgment},
+    names::{NameSource, OpenSyscall, SocketJudgment},
 };
 use anyhow::{Context as _, Result};
 use tokio::time::{Instant, Interval, interval_at};
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 use crate::{
     decode::{Clock, Record, decode},
     enrich::{Enricher, state::Process},
-    event::{Body, CredentialUse, Event, Found},
+    event::{Body, CredentialUse, Event, Found, Open},
     feed::{
         content::{ContentScans, ScanJob, ScanResult, ScanStats, worth_scanning},
         credentials::{CredentialFile, expand, watch_dirs},
@@ -391,6 +392,62 @@ impl Engine {
                 ..SessionState::default()
             },
         )
+    }
+
+    /// Files open in this process without close-on-exec, which the command
+    /// it starts next inherits (`3<~/.railway/config.json`): each is an
+    /// `open` (syscall `inherited`) of `session`'s first process `pid`, a
+    /// credential file taints the session now, and any other regular file
+    /// is scanned by content (`finish_scans` waits for the scans).
+    pub fn inherit_open_files(
+        &mut self,
+        session: u32,
+        comm: &str,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let pid = std::process::id();
+        for (fd, flags, path, meta) in inheritable_files()? {
+            let key = CredKey {
+                dev: agentwatch_common::offsets::kernel_dev(meta.dev()),
+                _pad: 0,
+                ino: meta.ino(),
+            };
+            let cred_classes = self
+                .core
+                .maps
+                .credential_class(&key)
+                .map_or(0, |class| 1u64 << (class & 63));
+            if cred_classes != 0 {
+                self.core.maps.add_user_taint(session, cred_classes)?;
+            }
+            let path = path.to_string_lossy().into_owned();
+            let event = self.core.enrich.event(Event {
+                ts: SystemTime::now(),
+                session,
+                pid,
+                tid: pid,
+                ppid: 0,
+                uid: meta.uid(),
+                comm: comm.to_string(),
+                body: Body::Open(Open {
+                    path: format!("/proc/self/fd/{fd}"),
+                    resolved: path,
+                    flags,
+                    ret: i64::from(fd),
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    syscall: OpenSyscall::Inherited,
+                    truncated: false,
+                    cred_classes,
+                    credentials: Vec::new(),
+                }),
+            });
+            if let Some(job) = scan_job(&event) {
+                self.core.to_scan.push(job);
+            }
+            out.push(event);
+        }
+        Ok(())
     }
 
     /// Gives a session (adopted after a restart) the credentials it held.
@@ -810,6 +867,47 @@ fn scan_job(event: &Event) -> Option<ScanJob> {
         comm: event.comm.clone(),
         at: event.ts,
     })
+}
+
+/// This process's regular files open without close-on-exec: descriptor,
+/// open flags, path and metadata.
+fn inheritable_files() -> Result<Vec<(i32, u32, PathBuf, std::fs::Metadata)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").context("listing /proc/self/fd")? {
+        let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Some(flags) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+            .ok()
+            .as_deref()
+            .and_then(fd_flags)
+        else {
+            continue;
+        };
+        let link = format!("/proc/self/fd/{fd}");
+        if flags & libc::O_CLOEXEC as u32 != 0 {
+            continue;
+        }
+        let (Ok(meta), Ok(path)) = (std::fs::metadata(&link), std::fs::read_link(&link)) else {
+            continue;
+        };
+        if meta.is_file() {
+            files.push((fd, flags, path, meta));
+        }
+    }
+    Ok(files)
+}
+
+/// The `flags:` line of a /proc fdinfo file (octal).
+fn fd_flags(fdinfo: &str) -> Option<u32> {
+    let value = fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("flags:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
 }
 
 /// The policy's credential variables with the provider each belongs to,

@@ -8,7 +8,7 @@ pub mod state;
 
 use std::{collections::HashMap, net::IpAddr, path::PathBuf};
 
-use agentwatch_common::{maps::CredKey, names::NameSource};
+use agentwatch_common::{maps::CredKey, names::NameSource, offsets::kernel_dev};
 
 use crate::{
     decode::{DnsAnswer, RawAlert},
@@ -56,6 +56,21 @@ impl Enricher {
 
     /// Names what the kernel reported by number and updates the state.
     pub fn event(&mut self, mut event: Event) -> Event {
+        // A file opened by handle whose descriptor is gone by now: a known
+        // credential file is named by its identity.
+        if let Body::Open(open) = &mut event.body
+            && open.resolved.is_empty()
+            && open.ino != 0
+        {
+            let key = CredKey {
+                dev: kernel_dev(open.dev),
+                _pad: 0,
+                ino: open.ino,
+            };
+            if let Some(path) = self.files.get(&key) {
+                open.resolved = path.display().to_string();
+            }
+        }
         match &event.body {
             Body::Open(open) if open.cred_classes != 0 => {
                 let (mask, source) = (open.cred_classes, open.resolved.clone());

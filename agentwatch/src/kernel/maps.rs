@@ -223,6 +223,11 @@ impl KernelMaps {
             .collect()
     }
 
+    /// The class of the credential file `key` names, if it is one.
+    pub fn credential_class(&self, key: &CredKey) -> Option<u32> {
+        self.creds.get(key, 0).ok()
+    }
+
     pub fn add_credential(&mut self, key: CredKey, class: u32) -> Result<()> {
         update(self.creds.insert(key, class, 0), "the credential map")
     }

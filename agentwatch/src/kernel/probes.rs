@@ -79,6 +79,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("sys_exit_open", Hook::Syscall, false),
     spec("sys_enter_creat", Hook::Syscall, false),
     spec("sys_exit_creat", Hook::Syscall, false),
+    spec("sys_enter_open_by_handle_at", Hook::Syscall, false),
+    spec("sys_exit_open_by_handle_at", Hook::Syscall, false),
     spec("sys_enter_connect", Hook::Syscall, true),
     spec("sys_exit_connect", Hook::Syscall, true),
     spec("sys_enter_execve", Hook::Syscall, true),
