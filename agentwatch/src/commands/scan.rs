@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+
 use crate::{
     OWN_FAILURE,
     engine::credential_env,
@@ -78,7 +80,7 @@ pub fn scan_command(options: ScanOptions) -> anyhow::Result<u8> {
     match &options.report_path {
         Some(path) => {
             let mut file = std::fs::File::create(path)
-                .map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))?;
+                .with_context(|| format!("writing {}", path.display()))?;
             report.write(options.format, &mut file)?;
             eprintln!(
                 "agentwatch scan: {}; report in {}",

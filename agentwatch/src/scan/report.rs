@@ -34,8 +34,6 @@ pub struct Located {
 pub struct Report {
     pub findings: Vec<Located>,
     pub files_scanned: usize,
-    /// Files that could not be read (each also in `incomplete`).
-    pub unreadable: usize,
     /// Findings left out because the baseline lists them.
     pub suppressed: usize,
     /// Why the scan is not complete; empty when it is.

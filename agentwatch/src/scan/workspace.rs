@@ -88,35 +88,18 @@ pub fn scan_paths(
     scanner: &Scanner,
     max_files: usize,
 ) -> anyhow::Result<Report> {
-    let mut report = Report::default();
-    let scan = |path: &Path, shown: PathBuf, report: &mut Report| -> bool {
-        if report.files_scanned + report.unreadable == max_files {
-            report.incomplete.push(format!(
-                "stopped at --max-files {max_files}: the rest of the files were not scanned"
-            ));
-            return false;
-        }
-        match scanner.scan_file(path) {
-            Ok(findings) => {
-                report.files_scanned += 1;
-                let path = shown.to_string_lossy().into_owned();
-                report.add(&path, findings);
-            }
-            Err(error) => {
-                report.unreadable += 1;
-                report
-                    .incomplete
-                    .push(format!("{}: {error}: not scanned", shown.display()));
-            }
-        }
-        true
+    let mut walk = Walk {
+        scanner,
+        max_files,
+        visited: 0,
+        report: Report::default(),
     };
     'paths: for root in paths {
         let metadata =
             std::fs::metadata(root).with_context(|| format!("scanning {}", root.display()))?;
         if metadata.is_file() {
             // Named on the command line: scanned whatever the skip rules say.
-            if !scan(root, shown(root, None), &mut report) {
+            if !walk.scan(root, shown(root, None)) {
                 break 'paths;
             }
             continue;
@@ -141,7 +124,7 @@ pub fn scan_paths(
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(error) => {
-                    report.incomplete.push(format!("{error}: not scanned"));
+                    walk.report.incomplete.push(format!("{error}: not scanned"));
                     continue;
                 }
             };
@@ -149,12 +132,46 @@ pub fn scan_paths(
                 continue;
             }
             let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-            if !scan(entry.path(), shown(root, Some(relative)), &mut report) {
+            if !walk.scan(entry.path(), shown(root, Some(relative))) {
                 break 'paths;
             }
         }
     }
-    Ok(report)
+    Ok(walk.report)
+}
+
+struct Walk<'a> {
+    scanner: &'a Scanner,
+    max_files: usize,
+    /// Files scanned or found unreadable.
+    visited: usize,
+    report: Report,
+}
+
+impl Walk<'_> {
+    /// Scans the file at `path`, reported as `shown`; false, scanning
+    /// nothing, once `max_files` are behind.
+    fn scan(&mut self, path: &Path, shown: PathBuf) -> bool {
+        if self.visited == self.max_files {
+            self.report.incomplete.push(format!(
+                "stopped at --max-files {}: the rest of the files were not scanned",
+                self.max_files
+            ));
+            return false;
+        }
+        self.visited += 1;
+        match self.scanner.scan_file(path) {
+            Ok(findings) => {
+                self.report.files_scanned += 1;
+                self.report.add(&shown.to_string_lossy(), findings);
+            }
+            Err(error) => self
+                .report
+                .incomplete
+                .push(format!("{}: {error}: not scanned", shown.display())),
+        }
+        true
+    }
 }
 
 /// A file as reached from its argument, without a leading `./`: `scan .`
