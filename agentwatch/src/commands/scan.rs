@@ -32,6 +32,7 @@ pub struct ScanOptions {
     /// Policy file whose credential variables are also recognised.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// How the report is written.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Write the report to FILE instead of stdout (a summary goes to stderr).
