@@ -84,7 +84,7 @@ fn an_agent_named_claude_is_blocked_without_a_wrapper_and_an_ordinary_process_is
     let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
     // With no agent running, nobody pays for the syscall tracepoints; the
     // agent is paused at exec until they are attached, then watched.
-    let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+    let metrics = http_get(&lab, METRICS);
     assert!(
         metrics.contains("agentwatch_syscall_probes_attached 0"),
         "{metrics}"
@@ -110,7 +110,7 @@ fn an_agent_named_claude_is_blocked_without_a_wrapper_and_an_ordinary_process_is
         "agent" => "Claude Code",
         "found_by" => "exec",
     });
-    let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+    let metrics = http_get(&lab, METRICS);
     assert!(
         metrics.contains("agentwatch_syscall_probes_attached 1"),
         "{metrics}"
@@ -290,7 +290,7 @@ fn ask_mode_stops_a_write_refused_by_its_name_and_lets_the_approved_retry_throug
     // as the daemon polls them).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+        let metrics = http_get(&lab, METRICS);
         if metrics.contains("agentwatch_first_writes_total{by=\"name\"} 2") {
             break;
         }
@@ -359,7 +359,7 @@ fn ask_mode_stops_a_volume_deletion_before_encryption_and_the_approved_request_a
     assert!(after[1].contains("volumeDelete"), "{after:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+        let metrics = http_get(&lab, METRICS);
         let counted = metrics.contains(
             "agentwatch_operations_total{class=\"destructive\",decision=\"ask\",seen=\"tls\"} 1",
         ) && metrics.contains(
@@ -407,6 +407,15 @@ fn ask_mode_deny_and_no_answer_kill_the_session() {
         e["kind"] == "request" && e["verdict"] == "timeout"
     });
     assert_eq!(listener.connections(), 0);
+    let metrics = http_get(&lab, METRICS);
+    for outcome in ["approve\"} 0", "deny\"} 1", "timeout\"} 1"] {
+        assert!(
+            metrics.contains(&format!(
+                "agentwatch_requests_resolved_total{{verdict=\"{outcome}"
+            )),
+            "{outcome}: {metrics}"
+        );
+    }
 }
 
 #[test]
@@ -596,6 +605,9 @@ fn a_bad_policy_reload_keeps_the_running_policy() {
     daemon.wait_for("policy reload failed, keeping the running policy");
     // The reason may reach the file a write later than the headline.
     daemon.wait_for("policy.toml:1:10");
+    wait_until("the metrics say the reload failed", || {
+        http_get(&lab, METRICS).contains("agentwatch_config_last_reload_successful 0")
+    });
     let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
     let output = output_with_timeout(&mut lab.command(&[], &claude));
     assert_eq!(results(&output), [-1], "still blocking: {output:?}");
@@ -627,9 +639,9 @@ fn prometheus_scrapes_the_alerts() {
     let output = output_with_timeout(&mut lab.command(&[], &claude));
     assert_eq!(results(&output), [-1]);
 
-    let metrics = http_get(&lab, "http://127.0.0.1:9464/metrics");
+    let metrics = http_get(&lab, METRICS);
     assert!(
-        metrics.contains("agentwatch_alerts_total{action=\"block\"} 1"),
+        metrics.contains("agentwatch_alerts_total{action=\"block\",provider=\"aws\"} 1"),
         "{metrics}"
     );
     assert!(
@@ -651,6 +663,54 @@ fn prometheus_scrapes_the_alerts() {
     };
     let parsed: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(parsed["data"]["result"][0]["value"][1], "1");
+}
+
+#[test]
+fn metrics_pass_promtool_with_every_series_from_the_start_and_healthz_says_ok() {
+    let _serial = serial();
+    let lab = Lab::new();
+    // `:PORT` is every interface, as Prometheus exporters take it.
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &["--metrics", ":9464"]);
+    let metrics = http_get(&lab, METRICS);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package: cargo xtask setup installs it)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(checked.status.success(), "promtool: {checked:?}\n{metrics}");
+    // Before any agent: zeros, not absent series.
+    for series in [
+        "agentwatch_alerts_total{action=\"block\",provider=\"aws\"} 0",
+        "agentwatch_alerts_total{action=\"ask\",provider=\"none\"} 0",
+        "agentwatch_requests_resolved_total{verdict=\"approve\"} 0",
+        "agentwatch_kernel_drops_total{reason=\"process_map_full\"} 0",
+        "agentwatch_events_lost_total{kind=\"exec\"} 0",
+        "agentwatch_probe_attach_failures{program=\"sys_enter_openat\"} 0",
+        "agentwatch_config_last_reload_successful 1",
+        "agentwatch_config_last_reload_success_timestamp_seconds ",
+        &format!(
+            "agentwatch_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
+    for url in ["http://127.0.0.1:9464/healthz", "http://[::1]:9464/healthz"] {
+        wait_until(&format!("{url} answers 200"), || {
+            http_status(&lab, url) == "200"
+        });
+    }
+    assert!(
+        daemon
+            .stderr()
+            .contains("metrics on http://[::]:9464/metrics")
+    );
 }
 
 #[test]
@@ -854,16 +914,25 @@ fn hooks_install_merges_into_the_agents_settings_once() {
     );
 }
 
+/// The daemon's metrics, at the default address, in the lab's namespace.
+const METRICS: &str = "http://127.0.0.1:9464/metrics";
+
 /// `GET url` from inside the lab's namespace.
 fn http_get(lab: &Lab, url: &str) -> String {
-    let output = output_with_timeout(Command::new("ip").args([
-        "netns",
-        "exec",
-        &lab.dns.netns.name,
-        "curl",
-        "-s",
-        url,
-    ]));
+    curl(lab, &[url])
+}
+
+/// The HTTP status `GET url` answers, from inside the lab's namespace.
+fn http_status(lab: &Lab, url: &str) -> String {
+    curl(lab, &["-o", "/dev/null", "-w", "%{http_code}", url])
+}
+
+fn curl(lab: &Lab, args: &[&str]) -> String {
+    let output = output_with_timeout(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.dns.netns.name, "curl", "-s"])
+            .args(args),
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 

@@ -1,9 +1,14 @@
 //! Content scanning on the real kernel: what a session reads counts by what
-//! it holds, whenever and wherever the secret is, and only when there is one.
+//! it holds, whenever and wherever the secret is, and only when there is one;
+//! and `agentwatch scan` as a CI gate sees it.
 //!
 //! Secrets are built at run time so this source holds none.
 
-use agentwatch_tests::{Lab, Watched, assert_allowed, assert_blocked, expect_event, write};
+use agentwatch_tests::{
+    Lab, Watched, agentwatch, assert_allowed, assert_blocked, expect_event, output_with_timeout,
+    write,
+};
+use serde_json::Value;
 
 const RAILWAY: &str = "127.0.0.2:443";
 const CALL_RAILWAY: &str = "$PROBE connect-host backboard.railway.app:443";
@@ -123,4 +128,136 @@ fn a_read_just_before_the_command_exits_is_still_scanned() {
     assert_eq!(watched.code(), 0, "{}", watched.stderr);
     let found = expect_event!(watched.events, "found", { "provider" => "railway" });
     assert_eq!(found["path"], notes.as_str());
+}
+
+/// `agentwatch scan ARGS`, as CI runs it.
+fn scan(args: &[&str]) -> std::process::Output {
+    output_with_timeout(
+        std::process::Command::new(agentwatch())
+            .arg("scan")
+            .args(args),
+    )
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn scan_writes_sarif_that_code_scanning_takes_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("deploy/env.sh"), &aws_keys());
+    let report = dir.path().join("agentwatch.sarif");
+    let output = scan(&[
+        "--format",
+        "sarif",
+        "--report-path",
+        report.to_str().unwrap(),
+        dir.path().join("deploy").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        text(&output.stderr).contains("2 credentials in 1 files; report in"),
+        "{output:?}"
+    );
+    let written = std::fs::read_to_string(&report).unwrap();
+    assert!(!written.contains("Q7RZ2MXK4WBN5T3H"), "{written}");
+    let sarif: Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    assert_eq!(run["tool"]["driver"]["name"], "agentwatch");
+    let results = run["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{written}");
+    for result in results {
+        let rule = &rules[result["ruleIndex"].as_u64().unwrap() as usize];
+        assert_eq!(rule["id"], result["ruleId"]);
+        assert_eq!(result["level"], "error");
+        assert!(result["message"]["text"].as_str().unwrap().contains('…'));
+        let location = &result["locations"][0]["physicalLocation"];
+        assert!(
+            location["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+                .ends_with("/deploy/env.sh"),
+            "{location}"
+        );
+        assert!(location["region"]["startLine"].as_u64().unwrap() >= 1);
+    }
+    assert_eq!(run["invocations"][0]["executionSuccessful"], true);
+}
+
+#[test]
+fn scan_takes_a_file_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("env.sh");
+    write(&file, &aws_keys());
+    let output = scan(&[file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{}:1: aws-access-key-id (aws) AKIA…3H",
+            file.display()
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_baseline_passes_known_findings_and_fails_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    write(&repo.join("env.sh"), &aws_keys());
+    // Test data the ignore file leaves out.
+    write(
+        &repo.join("fixtures/token.env"),
+        &format!("{}\n", railway_token()),
+    );
+    write(&repo.join(".agentwatchignore"), "fixtures/\n");
+    let baseline = dir.path().join("baseline");
+    let repo_arg = repo.to_str().unwrap();
+    let accepted = scan(&["--write-baseline", baseline.to_str().unwrap(), repo_arg]);
+    assert_eq!(accepted.status.code(), Some(0), "{accepted:?}");
+    let known = scan(&["--baseline", baseline.to_str().unwrap(), repo_arg]);
+    assert_eq!(known.status.code(), Some(0), "{known:?}");
+    assert!(
+        text(&known.stdout)
+            .contains("no credentials found in 2 files scanned (2 more in the baseline)"),
+        "{known:?}"
+    );
+
+    write(&repo.join("notes.md"), &format!("{}\n", railway_token()));
+    let new = scan(&[
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--format",
+        "json",
+        repo_arg,
+    ]);
+    assert_eq!(new.status.code(), Some(1), "{new:?}");
+    let report: Value = serde_json::from_slice(&new.stdout).unwrap();
+    assert_eq!(report["complete"], true);
+    assert_eq!(report["suppressed"], 2);
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["path"], format!("{repo_arg}/notes.md"));
+    assert_eq!(findings[0]["provider"], "railway");
+}
+
+#[test]
+fn a_scan_cut_by_max_files_fails_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("a.txt"), "nothing\n");
+    write(&dir.path().join("b.txt"), "nothing\n");
+    let output = scan(&["--max-files", "1", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("stopped at --max-files 1: the rest of the files were not scanned"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("incomplete scan"), "{stderr}");
+    let all = scan(&["--max-files", "2", dir.path().to_str().unwrap()]);
+    assert_eq!(all.status.code(), Some(0), "{all:?}");
 }

@@ -233,6 +233,8 @@ pub enum OperationSeen {
 }
 
 impl OperationSeen {
+    pub const ALL: [OperationSeen; 2] = [OperationSeen::Tls, OperationSeen::Exec];
+
     /// As in the JSON form and metric labels.
     pub fn name(self) -> &'static str {
         match self {
@@ -253,6 +255,12 @@ pub enum OperationDecision {
 }
 
 impl OperationDecision {
+    /// Every decision: pass, then each action.
+    pub fn all() -> impl Iterator<Item = OperationDecision> {
+        std::iter::once(OperationDecision::Pass)
+            .chain(Action::ALL.iter().copied().map(OperationDecision::Action))
+    }
+
     /// As in the JSON form and metric labels.
     pub fn name(self) -> &'static str {
         match self {
@@ -282,7 +290,27 @@ pub struct Ancestor {
     pub argv: Vec<String>,
 }
 
+const FOUND: &str = "found";
+const SESSION: &str = "session";
+const REQUEST: &str = "request";
+const OPERATION: &str = "operation";
+
 impl Body {
+    /// Every `kind` an event can have.
+    pub const KINDS: [&'static str; 11] = [
+        Kind::Open.name(),
+        Kind::Connect.name(),
+        Kind::Exec.name(),
+        Kind::Fork.name(),
+        Kind::Exit.name(),
+        Kind::Alert.name(),
+        Kind::Name.name(),
+        FOUND,
+        SESSION,
+        REQUEST,
+        OPERATION,
+    ];
+
     /// The `kind` field of the event's JSON form.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -293,10 +321,10 @@ impl Body {
             Body::Exit(_) => Kind::Exit.name(),
             Body::Alert(_) => Kind::Alert.name(),
             Body::Name(_) => Kind::Name.name(),
-            Body::Found(_) => "found",
-            Body::Session(_) => "session",
-            Body::Request(_) => "request",
-            Body::Operation(_) => "operation",
+            Body::Found(_) => FOUND,
+            Body::Session(_) => SESSION,
+            Body::Request(_) => REQUEST,
+            Body::Operation(_) => OPERATION,
         }
     }
 }

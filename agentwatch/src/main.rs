@@ -76,15 +76,10 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// Report the credentials an agent could find in DIR by content
-    /// (file, line, kind, redacted value); exit 1 when there are any.
-    Scan {
-        #[arg(value_name = "DIR", default_value = ".")]
-        dir: PathBuf,
-        /// Policy file whose credential variables are also recognised.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-    },
+    /// Report the credentials an agent could find in files and directories
+    /// by content (file, line, kind, redacted value): exit 0 when there are
+    /// none, 1 when there are, 2 when the scan is incomplete.
+    Scan(commands::scan::ScanOptions),
     /// Validate policy files.
     Policy {
         #[command(subcommand)]
@@ -154,7 +149,7 @@ fn main() -> ExitCode {
     let own_failure = if std::env::args_os().nth(1).is_some_and(|arg| arg == "run") {
         RUN_FAILURE
     } else {
-        2
+        OWN_FAILURE
     };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -174,6 +169,9 @@ fn main() -> ExitCode {
 
 /// `run`'s exit status when agentwatch itself fails.
 const RUN_FAILURE: u8 = 125;
+/// Every other command's exit status when agentwatch itself fails (a bad
+/// option too).
+const OWN_FAILURE: u8 = 2;
 
 fn execute(command: Command) -> anyhow::Result<u8> {
     match command {
@@ -214,13 +212,7 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             &mut std::io::stdout(),
         )),
         Command::Top { socket } => block_on(top::top_command(&socket)),
-        Command::Scan { dir, policy } => {
-            Ok(if commands::scan::scan_command(&dir, policy.as_deref())? {
-                1
-            } else {
-                0
-            })
-        }
+        Command::Scan(options) => commands::scan::scan_command(options),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => Ok(if commands::policy::check_command(file.as_deref())? {

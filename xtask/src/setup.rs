@@ -21,6 +21,8 @@ const TEST_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "procps",
     "python3",
+    // The server the daemon tests scrape with, and promtool, which checks
+    // `/metrics` against the exposition format and its conventions.
     "prometheus",
     "tmux",
 ];

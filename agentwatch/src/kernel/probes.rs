@@ -100,6 +100,15 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec(FIRST_WRITE_PROGRAMS[1], Hook::SkMsg, false),
 ];
 
+/// Every program attached at load (the kill switch waits until it is
+/// used), whether or not it could be.
+pub fn programs_attached_at_load() -> impl Iterator<Item = &'static str> {
+    PROGRAMS
+        .iter()
+        .map(|spec| spec.name)
+        .chain([tls::TLS_WRITE_PROGRAM])
+}
+
 /// The programs that judge a socket by the name its first write asks for.
 pub const FIRST_WRITE_PROGRAMS: [&str; 2] = ["socket_ops", "first_write"];
 

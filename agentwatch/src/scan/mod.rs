@@ -1,5 +1,5 @@
 //! Content scanning for credentials, for files an agent opens that are not in
-//! any credential catalog, and for `agentwatch scan DIR`.
+//! any credential catalog, and for `agentwatch scan PATH...`.
 //!
 //! Two passes over the content:
 //! - format rules (`patterns.toml`): provider-specific token shapes, matched
@@ -13,6 +13,8 @@
 //! leans towards precision.
 
 mod assignment;
+pub mod baseline;
+pub mod report;
 mod rules;
 mod text;
 pub mod workspace;

@@ -1,4 +1,12 @@
-use super::{rules::RuleFile, text::*, workspace::scan_command, *};
+use super::{
+    baseline::Baseline,
+    report::{Format, Report},
+    rules::RuleFile,
+    text::*,
+    workspace::scan_paths,
+    *,
+};
+use std::path::Path;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -886,11 +894,24 @@ fn utf16_files_with_a_bom_are_read_as_text() {
     }
 }
 
+/// `agentwatch scan PATHS` with at most `max_files`: the report and its text form.
+fn scan_report(paths: &[&Path], max_files: usize) -> (Report, String) {
+    let paths: Vec<_> = paths.iter().map(|p| p.to_path_buf()).collect();
+    let report = scan_paths(&paths, &SCANNER, max_files).unwrap();
+    let mut out = Vec::new();
+    report.write(Format::Text, &mut out).unwrap();
+    (report, String::from_utf8(out).unwrap())
+}
+
+fn github_token(seed: u64) -> String {
+    format!("ghp_{}", tok(ALNUM, 36, seed))
+}
+
 #[test]
 fn scan_command_reports_and_summarises() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let token = format!("ghp_{}", tok(ALNUM, 36, 130));
+    let token = github_token(130);
     std::fs::write(
         root.join(".env"),
         format!("# local\nGITHUB_TOKEN={token}\n"),
@@ -909,34 +930,163 @@ fn scan_command_reports_and_summarises() {
     std::fs::write(&target, format!("GITHUB_TOKEN={token}\n")).unwrap();
     std::os::unix::fs::symlink(&target, root.join("linked.env")).unwrap();
 
-    let mut out = Vec::new();
-    assert!(scan_command(root, &SCANNER, &mut out).unwrap());
+    let (report, text) = scan_report(&[root], 100);
     let tail = &token[token.len() - 2..];
+    let shown = root.join(".env");
     assert_eq!(
-        String::from_utf8(out).unwrap(),
-        format!(".env:2: github-pat (github) ghp_…{tail}\n1 credentials in 1 files\n")
+        text,
+        format!(
+            "{}:2: github-pat (github) ghp_…{tail}\n1 credentials in 1 files\n",
+            shown.display()
+        )
     );
+    assert!(report.complete());
 
-    let mut out = Vec::new();
-    assert!(!scan_command(&root.join("src"), &SCANNER, &mut out).unwrap());
-    assert_eq!(
-        String::from_utf8(out).unwrap(),
-        "no credentials found in 1 files scanned\n"
+    let (report, text) = scan_report(&[&root.join("src")], 100);
+    assert_eq!(text, "no credentials found in 1 files scanned\n");
+    assert!(report.findings.is_empty());
+
+    // A file argument is scanned as named, even in a skipped directory.
+    let (_, text) = scan_report(&[&root.join("node_modules/pkg/.env"), &target], 100);
+    assert!(
+        text.contains("node_modules/pkg/.env:1: npm-access-token"),
+        "{text}"
     );
+    assert!(text.contains("secret.env:1: github-pat"), "{text}");
 
-    assert!(scan_command(&target, &SCANNER, &mut Vec::new()).is_err());
+    let missing = scan_paths(&[root.join("missing")], &SCANNER, 100);
+    assert!(missing.is_err());
 }
 
 #[test]
 fn scan_command_prints_unknown_provider() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("id_rsa"), private_key_block()).unwrap();
-    let mut out = Vec::new();
-    assert!(scan_command(dir.path(), &SCANNER, &mut out).unwrap());
-    assert_eq!(
-        String::from_utf8(out).unwrap(),
-        "id_rsa:1: private-key (unknown provider) ----…--\n1 credentials in 1 files\n"
+    let (_, text) = scan_report(&[dir.path()], 100);
+    assert!(
+        text.ends_with(
+            "id_rsa:1: private-key (unknown provider) ----…--\n1 credentials in 1 files\n"
+        ),
+        "{text}"
     );
+}
+
+#[test]
+fn a_scan_cut_by_max_files_is_incomplete_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.txt", "b.txt"] {
+        std::fs::write(dir.path().join(name), "nothing here\n").unwrap();
+    }
+    let (report, _) = scan_report(&[dir.path()], 1);
+    assert_eq!(report.files_scanned, 1);
+    assert!(!report.complete());
+    assert!(
+        report.incomplete[0].contains("--max-files 1"),
+        "{:?}",
+        report.incomplete
+    );
+    let (report, _) = scan_report(&[dir.path()], 2);
+    assert!(report.complete(), "{:?}", report.incomplete);
+}
+
+#[test]
+fn agentwatchignore_leaves_out_paths_by_glob() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("fixtures/deep")).unwrap();
+    for path in ["fixtures/deep/token.txt", "test.env", "kept.env"] {
+        std::fs::write(
+            root.join(path),
+            format!("GITHUB_TOKEN={}\n", github_token(150)),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        root.join(workspace::IGNORE_FILE),
+        "# test data\nfixtures/\n*.env\n!kept.env\n",
+    )
+    .unwrap();
+    let (report, _) = scan_report(&[root], 100);
+    let paths: Vec<&str> = report.findings.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, [root.join("kept.env").to_str().unwrap()]);
+}
+
+#[test]
+fn a_baseline_accepts_the_findings_it_was_written_with_and_no_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("old.env"),
+        format!("GITHUB_TOKEN={}\n", github_token(160)),
+    )
+    .unwrap();
+    let (report, _) = scan_report(&[root], 100);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    assert_eq!(baseline::write(file.path(), &report).unwrap(), 1);
+    let written = std::fs::read_to_string(file.path()).unwrap();
+    assert!(
+        !written.contains(&github_token(160)[4..]),
+        "no secret in {written}"
+    );
+
+    std::fs::write(
+        root.join("new.env"),
+        format!("GITHUB_TOKEN={}\n", github_token(161)),
+    )
+    .unwrap();
+    let (mut report, _) = scan_report(&[root], 100);
+    report.suppress(&Baseline::read(file.path()).unwrap());
+    let paths: Vec<&str> = report.findings.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, [root.join("new.env").to_str().unwrap()]);
+    assert_eq!(report.suppressed, 1);
+    assert!(
+        report.summary().ends_with("(1 more in the baseline)"),
+        "{}",
+        report.summary()
+    );
+}
+
+#[test]
+fn sarif_has_what_code_scanning_requires_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = github_token(170);
+    std::fs::write(
+        dir.path().join("my notes.md"),
+        format!("x\nGITHUB_TOKEN={token}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("id_rsa"), private_key_block()).unwrap();
+    let (mut report, _) = scan_report(&[dir.path()], 100);
+    report.incomplete.push("a reason".into());
+    let mut out = Vec::new();
+    report.write(Format::Sarif, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains(&token[4..]), "{text}");
+    let sarif: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    let ids: Vec<&str> = rules.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["private-key", "github-pat"]);
+    let results = run["results"].as_array().unwrap();
+    let github = &results[1];
+    assert_eq!(github["ruleId"], "github-pat");
+    assert_eq!(github["ruleIndex"], 1);
+    assert_eq!(github["level"], "error");
+    assert!(
+        github["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("ghp_…")
+    );
+    let location = &github["locations"][0]["physicalLocation"];
+    assert_eq!(location["region"]["startLine"], 2);
+    let uri = location["artifactLocation"]["uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("file:///") && uri.ends_with("/my%20notes.md"),
+        "{uri}"
+    );
+    assert_eq!(run["invocations"][0]["executionSuccessful"], false);
 }
 
 #[test]

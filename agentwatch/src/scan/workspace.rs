@@ -1,18 +1,22 @@
 //! Walking a workspace: the one rule for the directories no walk descends
 //! into (shared by `agentwatch scan`, the workspace walk and the content
-//! scanner's queue), and the report `agentwatch scan DIR` prints.
+//! scanner's queue), and what `agentwatch scan` scans.
 
 use std::{
     ffi::OsStr,
-    io::Write,
-    path::{Component, Path},
+    path::{Component, Path, PathBuf},
 };
 
+use anyhow::Context as _;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use walkdir::WalkDir;
 
-use super::Scanner;
+use super::{Scanner, report::Report};
 
-const WALK_MAX_FILES: usize = 100_000;
+/// How many files `agentwatch scan` scans at most unless told otherwise.
+pub const DEFAULT_MAX_FILES: usize = 100_000;
+/// Paths (gitignore globs) a directory's scan leaves out, in that directory.
+pub const IGNORE_FILE: &str = ".agentwatchignore";
 /// Directories skipped by name: version control and installed
 /// dependencies, where nobody keeps their own secrets.
 const SKIP_DIRS: &[&str] = &[".git", "node_modules", "__pycache__"];
@@ -76,61 +80,121 @@ fn walked(entry: &walkdir::DirEntry) -> bool {
         || !is_skipped_dir(entry.path(), entry.file_name())
 }
 
-/// `agentwatch scan DIR`: walks DIR (skipping .git but its config, node_modules, __pycache__ and directories marked generated; not following symlinks; bounded to 100_000 files, said when reached), prints one line per finding to `out`: "{relative path}:{line}: {rule} ({provider or "unknown provider"}) {redacted}", then a summary line "{n} credentials in {m} files" (or "no credentials found in {k} files scanned"); returns Ok(true) if anything was found. Unreadable files are reported to stderr and skipped.
-pub fn scan_command(dir: &Path, scanner: &Scanner, out: &mut impl Write) -> anyhow::Result<bool> {
-    anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
-    let walker = WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(walked);
-    let (mut visited, mut scanned, mut files_with_findings, mut total) = (0, 0, 0, 0);
-    for entry in walker {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(err) => {
-                eprintln!("agentwatch scan: skipping: {err}");
-                continue;
+/// What `agentwatch scan` scans: its file arguments, and the files below
+/// its directory arguments that a walk visits and their `.agentwatchignore`
+/// does not exclude, at most `max_files` in all.
+pub fn scan_paths(
+    paths: &[PathBuf],
+    scanner: &Scanner,
+    max_files: usize,
+) -> anyhow::Result<Report> {
+    let mut walk = Walk {
+        scanner,
+        max_files,
+        visited: 0,
+        report: Report::default(),
+    };
+    'paths: for root in paths {
+        let metadata =
+            std::fs::metadata(root).with_context(|| format!("scanning {}", root.display()))?;
+        if metadata.is_file() {
+            // Named on the command line: scanned whatever the skip rules say.
+            if !walk.scan(root, shown(root, None)) {
+                break 'paths;
             }
-        };
-        if !entry.file_type().is_file() {
             continue;
         }
-        if visited == WALK_MAX_FILES {
-            eprintln!("agentwatch scan: stopped after {WALK_MAX_FILES} files");
-            break;
-        }
-        visited += 1;
-        let findings = match scanner.scan_file(entry.path()) {
-            Ok(findings) => findings,
-            Err(err) => {
-                eprintln!("agentwatch scan: {}: {err}", entry.path().display());
+        anyhow::ensure!(
+            metadata.is_dir(),
+            "{} is neither a file nor a directory",
+            root.display()
+        );
+        let ignored = ignore_file(root)?;
+        let walker = WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|entry| {
+                walked(entry)
+                    && !ignored
+                        .matched(entry.path(), entry.file_type().is_dir())
+                        .is_ignore()
+            });
+        for entry in walker {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    walk.report.incomplete.push(format!("{error}: not scanned"));
+                    continue;
+                }
+            };
+            if !entry.file_type().is_file() {
                 continue;
             }
-        };
-        scanned += 1;
-        if findings.is_empty() {
-            continue;
-        }
-        files_with_findings += 1;
-        total += findings.len();
-        let relative = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-        for finding in &findings {
-            writeln!(
-                out,
-                "{}:{}: {} ({}) {}",
-                relative.display(),
-                finding.line,
-                finding.rule,
-                finding.provider.as_deref().unwrap_or("unknown provider"),
-                finding.redacted
-            )?;
+            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+            if !walk.scan(entry.path(), shown(root, Some(relative))) {
+                break 'paths;
+            }
         }
     }
-    if total == 0 {
-        writeln!(out, "no credentials found in {scanned} files scanned")?;
-    } else {
-        writeln!(out, "{total} credentials in {files_with_findings} files")?;
+    Ok(walk.report)
+}
+
+struct Walk<'a> {
+    scanner: &'a Scanner,
+    max_files: usize,
+    /// Files scanned or found unreadable.
+    visited: usize,
+    report: Report,
+}
+
+impl Walk<'_> {
+    /// Scans the file at `path`, reported as `shown`; false, scanning
+    /// nothing, once `max_files` are behind.
+    fn scan(&mut self, path: &Path, shown: PathBuf) -> bool {
+        if self.visited == self.max_files {
+            self.report.incomplete.push(format!(
+                "stopped at --max-files {}: the rest of the files were not scanned",
+                self.max_files
+            ));
+            return false;
+        }
+        self.visited += 1;
+        match self.scanner.scan_file(path) {
+            Ok(findings) => {
+                self.report.files_scanned += 1;
+                self.report.add(&shown.to_string_lossy(), findings);
+            }
+            Err(error) => self
+                .report
+                .incomplete
+                .push(format!("{}: {error}: not scanned", shown.display())),
+        }
+        true
     }
-    Ok(total > 0)
+}
+
+/// A file as reached from its argument, without a leading `./`: `scan .`
+/// reports `src/x`, `scan src` reports `src/x` too.
+fn shown(root: &Path, relative: Option<&Path>) -> PathBuf {
+    let path = relative.map_or_else(|| root.to_path_buf(), |relative| root.join(relative));
+    match path.strip_prefix(".") {
+        Ok(rest) if !rest.as_os_str().is_empty() => rest.to_path_buf(),
+        _ => path,
+    }
+}
+
+/// The gitignore-style globs of `dir/.agentwatchignore`, relative to `dir`
+/// (none when there is no such file).
+fn ignore_file(dir: &Path) -> anyhow::Result<Gitignore> {
+    let mut builder = GitignoreBuilder::new(dir);
+    let file = dir.join(IGNORE_FILE);
+    if file.exists()
+        && let Some(error) = builder.add(&file)
+    {
+        anyhow::bail!("{}: {error}", file.display());
+    }
+    builder
+        .build()
+        .with_context(|| format!("reading {}", file.display()))
 }

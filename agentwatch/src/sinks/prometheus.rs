@@ -1,26 +1,51 @@
-//! Prometheus metrics of the daemon, served over HTTP at `/metrics`.
+//! Prometheus metrics of the daemon, served over HTTP at `/metrics`, and
+//! its health at `/healthz`.
+//!
+//! Every series whose label values are known in advance exists from the
+//! start at zero, as the Prometheus conventions ask: a rate, an alert rule
+//! on `== 0` or an `absent()` works before the first event.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
-use agentwatch_common::names::Kind;
+use agentwatch_common::names::{Action, Kind, OperationClass, Verdict};
 use anyhow::{Context as _, Result};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder, process_collector::ProcessCollector,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::warn;
 
-use crate::{engine::Losses, kernel::maps::MapFill};
+use crate::{
+    engine::Losses,
+    event::{Alert, Body, OperationCall, OperationDecision, OperationSeen},
+    kernel::maps::MapFill,
+};
+
+/// The `provider` of an alert that named none.
+pub const NO_PROVIDER: &str = "none";
+
+/// `/healthz` fails once the event loop has not ticked (once a second) for
+/// this long; well inside the unit's 30 s watchdog, so a probe sees a stall first.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(10);
 
 pub struct Metrics {
     registry: Registry,
     pub events: IntCounterVec,
-    pub alerts: IntCounterVec,
-    pub operations: IntCounterVec,
+    alerts: IntCounterVec,
+    operations: IntCounterVec,
+    requests_resolved: IntCounterVec,
+    config_last_reload_successful: IntGauge,
+    config_last_reload_success_timestamp: Gauge,
     pub sessions_active: IntGauge,
     pub tracked_processes: IntGauge,
     pub pending_requests: IntGauge,
@@ -31,10 +56,12 @@ pub struct Metrics {
     first_writes: IntCounterVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
-    pub probe_attach_failures: IntGaugeVec,
+    probe_attach_failures: IntGaugeVec,
     pub decision_latency: Histogram,
     /// Totals already exported, so counters advance by the difference.
     exported: Losses,
+    /// When the event loop last ticked; `None` until it first does.
+    loop_alive_at: Option<Instant>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -62,8 +89,22 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 impl Metrics {
+    /// The daemon's metrics, every series known in advance at zero but
+    /// those of alerts' providers ([`Metrics::know_providers`]) and of
+    /// the kernel programs ([`Metrics::record_attach`]).
     pub fn new() -> Self {
         let registry = Registry::new();
+        registry
+            .register(Box::new(ProcessCollector::for_self()))
+            .expect("unique metric");
+        gauge_vec(
+            &registry,
+            "agentwatch_build_info",
+            "Always 1; the labels say which agentwatch is running",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
         let decision_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "agentwatch_decision_latency_seconds",
@@ -78,7 +119,7 @@ impl Metrics {
         registry
             .register(Box::new(decision_latency.clone()))
             .expect("unique metric");
-        Self {
+        let mut metrics = Self {
             events: counter(
                 &registry,
                 "agentwatch_events_total",
@@ -88,8 +129,8 @@ impl Metrics {
             alerts: counter(
                 &registry,
                 "agentwatch_alerts_total",
-                "Alerts, by action taken",
-                &["action"],
+                "Alerts, by action taken and the provider whose infrastructure was called",
+                &["action", "provider"],
             ),
             operations: counter(
                 &registry,
@@ -98,6 +139,29 @@ impl Metrics {
                  cataloged command at exec), by where, class and decision",
                 &["seen", "class", "decision"],
             ),
+            requests_resolved: counter(
+                &registry,
+                "agentwatch_requests_resolved_total",
+                "Ask-mode requests closed, by verdict: approve, deny (by a human, or the daemon \
+                 stopping), timeout (nobody answered: denied)",
+                &["verdict"],
+            ),
+            config_last_reload_successful: gauge(
+                &registry,
+                "agentwatch_config_last_reload_successful",
+                "1 if the last policy load (start or SIGHUP) succeeded, 0 if it failed",
+            ),
+            config_last_reload_success_timestamp: {
+                let metric = Gauge::new(
+                    "agentwatch_config_last_reload_success_timestamp_seconds",
+                    "When the policy was last loaded successfully (Unix time)",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("unique metric");
+                metric
+            },
             sessions_active: gauge(
                 &registry,
                 "agentwatch_sessions_active",
@@ -164,6 +228,113 @@ impl Metrics {
             decision_latency,
             registry,
             exported: Losses::default(),
+            loop_alive_at: None,
+        };
+        for kind in Body::KINDS {
+            metrics.events.with_label_values(&[kind]);
+        }
+        for seen in OperationSeen::ALL {
+            for class in OperationClass::ALL {
+                for decision in OperationDecision::all() {
+                    metrics.operations.with_label_values(&[
+                        seen.name(),
+                        class.name(),
+                        decision.name(),
+                    ]);
+                }
+            }
+        }
+        for verdict in Verdict::ALL {
+            metrics
+                .requests_resolved
+                .with_label_values(&[verdict.name()]);
+        }
+        // Every loss counter, at zero.
+        metrics.update_losses(Losses::default());
+        metrics
+    }
+
+    /// Alerts of every action against each of `providers` (and none), at
+    /// zero; again after a reload, for the providers it adds.
+    pub fn know_providers<'a>(&self, providers: impl IntoIterator<Item = &'a str>) {
+        for provider in providers.into_iter().chain([NO_PROVIDER]) {
+            for action in Action::ALL {
+                self.alerts.with_label_values(&[action.name(), provider]);
+            }
+        }
+    }
+
+    pub fn count_alert(&self, alert: &Alert) {
+        let provider = alert.provider.as_deref().unwrap_or(NO_PROVIDER);
+        self.alerts
+            .with_label_values(&[alert.action.name(), provider])
+            .inc();
+    }
+
+    pub fn count_operation(&self, call: &OperationCall) {
+        self.operations
+            .with_label_values(&[
+                call.seen.name(),
+                call.operation.class.name(),
+                call.decision.name(),
+            ])
+            .inc();
+    }
+
+    pub fn count_resolved(&self, verdict: Verdict) {
+        self.requests_resolved
+            .with_label_values(&[verdict.name()])
+            .inc();
+    }
+
+    /// 0 for each of `programs`, 1 for those in `failed`.
+    pub fn record_attach<'a>(
+        &self,
+        programs: impl IntoIterator<Item = &'a str>,
+        failed: impl IntoIterator<Item = &'a str>,
+    ) {
+        for program in programs {
+            self.probe_attach_failures
+                .with_label_values(&[program])
+                .set(0);
+        }
+        for program in failed {
+            self.probe_attach_failures
+                .with_label_values(&[program])
+                .set(1);
+        }
+    }
+
+    /// The outcome of loading the policy, at start or on SIGHUP.
+    pub fn record_config_load(&self, loaded: bool) {
+        self.config_last_reload_successful.set(i64::from(loaded));
+        if loaded {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.config_last_reload_success_timestamp
+                .set(now.as_secs_f64());
+        }
+    }
+
+    /// The event loop is running (called at every tick).
+    pub fn loop_alive(&mut self) {
+        self.loop_alive_at = Some(Instant::now());
+    }
+
+    /// `/healthz`: healthy once the programs are attached (the server
+    /// answers only after) and while the event loop ticks.
+    fn health(&self) -> (StatusCode, String) {
+        match self.loop_alive_at.map(|at| at.elapsed()) {
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting: the event loop has not run yet\n".into(),
+            ),
+            Some(idle) if idle > HEALTHY_WITHIN => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the event loop has not run for {} s\n", idle.as_secs()),
+            ),
+            Some(_) => (StatusCode::OK, "ok\n".into()),
         }
     }
 
@@ -289,15 +460,70 @@ impl Metrics {
     }
 }
 
-/// Binds the metrics address; apart from [`serve`] so that a port in use
-/// fails the daemon before it loads any kernel program.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening for metrics scrapes on {addr}"))
+/// Where `/metrics` is served: `HOST:PORT`, or `:PORT` for every
+/// interface, IPv4 and IPv6, as Go exporters read `--web.listen-address`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Socket(SocketAddr),
+    AllInterfaces(u16),
 }
 
-/// Serves `/metrics` on `listener` until the process ends.
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.strip_prefix(':') {
+            Some(port) => port
+                .parse()
+                .map(ListenAddr::AllInterfaces)
+                .map_err(|error| format!("port {port:?}: {error}")),
+            None => text.parse().map(ListenAddr::Socket).map_err(|error| {
+                format!("{error} (expected HOST:PORT, [HOST]:PORT for IPv6, or :PORT)")
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Socket(addr) => addr.fmt(f),
+            ListenAddr::AllInterfaces(port) => write!(f, ":{port}"),
+        }
+    }
+}
+
+/// Binds the metrics address; apart from [`serve`] so that a port in use
+/// fails the daemon before it loads any kernel program.
+pub async fn bind(addr: ListenAddr) -> Result<TcpListener> {
+    let bound = match addr {
+        ListenAddr::Socket(addr) => TcpListener::bind(addr).await,
+        // One dual-stack socket, as Go's `:PORT`; IPv4 alone where the
+        // host has no IPv6.
+        ListenAddr::AllInterfaces(port) => {
+            bind_dual_stack(port).or_else(|error| match error.raw_os_error() {
+                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL) => {
+                    std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).and_then(|l| {
+                        l.set_nonblocking(true)?;
+                        TcpListener::from_std(l)
+                    })
+                }
+                _ => Err(error),
+            })
+        }
+    };
+    bound.with_context(|| format!("listening for metrics scrapes on {addr}"))
+}
+
+fn bind_dual_stack(port: u16) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v6()?;
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Ipv6V6Only, &false)?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))?;
+    socket.listen(1024)
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the process ends.
 pub fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>>) {
     tokio::spawn(async move {
         loop {
@@ -313,18 +539,7 @@ pub fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>>) {
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                     let metrics = metrics.clone();
-                    async move {
-                        if request.uri().path() == "/metrics" {
-                            let body = metrics.lock().map(|m| m.render()).unwrap_or_default();
-                            Response::builder()
-                                .header("content-type", TextEncoder::new().format_type())
-                                .body(Full::new(Bytes::from(body)))
-                        } else {
-                            Response::builder()
-                                .status(StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::from_static(b"see /metrics\n")))
-                        }
-                    }
+                    async move { respond(request.uri().path(), &metrics) }
                 });
                 let connection =
                     http1::Builder::new().serve_connection(TokioIo::new(stream), service);
@@ -335,9 +550,133 @@ pub fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>>) {
     });
 }
 
+fn respond(
+    path: &str,
+    metrics: &std::sync::Mutex<Metrics>,
+) -> hyper::http::Result<Response<Full<Bytes>>> {
+    let Ok(metrics) = metrics.lock() else {
+        return Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Full::new(Bytes::from_static(b"metrics poisoned\n")));
+    };
+    match path {
+        "/metrics" => Response::builder()
+            .header("content-type", TextEncoder::new().format_type())
+            .body(Full::new(Bytes::from(metrics.render()))),
+        "/healthz" => {
+            let (status, body) = metrics.health();
+            Response::builder()
+                .status(status)
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from(body)))
+        }
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"see /metrics or /healthz\n"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render()).unwrap()
+    }
+
+    #[test]
+    fn every_series_known_in_advance_is_there_at_zero() {
+        let metrics = Metrics::new();
+        metrics.know_providers(["railway"]);
+        let text = render(&metrics);
+        for series in [
+            "agentwatch_alerts_total{action=\"ask\",provider=\"railway\"} 0",
+            "agentwatch_alerts_total{action=\"block\",provider=\"none\"} 0",
+            "agentwatch_events_total{kind=\"operation\"} 0",
+            "agentwatch_events_lost_total{kind=\"tls-write\"} 0",
+            "agentwatch_kernel_drops_total{reason=\"undecodable_record\"} 0",
+            "agentwatch_content_scans_total{result=\"credential_found\"} 0",
+            "agentwatch_first_writes_total{by=\"unreadable\"} 0",
+            "agentwatch_operations_total{class=\"destructive\",decision=\"kill\",seen=\"exec\"} 0",
+            "agentwatch_requests_resolved_total{verdict=\"timeout\"} 0",
+            "agentwatch_build_info{version=\"",
+            "process_resident_memory_bytes ",
+        ] {
+            assert!(text.contains(series), "{series} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_alert_counts_against_its_provider_or_none() {
+        let metrics = Metrics::new();
+        let alert: Alert = serde_json::from_str(
+            r#"{"action":"block","addr":"127.0.0.2","port":443,"provider":"railway","credentials":[],"ancestry":[]}"#,
+        )
+        .unwrap();
+        metrics.count_alert(&alert);
+        metrics.count_alert(&Alert {
+            provider: None,
+            ..alert
+        });
+        let text = render(&metrics);
+        assert!(text.contains("agentwatch_alerts_total{action=\"block\",provider=\"railway\"} 1"));
+        assert!(text.contains("agentwatch_alerts_total{action=\"block\",provider=\"none\"} 1"));
+    }
+
+    #[test]
+    fn a_failed_reload_says_so_and_keeps_the_last_success_time() {
+        let metrics = Metrics::new();
+        metrics.record_config_load(true);
+        let loaded_at = metrics.config_last_reload_success_timestamp.get();
+        assert!(loaded_at > 0.0);
+        metrics.record_config_load(false);
+        let text = render(&metrics);
+        assert!(
+            text.contains("agentwatch_config_last_reload_successful 0"),
+            "{text}"
+        );
+        assert_eq!(
+            metrics.config_last_reload_success_timestamp.get(),
+            loaded_at
+        );
+    }
+
+    #[test]
+    fn healthy_only_while_the_event_loop_ticks() {
+        let mut metrics = Metrics::new();
+        assert_eq!(metrics.health().0, StatusCode::SERVICE_UNAVAILABLE);
+        metrics.loop_alive();
+        assert_eq!(metrics.health().0, StatusCode::OK);
+        metrics.loop_alive_at = Some(Instant::now() - HEALTHY_WITHIN - Duration::from_secs(1));
+        assert_eq!(metrics.health().0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn listen_addresses_take_a_port_alone_as_every_interface() {
+        assert_eq!(":9464".parse(), Ok(ListenAddr::AllInterfaces(9464)));
+        assert_eq!(
+            "127.0.0.1:9464".parse(),
+            Ok(ListenAddr::Socket("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert_eq!(
+            "[::1]:9464".parse(),
+            Ok(ListenAddr::Socket("[::1]:9464".parse().unwrap()))
+        );
+        assert!("9464".parse::<ListenAddr>().is_err());
+        assert!(":http".parse::<ListenAddr>().is_err());
+        assert_eq!(ListenAddr::AllInterfaces(9464).to_string(), ":9464");
+    }
+
+    #[tokio::test]
+    async fn every_interface_means_ipv4_and_ipv6() {
+        let listener = bind(ListenAddr::AllInterfaces(0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for host in ["127.0.0.1", "[::1]"] {
+            tokio::net::TcpStream::connect(format!("{host}:{port}"))
+                .await
+                .unwrap_or_else(|error| panic!("{host}: {error}"));
+        }
+    }
 
     #[test]
     fn counters_follow_the_engines_totals_by_difference() {

@@ -163,6 +163,10 @@ impl Daemon {
             .expect("shared state")
             .pending
             .remove(&id);
+        self.metrics
+            .lock()
+            .expect("metrics")
+            .count_resolved(verdict);
         let session = pending.session;
         if let Some(s) = self.sessions.get_mut(&session) {
             s.stopped_for = None;

@@ -14,7 +14,6 @@ mod status;
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
@@ -40,12 +39,13 @@ use crate::{
     control::{authorize::Authority, listener},
     engine::{Engine, EngineOptions},
     event::{Body, Event},
+    kernel::probes,
     policy::{Action, Policy},
     privileges::require_privileges,
     respond::{Responder, stopped::StoppedSessions},
     sinks::{
         alert_line::alert_line,
-        prometheus::{self, Metrics},
+        prometheus::{self, ListenAddr, Metrics},
     },
     sys::{state, users},
 };
@@ -73,9 +73,10 @@ pub struct DaemonOptions {
     /// observe, alert, block, kill or ask (default: the policy's).
     #[arg(long, value_name = "MODE")]
     pub mode: Option<Action>,
-    /// Where Prometheus scrapes /metrics.
+    /// Where Prometheus scrapes /metrics (and probes /healthz): HOST:PORT,
+    /// or :PORT for every interface.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS)]
-    pub metrics: SocketAddr,
+    pub metrics: ListenAddr,
     #[arg(long, value_name = "PATH", default_value = crate::control::protocol::DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Where sessions (and those stopped awaiting approval) are saved for
@@ -173,6 +174,9 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     }
     let agents = Agents::new(policy.agents.clone());
     let ask_timeout = policy.ask_timeout;
+    let metrics = Metrics::new();
+    metrics.know_providers(provider_ids(&policy));
+    metrics.record_config_load(true);
     let engine = Engine::start(EngineOptions {
         ring_buffer_bytes: options.ring_buffer_size,
         max_processes: options.max_processes,
@@ -181,16 +185,12 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         homes: user_homes().into_iter().chain(options.homes).collect(),
     })
     .await?;
-    let metrics = Arc::new(Mutex::new(Metrics::new()));
-    {
-        let metrics = metrics.lock().expect("metrics");
-        for failure in &engine.probes().attach_failures {
-            metrics
-                .probe_attach_failures
-                .with_label_values(&[failure.program])
-                .set(1);
-        }
-    }
+    metrics.record_attach(
+        probes::programs_attached_at_load(),
+        engine.probes().attach_failures.iter().map(|f| f.program),
+    );
+    let metrics_addr = metrics_listener.local_addr()?;
+    let metrics = Arc::new(Mutex::new(metrics));
     prometheus::serve(metrics_listener, metrics.clone());
     let (decisions, mut decided) = mpsc::channel(64);
     let handler = Arc::new(Handler::new(decisions, action));
@@ -222,8 +222,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         daemon.set_watching(false)?;
     }
     let watching = format!(
-        "daemon watching agents (mode {action}); metrics on http://{}/metrics, control socket {}",
-        options.metrics,
+        "daemon watching agents (mode {action}); metrics on http://{metrics_addr}/metrics, control socket {}",
         options.socket.display()
     );
     eprintln!("agentwatch: {watching}");
@@ -252,6 +251,10 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     daemon.service.stopping();
     daemon.shutdown().await;
     Ok(0)
+}
+
+fn provider_ids(policy: &Policy) -> impl Iterator<Item = &str> {
+    policy.providers.iter().map(|provider| provider.id.as_str())
 }
 
 /// Home directories of root and of login users (uid ≥ 1000).
@@ -328,29 +331,14 @@ impl Daemon {
             Body::Alert(alert) => {
                 let alert = alert.clone();
                 self.alerts += 1;
-                self.metrics
-                    .lock()
-                    .expect("metrics")
-                    .alerts
-                    .with_label_values(&[alert.action.name()])
-                    .inc();
+                self.metrics.lock().expect("metrics").count_alert(&alert);
                 if let Some(line) = alert_line(&event, self.engine.tables()) {
                     eprintln!("{line}");
                 }
                 self.on_alert(&event, &alert);
             }
             Body::Operation(call) => {
-                let labels = [
-                    call.seen.name(),
-                    call.operation.class.name(),
-                    call.decision.name(),
-                ];
-                self.metrics
-                    .lock()
-                    .expect("metrics")
-                    .operations
-                    .with_label_values(&labels)
-                    .inc();
+                self.metrics.lock().expect("metrics").count_operation(call);
             }
             _ => {}
         }
@@ -366,6 +354,7 @@ impl Daemon {
     /// the status the control socket serves.
     async fn tick(&mut self) {
         self.service.keep_alive();
+        self.metrics.lock().expect("metrics").loop_alive();
         for id in self.requests.expired(Instant::now()) {
             let _ = self.resolve(id, Verdict::Timeout);
         }
@@ -403,21 +392,33 @@ impl Daemon {
     /// SIGHUP: a new policy replaces the old only if it is valid.
     fn reload(&mut self) {
         self.service.reloading();
-        let status = self.replace_policy();
+        let (loaded, status) = self.replace_policy();
+        self.metrics
+            .lock()
+            .expect("metrics")
+            .record_config_load(loaded);
         self.service.ready(&status);
     }
 
-    /// Loads the policy again and puts it in force; returns what happened.
-    fn replace_policy(&mut self) -> String {
+    /// Loads the policy again and puts it in force; returns whether it is
+    /// wholly in force, and what happened.
+    fn replace_policy(&mut self) -> (bool, String) {
         let policy = match Policy::load_config(self.policy_path.as_deref()) {
             Ok(policy) => policy,
             Err(error) => {
                 eprintln!(
                     "agentwatch: policy reload failed, keeping the running policy:\n{error:#}"
                 );
-                return "policy reload failed, keeping the running policy".into();
+                return (
+                    false,
+                    "policy reload failed, keeping the running policy".into(),
+                );
             }
         };
+        self.metrics
+            .lock()
+            .expect("metrics")
+            .know_providers(provider_ids(&policy));
         self.action = self.mode.unwrap_or(policy.action);
         self.ask_timeout = policy.ask_timeout;
         self.agents = Agents::new(policy.agents.clone());
@@ -425,12 +426,12 @@ impl Daemon {
             .engine
             .replace_policy(policy)
             .and_then(|()| self.enable_discovery());
-        let status = match result {
-            Ok(()) => format!("policy reloaded (mode {})", self.action),
-            Err(error) => format!("policy reload incomplete: {error:#}"),
+        let (loaded, status) = match result {
+            Ok(()) => (true, format!("policy reloaded (mode {})", self.action)),
+            Err(error) => (false, format!("policy reload incomplete: {error:#}")),
         };
         eprintln!("agentwatch: {status}");
-        status
+        (loaded, status)
     }
 
     /// No answer means deny: sessions waiting for one are killed rather
