@@ -45,6 +45,7 @@ use crate::{
     respond::{Responder, stopped::StoppedSessions},
     sinks::{
         alert_line::alert_line,
+        journal,
         prometheus::{self, Metrics},
     },
     sys::{state, users},
@@ -167,9 +168,9 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     let stopped = StoppedSessions::in_dir(&options.state_dir);
     let denied = stopped.deny_leftovers();
     if denied > 0 {
-        eprintln!(
+        journal::warning(format!(
             "agentwatch: killed {denied} processes an earlier daemon left stopped awaiting approval (no answer means deny)"
-        );
+        ));
     }
     let agents = Agents::new(policy.agents.clone());
     let ask_timeout = policy.ask_timeout;
@@ -226,7 +227,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         options.metrics,
         options.socket.display()
     );
-    eprintln!("agentwatch: {watching}");
+    journal::info(format!("agentwatch: {watching}"));
     daemon.service.ready(&watching);
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -335,7 +336,7 @@ impl Daemon {
                     .with_label_values(&[alert.action.name()])
                     .inc();
                 if let Some(line) = alert_line(&event, self.engine.tables()) {
-                    eprintln!("{line}");
+                    journal::warning(line);
                 }
                 self.on_alert(&event, &alert);
             }
@@ -412,9 +413,9 @@ impl Daemon {
         let policy = match Policy::load_config(self.policy_path.as_deref()) {
             Ok(policy) => policy,
             Err(error) => {
-                eprintln!(
+                journal::warning(format!(
                     "agentwatch: policy reload failed, keeping the running policy:\n{error:#}"
-                );
+                ));
                 return "policy reload failed, keeping the running policy".into();
             }
         };
@@ -429,7 +430,7 @@ impl Daemon {
             Ok(()) => format!("policy reloaded (mode {})", self.action),
             Err(error) => format!("policy reload incomplete: {error:#}"),
         };
-        eprintln!("agentwatch: {status}");
+        journal::info(format!("agentwatch: {status}"));
         status
     }
 
@@ -450,7 +451,7 @@ impl Daemon {
 
 /// A desktop notification where `notify-send` exists; best effort.
 fn notify(message: &str) {
-    eprintln!("agentwatch: {message}");
+    journal::warning(format!("agentwatch: {message}"));
     let _ = std::process::Command::new("notify-send")
         .args([
             "--app-name=agentwatch",
