@@ -14,7 +14,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use crate::{engine::Losses, kernel::maps::MapFill};
+use crate::{engine::Losses, kernel::maps::MapFill, sinks::event_log::LogFailures};
 
 pub struct Metrics {
     registry: Registry,
@@ -33,8 +33,10 @@ pub struct Metrics {
     map_capacity: IntGaugeVec,
     pub probe_attach_failures: IntGaugeVec,
     pub decision_latency: Histogram,
+    event_log_failures: IntCounterVec,
     /// Totals already exported, so counters advance by the difference.
     exported: Losses,
+    exported_log_failures: LogFailures,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -78,7 +80,7 @@ impl Metrics {
         registry
             .register(Box::new(decision_latency.clone()))
             .expect("unique metric");
-        Self {
+        let mut metrics = Self {
             events: counter(
                 &registry,
                 "agentwatch_events_total",
@@ -162,9 +164,34 @@ impl Metrics {
                 &["program"],
             ),
             decision_latency,
+            event_log_failures: counter(
+                &registry,
+                "agentwatch_event_log_failures_total",
+                "Events the event log lost, by reason: the file could not be written, or its \
+                 writer fell too far behind",
+                &["reason"],
+            ),
             registry,
             exported: Losses::default(),
+            exported_log_failures: LogFailures::default(),
+        };
+        // Present from the start: a log that never failed says so.
+        metrics.update_log_failures(LogFailures::default());
+        metrics
+    }
+
+    /// Brings the event log's counter up to its writer's totals.
+    pub fn update_log_failures(&mut self, failures: LogFailures) {
+        let before = self.exported_log_failures;
+        for (reason, now, before) in [
+            ("write_failed", failures.write_failed, before.write_failed),
+            ("queue_full", failures.queue_full, before.queue_full),
+        ] {
+            self.event_log_failures
+                .with_label_values(&[reason])
+                .inc_by(now.saturating_sub(before));
         }
+        self.exported_log_failures = failures;
     }
 
     /// Brings the loss counters up to the engine's totals.
@@ -350,6 +377,33 @@ mod tests {
         );
         assert!(
             text.contains("agentwatch_content_scans_total{result=\"dropped_queue_full\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn event_log_failures_are_zero_from_the_start_then_follow_the_writer() {
+        let mut metrics = Metrics::new();
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            text.contains("agentwatch_event_log_failures_total{reason=\"write_failed\"} 0"),
+            "{text}"
+        );
+        metrics.update_log_failures(LogFailures {
+            write_failed: 3,
+            queue_full: 0,
+        });
+        metrics.update_log_failures(LogFailures {
+            write_failed: 5,
+            queue_full: 1,
+        });
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            text.contains("agentwatch_event_log_failures_total{reason=\"write_failed\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("agentwatch_event_log_failures_total{reason=\"queue_full\"} 1"),
             "{text}"
         );
     }

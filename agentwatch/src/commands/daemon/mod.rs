@@ -2,6 +2,8 @@
 //! by themselves for agent processes (in the kernel at exec, or from a /proc
 //! scan at start), end when their last process exits, and are judged like
 //! `run`'s; `ask` stops a session until a human answers on the control socket.
+//! Every event goes to the event log (`sinks::event_log`) and to the control
+//! socket's clients; alerts also to stderr, at warning priority in the journal.
 
 mod ask;
 pub mod discovery;
@@ -45,6 +47,7 @@ use crate::{
     respond::{Responder, stopped::StoppedSessions},
     sinks::{
         alert_line::alert_line,
+        event_log::{EventLog, LogOptions},
         journal,
         prometheus::{self, Metrics},
     },
@@ -83,6 +86,8 @@ pub struct DaemonOptions {
     /// the next daemon; it must outlive the daemon, unlike the socket's.
     #[arg(long, value_name = "DIR", default_value = state::DEFAULT_DIR)]
     pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub log: LogOptions,
     /// Group whose members may approve and deny, besides root.
     #[arg(long, value_name = "GROUP")]
     pub admin_group: Option<String>,
@@ -125,6 +130,7 @@ struct Daemon {
     idle_ticks: u32,
     handler: Arc<Handler>,
     metrics: Arc<Mutex<Metrics>>,
+    log: EventLog,
     alerts: u64,
     service: ServiceManager,
 }
@@ -172,6 +178,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
             "agentwatch: killed {denied} processes an earlier daemon left stopped awaiting approval (no answer means deny)"
         ));
     }
+    let log = EventLog::start(options.log.clone()).context("starting the event log")?;
     let agents = Agents::new(policy.agents.clone());
     let ask_timeout = policy.ask_timeout;
     let engine = Engine::start(EngineOptions {
@@ -214,6 +221,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         idle_ticks: 0,
         handler,
         metrics,
+        log,
         alerts: 0,
         service: ServiceManager::new(),
     };
@@ -223,9 +231,10 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         daemon.set_watching(false)?;
     }
     let watching = format!(
-        "daemon watching agents (mode {action}); metrics on http://{}/metrics, control socket {}",
+        "daemon watching agents (mode {action}); metrics on http://{}/metrics, control socket {}, event log {}",
         options.metrics,
-        options.socket.display()
+        options.socket.display(),
+        options.log.path.display()
     );
     journal::info(format!("agentwatch: {watching}"));
     daemon.service.ready(&watching);
@@ -442,9 +451,13 @@ impl Daemon {
         }
         self.sweep().await;
         let _ = self.engine.disable_discovery();
+        self.log.close();
     }
 
+    /// Into the event log, and to the control socket's clients.
     fn publish(&self, event: Event) {
+        let event = Arc::new(event);
+        self.log.write(event.clone());
         self.handler.publish(event);
     }
 }
