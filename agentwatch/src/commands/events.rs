@@ -35,12 +35,12 @@ pub struct EventsOptions {
     /// (`10m`, `2h`, `1d`).
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     pub since: Option<SystemTime>,
-    /// Read the history from this event log [default: the daemon's,
-    /// /var/log/agentwatch/events.jsonl].
+    /// Read the history from this event log [default: the daemon's
+    /// default `--log`].
     #[arg(long = "log", value_name = "FILE")]
     pub log: Option<PathBuf>,
-    /// Stop after the history instead of following live events; the log
-    /// alone is read, so no daemon need be running.
+    /// Stop after the history instead of following live events (from the
+    /// log, with --since or --log, no daemon need be running).
     #[arg(long)]
     pub no_follow: bool,
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
