@@ -15,7 +15,7 @@ use std::{
 
 use agentwatch_tests::{
     Daemon, Lab, NotifySocket, TlsApi, agentwatch, expect, expect_event, output_with_timeout,
-    python_graphql, unit_command, write,
+    python_graphql, read_event_log, read_events, unit_command, write,
 };
 use serde_json::Value;
 
@@ -446,6 +446,18 @@ fn a_session_left_stopped_by_a_killed_daemon_is_killed_by_the_next_started_as_th
     let stopped = state.path().join("stopped-sessions.json");
     let mode = std::fs::metadata(&stopped).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "who read which credential is root's");
+    // Alerts are warnings in the journal, the rest informational.
+    wait_until("the alert line on stderr", || {
+        has_line(
+            &first.stderr(),
+            "<4>agentwatch: STOPPED, awaiting approval:",
+        )
+    });
+    assert!(
+        has_line(&first.stderr(), "<6>agentwatch: daemon watching agents"),
+        "{}",
+        first.stderr()
+    );
     first.crash();
     assert_eq!(
         process_state(probe),
@@ -458,7 +470,11 @@ fn a_session_left_stopped_by_a_killed_daemon_is_killed_by_the_next_started_as_th
     let output = wait_with_timeout(agent);
     assert!(!String::from_utf8_lossy(&output.stdout).contains("survived"));
     assert!(
-        second.stderr().contains("left stopped awaiting approval"),
+        second
+            .stderr()
+            .lines()
+            .any(|line| line.starts_with("<4>agentwatch: killed ")
+                && line.contains("left stopped awaiting approval")),
         "{}",
         second.stderr()
     );
@@ -612,6 +628,214 @@ fn a_bad_policy_reload_keeps_the_running_policy() {
     let output = output_with_timeout(&mut lab.command(&[], &claude));
     assert_eq!(results(&output), [-1], "still blocking: {output:?}");
     assert_eq!(listener.connections(), 0);
+}
+
+/// A script for an agent that reads a credential, makes the call that is
+/// refused, then waits for a line on `fifo` (a shell builtin: no events
+/// meanwhile) before its last command.
+fn refused_then_waiting_on(fifo: &std::path::Path) -> String {
+    mkfifo(fifo);
+    format!(
+        "{READ_AWS_THEN_CALL_EC2}\nread go < {}\ncat /etc/hostname >/dev/null",
+        fifo.display()
+    )
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success());
+}
+
+/// Lets the agent waiting on `fifo` go on.
+fn release(fifo: &std::path::Path) {
+    std::fs::write(fifo, "go\n").expect("writing the fifo");
+}
+
+#[test]
+fn the_event_log_has_the_alert_while_the_session_runs_and_events_reads_it_back_across_rotations() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let _listener = lab.listen(EC2);
+    // A few events a file: the session's history spans many rotations.
+    let daemon = Daemon::start(
+        &lab.dns,
+        lab.home.path(),
+        &["--log-max-size", "2048", "--log-backups", "100"],
+    );
+    let fifo = lab.path("go");
+    let claude = agent_script(&lab, "claude", &refused_then_waiting_on(&fifo));
+    let mut agent = Background(spawn_group(&mut lab.command(&[], &claude)));
+
+    // On disk while the agent still runs: alerts are written at once.
+    let logged_alert = || {
+        read_event_log(&daemon.log)
+            .into_iter()
+            .find(|e| e["kind"] == "alert")
+    };
+    wait_until("the alert is in the event log", || logged_alert().is_some());
+    assert!(
+        agent.0.try_wait().unwrap().is_none(),
+        "the agent still runs"
+    );
+    let alert = logged_alert().unwrap();
+    assert_eq!(alert["action"], "block");
+    let session = alert["session"].as_u64().unwrap();
+    // Once the probe's exit is logged the agent waits on the fifo, doing
+    // nothing: the files stay as they are while the test reads them.
+    wait_until("the probe's exit is logged", || {
+        read_event_log(&daemon.log)
+            .iter()
+            .any(|e| e["kind"] == "exit" && e["comm"] == "aw-probe")
+    });
+    let logged = read_event_log(&daemon.log);
+    let start = logged
+        .iter()
+        .find(|e| e["kind"] == "session" && e["session"] == session)
+        .expect("the session's start is logged")
+        .clone();
+    let backup = std::path::PathBuf::from(format!("{}.1.gz", daemon.log.display()));
+    let mut magic = [0u8; 2];
+    std::io::Read::read_exact(&mut std::fs::File::open(&backup).unwrap(), &mut magic).unwrap();
+    assert_eq!(magic, [0x1f, 0x8b], "backups are gzip");
+    assert!(
+        !read_events(&daemon.log).contains(&start),
+        "the session's start was rotated out of the live file"
+    );
+    for file in [&daemon.log, &backup] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+
+    // The history, oldest first, from the session's start.
+    let since = start["ts"].as_str().unwrap();
+    let args = |follow: bool| {
+        let mut args = vec![
+            "events".to_string(),
+            "--session".into(),
+            session.to_string(),
+            "--since".into(),
+            since.into(),
+            "--log".into(),
+            daemon.log.display().to_string(),
+        ];
+        if !follow {
+            args.push("--no-follow".into());
+        }
+        args
+    };
+    let history = daemon.client(&args(false).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(history.status.success(), "{history:?}");
+    let printed = lines(&history.stdout);
+    assert_eq!(printed.first(), Some(&start), "from the session's start");
+    assert!(printed.contains(&alert), "with the alert");
+    assert!(printed.iter().all(|e| e["session"] == session));
+
+    // Following: the history, then what the session does next, each once.
+    let follower_output = lab.path("follower.jsonl");
+    let mut follower = Background(
+        Command::new(agentwatch())
+            .args(args(true))
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .process_group(0)
+            .stdout(std::fs::File::create(&follower_output).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let followed = || read_events(&follower_output);
+    wait_until("the follower printed the history", || {
+        followed().contains(&alert)
+    });
+    release(&fifo);
+    wait_until("the follower printed the session's end", || {
+        followed()
+            .iter()
+            .any(|e| e["kind"] == "session" && e["state"] == "end")
+    });
+    assert!(follower.0.try_wait().unwrap().is_none(), "it follows on");
+    let followed = followed();
+    assert_eq!(followed.first(), Some(&start));
+    for (n, event) in followed.iter().enumerate() {
+        assert!(
+            !followed[..n].contains(event),
+            "printed twice: {event}\n{followed:#?}"
+        );
+    }
+    drop(agent);
+}
+
+#[test]
+fn events_says_what_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let events =
+        |args: &[&str]| output_with_timeout(Command::new(agentwatch()).arg("events").args(args));
+    let bad = events(&["--since", "yesterday", "--no-follow"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("\"yesterday\" is neither an RFC 3339 time"),
+        "{stderr}"
+    );
+    let log = dir.path().join("events.jsonl");
+    let missing = events(&[
+        "--since",
+        "1h",
+        "--no-follow",
+        "--log",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains(&format!("no event log at {}", log.display())),
+        "{missing:?}"
+    );
+}
+
+#[test]
+fn run_has_the_alert_in_its_events_file_while_the_command_still_runs() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let _listener = lab.listen(EC2);
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let fifo = dir.path().join("go");
+    let script = refused_then_waiting_on(&fifo);
+    let mut run = Background(spawn_group(
+        &mut lab.run_command(&["--events", events.to_str().unwrap()], &script),
+    ));
+    wait_until("the alert is in the events file", || {
+        read_events(&events).iter().any(|e| e["kind"] == "alert")
+    });
+    assert!(
+        run.0.try_wait().unwrap().is_none(),
+        "the command still runs"
+    );
+    release(&fifo);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "run did not finish");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        read_events(&events)
+            .iter()
+            .any(|e| e["kind"] == "exec" && e["filename"] == "/usr/bin/cat"),
+        "the rest by the exit"
+    );
+}
+
+/// Whether a line of `text` starts with `start`.
+fn has_line(text: &str, start: &str) -> bool {
+    text.lines().any(|line| line.starts_with(start))
+}
+
+fn lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("event JSON"))
+        .collect()
 }
 
 #[test]

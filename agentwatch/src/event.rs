@@ -337,7 +337,7 @@ fn rfc3339<S: Serializer>(ts: &SystemTime, serializer: S) -> Result<S::Ok, S::Er
     serializer.collect_str(&humantime::format_rfc3339_micros(*ts))
 }
 
-fn from_rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+pub fn from_rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
 }

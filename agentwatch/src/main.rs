@@ -20,7 +20,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use commands::{check, daemon, run, top};
+use commands::{check, daemon, events, run, top};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -61,16 +61,9 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// Stream the daemon's events as JSON lines.
-    Events {
-        /// Keep streaming live events after the recent ones.
-        #[arg(long)]
-        follow: bool,
-        #[arg(long, value_name = "ID")]
-        session: Option<u32>,
-        #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
-        socket: PathBuf,
-    },
+    /// The daemon's events as JSON lines: the history (from the event log
+    /// with --since), then live ones.
+    Events(events::EventsOptions),
     /// Live terminal view of sessions, credential reads, connections, alerts and requests.
     Top {
         #[arg(long, value_name = "PATH", default_value = control::protocol::DEFAULT_SOCKET)]
@@ -201,16 +194,9 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             false,
             &mut std::io::stdout(),
         )),
-        Command::Events {
-            follow,
-            session,
-            socket,
-        } => block_on(control::client::events_command(
-            &socket,
-            follow,
-            session,
-            &mut std::io::stdout(),
-        )),
+        Command::Events(options) => {
+            block_on(events::events_command(options, &mut std::io::stdout()))
+        }
         Command::Top { socket } => block_on(top::top_command(&socket)),
         Command::Scan(options) => commands::scan::scan_command(options),
         Command::Policy {

@@ -162,12 +162,61 @@ pub fn assert_allowed(watched: &Watched, listener: &Listener, what: &str) {
 
 /// Parses a JSON-lines file, failing the test on any malformed line.
 pub fn read_events(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    parse_lines(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn parse_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|line| {
             serde_json::from_str(line).unwrap_or_else(|error| panic!("bad line {line:?}: {error}"))
         })
         .collect()
+}
+
+/// The daemon's event log at `path` as a shipper would read it: each
+/// gzip-compressed backup (`events.jsonl.N.gz`, oldest first), then the file.
+/// A rotation while the files are opened (they are renamed) means reading
+/// them again.
+pub fn read_event_log(path: &Path) -> Vec<Value> {
+    loop {
+        let opened: std::io::Result<Vec<_>> = event_log_files(path)
+            .into_iter()
+            .map(|name| std::fs::File::open(&name).map(|file| (name, file)))
+            .collect();
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => panic!("reading the event log {}: {error}", path.display()),
+        };
+        return opened
+            .into_iter()
+            .flat_map(|(name, mut file)| {
+                use std::io::Read as _;
+                let mut text = String::new();
+                if name.extension().is_some_and(|ext| ext == "gz") {
+                    flate2::read::GzDecoder::new(file)
+                        .read_to_string(&mut text)
+                        .expect("gzip backup");
+                } else {
+                    file.read_to_string(&mut text).expect("log file");
+                }
+                parse_lines(&text)
+            })
+            .collect();
+    }
+}
+
+/// The files of the event log at `path`, oldest first: `.N.gz` by falling N, then `path`.
+pub fn event_log_files(path: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = (1..)
+        .map(|n| PathBuf::from(format!("{}.{n}.gz", path.display())))
+        .take_while(|backup| backup.exists())
+        .collect();
+    files.reverse();
+    if path.exists() {
+        files.push(path.to_path_buf());
+    }
+    files
 }
 
 /// Runs `command` under `agentwatch run` with extra `options`, optionally
@@ -494,6 +543,8 @@ pub struct Daemon {
     child: std::cell::RefCell<std::process::Child>,
     dir: tempfile::TempDir,
     pub socket: PathBuf,
+    /// The event log, in the state directory.
+    pub log: PathBuf,
 }
 
 impl Daemon {
@@ -520,7 +571,8 @@ impl Daemon {
     }
 
     /// Starts the daemon as the unit file does: its ExecStartPre must pass,
-    /// then its ExecStart runs with `NOTIFY_SOCKET` and a watchdog, its
+    /// then its ExecStart runs with `NOTIFY_SOCKET`, a watchdog and stderr
+    /// as the journal (`JOURNAL_STREAM`), its
     /// control socket in `runtime`, its state in `state`. Returns once the
     /// daemon says READY=1.
     pub fn start_as_unit(
@@ -536,11 +588,20 @@ impl Daemon {
         assert!(checked.status.success(), "ExecStartPre failed: {checked:?}");
         let start = unit_command("ExecStart");
         let start: Vec<&str> = start.iter().map(String::as_str).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // systemd connects stderr to the journal and names the stream; the
+        // file spawn writes stderr to stands in for it.
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let journal_stream = {
+            use std::os::unix::fs::MetadataExt as _;
+            let meta = stderr.metadata().expect("stat stderr");
+            format!("{}:{}", meta.dev(), meta.ino())
+        };
         let env = [
             ("NOTIFY_SOCKET", notify.path.as_os_str()),
             ("WATCHDOG_USEC", std::ffi::OsStr::new("2000000")),
+            ("JOURNAL_STREAM", std::ffi::OsStr::new(&journal_stream)),
         ];
-        let dir = tempfile::tempdir().expect("tempdir");
         let socket = runtime.join("agentwatch.sock");
         let daemon = Self::spawn(lab, dir, socket, state, home, &start, &env, args);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -568,6 +629,7 @@ impl Daemon {
     ) -> Self {
         require_root();
         let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let log = state.join("events.jsonl");
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.netns.name])
             .arg(agentwatch())
@@ -576,6 +638,8 @@ impl Daemon {
             .arg(&socket)
             .arg("--state-dir")
             .arg(state)
+            .arg("--log")
+            .arg(&log)
             .arg("--home")
             .arg(home)
             .args(args)
@@ -588,6 +652,7 @@ impl Daemon {
             child: std::cell::RefCell::new(child),
             dir,
             socket,
+            log,
         }
     }
 
@@ -641,9 +706,9 @@ impl Daemon {
         )
     }
 
-    /// The events the daemon has published so far.
+    /// The events the daemon has published so far (its recent ones).
     pub fn events(&self) -> Vec<Value> {
-        let output = self.client(&["events"]);
+        let output = self.client(&["events", "--no-follow"]);
         assert!(output.status.success(), "agentwatch events: {output:?}");
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -841,10 +906,24 @@ impl Lab {
     /// `sh -c SCRIPT` in the lab with no wrapper (the daemon finds agents
     /// by itself), with `vars` in its environment. `$PROBE` is aw-probe.
     pub fn command(&self, vars: &[&str], script: &str) -> Command {
+        self.wrapped(vars, &[], script)
+    }
+
+    /// `agentwatch run OPTIONS -- sh -c SCRIPT` in the lab, to be waited for
+    /// by the test. `$PROBE` is aw-probe.
+    pub fn run_command(&self, options: &[&str], script: &str) -> Command {
+        let mut wrapper = vec![agentwatch().into_os_string(), "run".into()];
+        wrapper.extend(options.iter().map(Into::into));
+        wrapper.push("--".into());
+        self.wrapped(&[], &wrapper, script)
+    }
+
+    fn wrapped(&self, vars: &[&str], wrapper: &[std::ffi::OsString], script: &str) -> Command {
         let prefix = self.dns.prefix_with_home(self.home.path(), vars);
         let mut cmd = Command::new(&prefix[0]);
         cmd.args(&prefix[1..])
             .arg(format!("PROBE={}", probe().display()))
+            .args(wrapper)
             .args(["sh", "-c", script]);
         cmd
     }

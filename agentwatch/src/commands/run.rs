@@ -28,7 +28,11 @@ use crate::{
     policy::{Action, Policy},
     privileges::{Account, require_privileges},
     respond::Responder,
-    sinks::{alert_line::alert_line, json_lines::JsonLines},
+    sinks::{
+        alert_line::alert_line,
+        journal,
+        json_lines::{FLUSH_INTERVAL, JsonLines},
+    },
 };
 
 /// Session id of the one session `run` watches.
@@ -142,10 +146,20 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    // Alerts are written at once; the other events within a second, so the
+    // file tells what happened while the command still runs.
+    let mut flush = tokio::time::interval(FLUSH_INTERVAL);
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
             stepped = engine.step(&mut events) => stepped?,
+            _ = flush.tick() => {
+                if let Some(sink) = &mut sink
+                    && let Err(error) = sink.flush()
+                {
+                    warn!("cannot write events: {error:#}");
+                }
+            }
             _ = interrupt.recv() => {}
             _ = terminate.recv() => forward(child_pid, Signal::SIGTERM),
             _ = hangup.recv() => forward(child_pid, Signal::SIGHUP),
@@ -189,7 +203,7 @@ fn publish(
             if let Some(line) = alert_line(&event, engine.tables())
                 && alert.action != Action::Observe
             {
-                eprintln!("{line}");
+                journal::warning(line);
             }
         }
         if let Some(sink) = sink.as_deref_mut()

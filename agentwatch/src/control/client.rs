@@ -66,30 +66,46 @@ pub async fn decide_command(
     }
 }
 
-/// `agentwatch events [--follow] [--session ID]`: each event as one JSON line, until the daemon
-/// ends the replay (or, following, until it goes away, which is an error).
+/// `agentwatch events` without the event log: the daemon's recent events, each as one JSON
+/// line, then with `follow` its live events.
 pub async fn events_command(
     socket: &Path,
     follow: bool,
     session: Option<u32>,
     out: &mut (impl Write + Send),
 ) -> anyhow::Result<i32> {
-    let mut subscription = Subscription::open(socket, &Request::Events { follow, session }).await?;
+    let request = Request::Events {
+        follow,
+        session,
+        replay: true,
+    };
+    print_events(Subscription::open(socket, &request).await?, out, |_| false).await
+}
+
+/// Writes each event of `subscription` as one JSON line, but those `printed_already` says
+/// were, until the daemon ends the replay (or, following, until it goes away, which is an
+/// error). Returns the exit code.
+pub async fn print_events(
+    mut subscription: Subscription,
+    out: &mut (impl Write + Send),
+    mut printed_already: impl FnMut(&str) -> bool,
+) -> anyhow::Result<i32> {
     let mut refused_last = false;
     while let Some(response) = subscription.next().await? {
         refused_last = false;
         match response {
             Response::Event { event } => {
-                let written = serde_json::to_writer(&mut *out, &event)
-                    .map_err(io::Error::from)
-                    .and_then(|()| writeln!(out))
-                    .and_then(|()| out.flush());
-                match written {
-                    // The reader went away (`agentwatch events -f | head`): nothing left to do.
+                let line = serde_json::to_string(&event)?;
+                if printed_already(&line) {
+                    continue;
+                }
+                match write_line(out, &line) {
+                    // The reader went away (`agentwatch events | head`): nothing left to do.
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(0),
                     written => written?,
                 }
             }
+            Response::Live => {}
             Response::End => return Ok(0),
             // Lost events are reported in-band and the stream goes on; a refusal is followed
             // by the daemon closing the connection.
@@ -104,6 +120,12 @@ pub async fn events_command(
         return Ok(1);
     }
     bail!("the daemon closed the connection")
+}
+
+/// One JSON line, flushed: whoever reads it sees events as they come.
+pub fn write_line(out: &mut impl Write, line: &str) -> io::Result<()> {
+    writeln!(out, "{line}")?;
+    out.flush()
 }
 
 /// Why the next response could not be had.
@@ -170,7 +192,7 @@ impl Subscription {
 }
 
 /// Prints a refusal from the daemon; returns the exit code for it.
-fn refused(message: &str) -> i32 {
+pub fn refused(message: &str) -> i32 {
     eprintln!("agentwatch: {}", printable(message));
     1
 }

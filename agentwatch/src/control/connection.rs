@@ -115,10 +115,14 @@ fn answer(
                 .last_refusal(peer.pid, unreported)
                 .map(|event| Box::new((*event).clone())),
         }),
-        Request::Events { follow, session } => {
+        Request::Events {
+            follow,
+            session,
+            replay,
+        } => {
             let (recent, live) = handler.events();
             Reply::Events {
-                recent,
+                recent: if replay { recent } else { Vec::new() },
                 live: follow.then_some(live),
                 session,
             }
@@ -204,7 +208,7 @@ impl Client {
         let Some(mut live) = live else {
             return self.out.send(&Response::End).await;
         };
-        self.out.flush().await?;
+        self.out.send(&Response::Live).await?;
         let mut discard = [0u8; 512];
         loop {
             tokio::select! {

@@ -24,12 +24,15 @@ pub enum Request {
     },
     /// One `Response::Status`.
     Status,
-    /// `Response::Event` lines until the client goes away; with `follow: false`
-    /// the daemon first replays its recent-events buffer (up to 10_000), then
-    /// sends `Response::End`. With follow: replay, then live events forever.
+    /// `Response::Event` lines: the daemon's recent-events buffer (up to 10_000) unless
+    /// `replay` is false, then with `follow: false` `Response::End`; with follow,
+    /// `Response::Live` and live events until the client goes away.
     Events {
         follow: bool,
         session: Option<u32>,
+        /// False for a client that read the history from the event log itself.
+        #[serde(default = "replay_by_default")]
+        replay: bool,
     },
     /// One `Response::Refusal`: the latest refusal in the asking process's own session (so
     /// any visible process may ask, an agent too). With `unreported`, only one not yet
@@ -38,6 +41,11 @@ pub enum Request {
         #[serde(default)]
         unreported: bool,
     },
+}
+
+/// Clients from before `replay` was asked for wanted the replay.
+fn replay_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -57,6 +65,9 @@ pub enum Response {
         message: String,
     },
     End,
+    /// To a follower, after the replay: the daemon is subscribed to the live feed, and
+    /// every event it publishes from now on follows.
+    Live,
     /// The alert event of the refusal; None when the session (or the asker, outside any
     /// session) has none.
     Refusal {

@@ -152,6 +152,7 @@ fn authorize_reads() {
         Request::Events {
             follow: true,
             session: None,
+            replay: true,
         },
     ];
     let unknown = Peer {
@@ -194,6 +195,7 @@ async fn events_replay_then_follow_with_session_filter() {
     let follow = Request::Events {
         follow: true,
         session: Some(1),
+        replay: true,
     };
     let mut sub = Subscription::open(&path, &follow).await.unwrap();
     for n in [2, 4] {
@@ -205,7 +207,7 @@ async fn events_replay_then_follow_with_session_filter() {
             }
         );
     }
-    // The replay arrived, so the live receiver exists.
+    assert_eq!(sub.next().await.unwrap().unwrap(), Response::Live);
     for (n, session) in [(5, 2), (6, 1), (7, 2), (8, 1)] {
         fake.events.send(Arc::new(event(n, session))).unwrap();
     }
@@ -221,17 +223,39 @@ async fn events_replay_then_follow_with_session_filter() {
 }
 
 #[tokio::test]
+async fn a_follower_without_replay_hears_live_first_then_only_new_events() {
+    let fake = Fake::new(64);
+    let (_dir, path) = start(&fake);
+    let live_only = Request::Events {
+        follow: true,
+        session: None,
+        replay: false,
+    };
+    let mut sub = Subscription::open(&path, &live_only).await.unwrap();
+    assert_eq!(sub.next().await.unwrap().unwrap(), Response::Live);
+    fake.events.send(Arc::new(event(9, 1))).unwrap();
+    assert_eq!(
+        sub.next().await.unwrap().unwrap(),
+        Response::Event {
+            event: event(9, 1).into(),
+        }
+    );
+}
+
+#[tokio::test]
 async fn a_lagging_follower_is_told_and_goes_on() {
     let fake = Fake::new(4);
     let (_dir, path) = start(&fake);
     let follow = Request::Events {
         follow: true,
         session: None,
+        replay: true,
     };
     let mut sub = Subscription::open(&path, &follow).await.unwrap();
     for _ in 0..fake.recent.len() {
         sub.next().await.unwrap().unwrap();
     }
+    assert_eq!(sub.next().await.unwrap().unwrap(), Response::Live);
     // The single-threaded runtime cannot run the server between these sends.
     for n in 0..20 {
         fake.events.send(Arc::new(event(n, 1))).unwrap();

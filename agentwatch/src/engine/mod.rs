@@ -47,6 +47,7 @@ use crate::{
     operation::Catalog,
     policy::{Action, Policy},
     scan::{Finding, Scanner},
+    sinks::journal,
 };
 use agentwatch_common::hash::executable_hash;
 
@@ -127,22 +128,22 @@ impl Engine {
             max_sockets: options.max_sockets,
         })?;
         for failure in &probes.attach_failures {
-            eprintln!(
+            journal::info(format!(
                 "agentwatch: running without {}: {}",
                 failure.program, failure.error
-            );
+            ));
         }
         if !probes.foreign_sk_msg.is_empty() {
-            eprintln!(
+            journal::info(format!(
                 "agentwatch: other sk_msg programs are loaded ({}): sockets they own cannot be \
                  watched at their first write and are judged by address",
                 probes.foreign_sk_msg.join(", ")
-            );
+            ));
         }
         if probes.tls.is_empty() {
-            eprintln!(
+            journal::info(
                 "agentwatch: no libssl or node to probe: TLS requests of tainted sessions are \
-                 judged by host, not by operation"
+                 judged by host, not by operation",
             );
         }
         for target in probes.tls.targets() {
@@ -205,11 +206,11 @@ impl Engine {
         // the start by at most START_RESOLUTION_WAIT, and says so.
         match tokio::time::timeout(START_RESOLUTION_WAIT, resolutions.next()).await {
             Ok(resolved) => core.learn_resolved(resolved)?,
-            Err(_) => eprintln!(
+            Err(_) => journal::info(format!(
                 "agentwatch: the system resolver has not answered for the catalog's hosts in {} ms; \
                  their addresses count once it does, and as sessions' own DNS answers give them",
                 START_RESOLUTION_WAIT.as_millis()
-            ),
+            )),
         }
         Ok(Self {
             probes,

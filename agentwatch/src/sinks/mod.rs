@@ -1,7 +1,10 @@
-//! Where events go: JSON lines (`run --events`), the alert line on stderr,
-//! and Prometheus metrics (the daemon). The daemon's control socket, which
-//! streams events to `events` and `top`, is `crate::control`.
+//! Where events go: JSON lines (`run --events`), the daemon's rotated event
+//! log, the alert line on stderr (a warning in the journal), and Prometheus
+//! metrics (the daemon). The daemon's control socket, which streams events
+//! to `events` and `top`, is `crate::control`.
 
 pub mod alert_line;
+pub mod event_log;
+pub mod journal;
 pub mod json_lines;
 pub mod prometheus;

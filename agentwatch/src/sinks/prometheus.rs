@@ -29,6 +29,7 @@ use crate::{
     engine::Losses,
     event::{Alert, Body, OperationCall, OperationDecision, OperationSeen},
     kernel::maps::MapFill,
+    sinks::event_log::LogFailures,
 };
 
 /// The `provider` of an alert that named none.
@@ -58,10 +59,12 @@ pub struct Metrics {
     map_capacity: IntGaugeVec,
     probe_attach_failures: IntGaugeVec,
     pub decision_latency: Histogram,
+    event_log_failures: IntCounterVec,
     /// Totals already exported, so counters advance by the difference.
     exported: Losses,
     /// When the event loop last ticked; `None` until it first does.
     loop_alive_at: Option<Instant>,
+    exported_log_failures: LogFailures,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -226,9 +229,17 @@ impl Metrics {
                 &["program"],
             ),
             decision_latency,
+            event_log_failures: counter(
+                &registry,
+                "agentwatch_event_log_failures_total",
+                "Events the event log lost, by reason: the file could not be written, or its \
+                 writer fell too far behind",
+                &["reason"],
+            ),
             registry,
             exported: Losses::default(),
             loop_alive_at: None,
+            exported_log_failures: LogFailures::default(),
         };
         for kind in Body::KINDS {
             metrics.events.with_label_values(&[kind]);
@@ -249,9 +260,24 @@ impl Metrics {
                 .requests_resolved
                 .with_label_values(&[verdict.name()]);
         }
-        // Every loss counter, at zero.
+        // Every loss counter, at zero; a log that never failed says so.
         metrics.update_losses(Losses::default());
+        metrics.update_log_failures(LogFailures::default());
         metrics
+    }
+
+    /// Brings the event log's counter up to its writer's totals.
+    pub fn update_log_failures(&mut self, failures: LogFailures) {
+        let before = self.exported_log_failures;
+        for (reason, now, before) in [
+            ("write_failed", failures.write_failed, before.write_failed),
+            ("queue_full", failures.queue_full, before.queue_full),
+        ] {
+            self.event_log_failures
+                .with_label_values(&[reason])
+                .inc_by(now.saturating_sub(before));
+        }
+        self.exported_log_failures = failures;
     }
 
     /// Alerts of every action against each of `providers` (and none), at
@@ -694,6 +720,33 @@ mod tests {
         );
         assert!(
             text.contains("agentwatch_content_scans_total{result=\"dropped_queue_full\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn event_log_failures_are_zero_from_the_start_then_follow_the_writer() {
+        let mut metrics = Metrics::new();
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            text.contains("agentwatch_event_log_failures_total{reason=\"write_failed\"} 0"),
+            "{text}"
+        );
+        metrics.update_log_failures(LogFailures {
+            write_failed: 3,
+            queue_full: 0,
+        });
+        metrics.update_log_failures(LogFailures {
+            write_failed: 5,
+            queue_full: 1,
+        });
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            text.contains("agentwatch_event_log_failures_total{reason=\"write_failed\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("agentwatch_event_log_failures_total{reason=\"queue_full\"} 1"),
             "{text}"
         );
     }

@@ -2,6 +2,8 @@
 //! by themselves for agent processes (in the kernel at exec, or from a /proc
 //! scan at start), end when their last process exits, and are judged like
 //! `run`'s; `ask` stops a session until a human answers on the control socket.
+//! Every event goes to the event log (`sinks::event_log`) and to the control
+//! socket's clients; alerts also to stderr, at warning priority in the journal.
 
 mod ask;
 pub mod discovery;
@@ -45,6 +47,8 @@ use crate::{
     respond::{Responder, stopped::StoppedSessions},
     sinks::{
         alert_line::alert_line,
+        event_log::{EventLog, LogOptions},
+        journal,
         prometheus::{self, ListenAddr, Metrics},
     },
     sys::{state, users},
@@ -83,6 +87,8 @@ pub struct DaemonOptions {
     /// the next daemon; it must outlive the daemon, unlike the socket's.
     #[arg(long, value_name = "DIR", default_value = state::DEFAULT_DIR)]
     pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub log: LogOptions,
     /// Group whose members may approve and deny, besides root.
     #[arg(long, value_name = "GROUP")]
     pub admin_group: Option<String>,
@@ -125,6 +131,7 @@ struct Daemon {
     idle_ticks: u32,
     handler: Arc<Handler>,
     metrics: Arc<Mutex<Metrics>>,
+    log: EventLog,
     alerts: u64,
     service: ServiceManager,
 }
@@ -168,10 +175,11 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     let stopped = StoppedSessions::in_dir(&options.state_dir);
     let denied = stopped.deny_leftovers();
     if denied > 0 {
-        eprintln!(
+        journal::warning(format!(
             "agentwatch: killed {denied} processes an earlier daemon left stopped awaiting approval (no answer means deny)"
-        );
+        ));
     }
+    let log = EventLog::start(options.log.clone()).context("starting the event log")?;
     let agents = Agents::new(policy.agents.clone());
     let ask_timeout = policy.ask_timeout;
     let metrics = Metrics::new();
@@ -213,6 +221,7 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         idle_ticks: 0,
         handler,
         metrics,
+        log,
         alerts: 0,
         service: ServiceManager::new(),
     };
@@ -222,10 +231,11 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
         daemon.set_watching(false)?;
     }
     let watching = format!(
-        "daemon watching agents (mode {action}); metrics on http://{metrics_addr}/metrics, control socket {}",
-        options.socket.display()
+        "daemon watching agents (mode {action}); metrics on http://{metrics_addr}/metrics, control socket {}, event log {}",
+        options.socket.display(),
+        options.log.path.display()
     );
-    eprintln!("agentwatch: {watching}");
+    journal::info(format!("agentwatch: {watching}"));
     daemon.service.ready(&watching);
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -333,7 +343,7 @@ impl Daemon {
                 self.alerts += 1;
                 self.metrics.lock().expect("metrics").count_alert(&alert);
                 if let Some(line) = alert_line(&event, self.engine.tables()) {
-                    eprintln!("{line}");
+                    journal::warning(line);
                 }
                 self.on_alert(&event, &alert);
             }
@@ -406,9 +416,9 @@ impl Daemon {
         let policy = match Policy::load_config(self.policy_path.as_deref()) {
             Ok(policy) => policy,
             Err(error) => {
-                eprintln!(
+                journal::warning(format!(
                     "agentwatch: policy reload failed, keeping the running policy:\n{error:#}"
-                );
+                ));
                 return (
                     false,
                     "policy reload failed, keeping the running policy".into(),
@@ -430,7 +440,11 @@ impl Daemon {
             Ok(()) => (true, format!("policy reloaded (mode {})", self.action)),
             Err(error) => (false, format!("policy reload incomplete: {error:#}")),
         };
-        eprintln!("agentwatch: {status}");
+        if loaded {
+            journal::info(format!("agentwatch: {status}"));
+        } else {
+            journal::warning(format!("agentwatch: {status}"));
+        }
         (loaded, status)
     }
 
@@ -442,16 +456,20 @@ impl Daemon {
         }
         self.sweep().await;
         let _ = self.engine.disable_discovery();
+        self.log.close();
     }
 
+    /// Into the event log, and to the control socket's clients.
     fn publish(&self, event: Event) {
+        let event = Arc::new(event);
+        self.log.write(event.clone());
         self.handler.publish(event);
     }
 }
 
 /// A desktop notification where `notify-send` exists; best effort.
 fn notify(message: &str) {
-    eprintln!("agentwatch: {message}");
+    journal::warning(format!("agentwatch: {message}"));
     let _ = std::process::Command::new("notify-send")
         .args([
             "--app-name=agentwatch",

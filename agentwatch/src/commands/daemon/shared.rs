@@ -21,7 +21,7 @@ use crate::sys::proc::ancestry;
 /// Events replayed to a client that subscribes.
 const RECENT: usize = 10_000;
 /// Events a slow subscriber may fall behind before it is told it lost some.
-const FEED: usize = 4096;
+pub const FEED: usize = 4096;
 
 #[derive(Default)]
 pub struct Shared {
@@ -66,8 +66,7 @@ impl Handler {
     }
 
     /// Adds an event to the replay buffer and the live feed.
-    pub fn publish(&self, event: Event) {
-        let event = Arc::new(event);
+    pub fn publish(&self, event: Arc<Event>) {
         let mut shared = self.shared.lock().expect("shared state");
         if shared.recent.len() == RECENT {
             shared.recent.pop_front();

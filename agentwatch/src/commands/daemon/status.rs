@@ -51,6 +51,7 @@ impl Daemon {
                 metrics.update_losses(losses);
             }
             metrics.update_fill(&fill);
+            metrics.update_log_failures(self.log.failures());
         }
         self.saved.save(
             sessions

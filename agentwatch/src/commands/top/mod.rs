@@ -155,6 +155,7 @@ async fn follow(socket: PathBuf, tx: mpsc::Sender<Msg>) {
     let subscribe = Request::Events {
         follow: true,
         session: None,
+        replay: true,
     };
     loop {
         if let Ok(mut events) = Subscription::open(&socket, &subscribe).await {

@@ -183,7 +183,7 @@ impl Model {
             Response::Done { message } => self.say(message, false, now),
             Response::Error { message } => self.say(message, true, now),
             // `top` never asks Why.
-            Response::End | Response::Refusal { .. } => {}
+            Response::End | Response::Live | Response::Refusal { .. } => {}
         }
     }
 
