@@ -172,6 +172,54 @@ fn a_credential_opened_by_its_file_handle_counts() {
 }
 
 #[test]
+fn a_credential_opened_through_io_uring_counts_and_other_files_do_not() {
+    let lab = Lab::new();
+    let railway = lab.listen(RAILWAY);
+    let clean = lab.run(
+        &[],
+        &[],
+        "$PROBE uring-open /etc/hostname >/dev/null\n\
+         $PROBE connect-host backboard.railway.app:443",
+    );
+    assert_allowed(&clean, &railway, "an io_uring open of a plain file");
+    let lab = Lab::new();
+    let railway = lab.listen(RAILWAY);
+    let watched = lab.run(
+        &[],
+        &[],
+        "$PROBE uring-open ~/.railway/config.json >/dev/null\n\
+         $PROBE connect-host backboard.railway.app:443",
+    );
+    assert_blocked(&watched, &railway, "IORING_OP_OPENAT");
+    expect_event!(watched.events, "open", {
+        "syscall" => "io_uring",
+        "resolved" => lab.railway_config(),
+        "credentials/0" => "railway",
+    });
+}
+
+#[test]
+fn an_io_uring_open_into_a_direct_descriptor_counts_as_every_credential() {
+    // The file cannot be known by a descriptor: fail closed, and say so.
+    let lab = Lab::new();
+    let railway = lab.listen(RAILWAY);
+    let watched = lab.run(
+        &[],
+        &[],
+        "$PROBE uring-open-direct /etc/hostname >/dev/null\n\
+         $PROBE connect-host backboard.railway.app:443",
+    );
+    assert_blocked(&watched, &railway, "a direct descriptor");
+    assert!(
+        watched
+            .stderr
+            .contains("opened through io_uring into direct descriptors could not be known"),
+        "{}",
+        watched.stderr
+    );
+}
+
+#[test]
 fn a_credential_inherited_as_an_open_descriptor_counts() {
     // `agentwatch run -- sh -c 'cat <&3' 3<~/.railway/config.json`: the
     // session's first process never opens the file, it holds it already.

@@ -13,3 +13,4 @@ pub mod hash;
 pub mod maps;
 pub mod names;
 pub mod offsets;
+pub mod uring;

@@ -279,7 +279,12 @@ pub mod counter {
     /// A session process whose first use of OpenSSL could not be shown to
     /// user space (ring buffer full): its TLS requests are judged by host.
     pub const TLS_PROCESSES_UNPROBED: u32 = 38;
-    pub const COUNT: u32 = 39;
+    /// io_uring opens a session made into the ring's own file table (a
+    /// direct descriptor), or that could not be remembered until their
+    /// completion: the file cannot be known, so the session was treated as
+    /// holding every credential.
+    pub const IOURING_UNSEEN_OPENS: u32 = 39;
+    pub const COUNT: u32 = 40;
 }
 
 #[cfg(feature = "user")]

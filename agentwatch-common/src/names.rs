@@ -194,6 +194,9 @@ named_codes! {
         Inherited = 5 => "inherited",
         /// `open_by_handle_at` (root): no path, only the file handle.
         OpenByHandleAt = 6 => "open_by_handle_at",
+        /// `IORING_OP_OPENAT`/`IORING_OP_OPENAT2` through an io_uring: no
+        /// path, only the descriptor it gave.
+        IoUring = 7 => "io_uring",
     }
 }
 

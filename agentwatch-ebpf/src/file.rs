@@ -3,7 +3,7 @@
 //! path, and the identity (device, inode) of the file actually opened.
 
 use agentwatch_common::{
-    event::{AT_FDCWD, PATH_CAP, truncated},
+    event::{AT_FDCWD, OpenEvent, PATH_CAP, truncated},
     maps::{CredKey, OpenArgs, counter},
     names::{Kind, OpenSyscall},
 };
@@ -153,20 +153,7 @@ fn report_open(ctx: &TracePointContext) -> u32 {
         )
     };
     event.path_len = string_len(len, PATH_CAP, &mut event.truncated, truncated::PATH);
-    let file = if result >= 0 {
-        fd_file(result as u64)
-    } else {
-        0
-    };
-    (event.dev, event.ino) = file_identity(file);
-    // Decided here, before open returns: the session holds the credential
-    // from the moment it could read it.
-    event.cred_classes = credential_classes(file, event.dev, event.ino, pid_tgid);
-    if event.cred_classes != 0
-        && let Some(member) = member((pid_tgid >> 32) as u32)
-    {
-        member.taint(event.cred_classes);
-    }
+    judge_opened(event, result, pid_tgid);
     event.base_len = 0;
     if event.path_len > 0 && event.path[0] != b'/' {
         let (cwd, root) = cwd_and_root();
@@ -187,6 +174,52 @@ fn report_open(ctx: &TracePointContext) -> u32 {
         Kind::Open,
     );
     0
+}
+
+/// Names the file descriptor `result` refers to by its identity and taints
+/// the session with the credential it is. Decided before the descriptor
+/// reaches the process: the session holds the credential from the moment
+/// it could read it.
+#[inline(always)]
+fn judge_opened(event: &mut OpenEvent, result: i64, pid_tgid: u64) {
+    let file = if result >= 0 {
+        fd_file(result as u64)
+    } else {
+        0
+    };
+    (event.dev, event.ino) = file_identity(file);
+    event.cred_classes = credential_classes(file, event.dev, event.ino, pid_tgid);
+    if event.cred_classes != 0
+        && let Some(member) = member((pid_tgid >> 32) as u32)
+    {
+        member.taint(event.cred_classes);
+    }
+}
+
+/// Reports an open known only by the descriptor it gave (an io_uring
+/// completion): no path, no flags.
+#[inline(always)]
+pub fn report_opened_descriptor(session: u32, result: i64, syscall: OpenSyscall) {
+    let Some(scratch) = OPEN_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch value, used by this program run only.
+    let scratch: &mut OpenScratch = unsafe { &mut *scratch };
+    let event = &mut scratch.event;
+    fill_header(&mut event.header, Kind::Open, session);
+    event.ret = result;
+    event.flags = 0;
+    event.dirfd = AT_FDCWD;
+    event.syscall = syscall.code();
+    event.truncated = 0;
+    event.path_len = 0;
+    event.base_len = 0;
+    judge_opened(event, result, bpf_get_current_pid_tgid());
+    send(
+        &scratch.event as *const _,
+        scratch.event.wire_len(),
+        Kind::Open,
+    );
 }
 
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;

@@ -25,6 +25,7 @@ mod process;
 mod scratch;
 mod session;
 mod syscall;
+mod uring;
 
 #[cfg(not(test))]
 #[panic_handler]

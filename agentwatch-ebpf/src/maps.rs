@@ -131,6 +131,11 @@ pub fn sockets_full() -> bool {
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
+/// io_uring opens submitted by sessions, by `struct io_kiocb *`, until
+/// their completion: the session.
+#[map]
+pub static IOURING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(8192, 0);
+
 /// Syscall arguments saved at entry, keyed by pid_tgid, removed at exit.
 #[map]
 pub static PENDING_OPENS: HashMap<u64, OpenArgs> = HashMap::with_max_entries(8192, 0);

@@ -76,6 +76,44 @@ fn open_by_handle(path: &str) -> i64 {
     }
 }
 
+/// `IORING_OP_OPENAT` of `path` through an io_uring, then a read of it:
+/// returns the bytes read. With `direct`, the file goes into the ring's
+/// own file table (a direct descriptor) and is read from there.
+fn uring_open(path: &str, direct: bool) -> i64 {
+    use io_uring::{IoUring, opcode, types};
+    let path = cstring(path);
+    let mut ring = IoUring::new(4).expect("io_uring_setup");
+    let mut open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr());
+    if direct {
+        ring.submitter()
+            .register_files_sparse(1)
+            .expect("a file table");
+        open = open.file_index(Some(
+            types::DestinationSlot::try_from_slot_target(0).expect("slot"),
+        ));
+    }
+    let result = complete(&mut ring, &open.build());
+    if result < 0 {
+        return result;
+    }
+    let mut buf = [0u8; 256];
+    let read = if direct {
+        opcode::Read::new(types::Fixed(0), buf.as_mut_ptr(), buf.len() as u32).build()
+    } else {
+        opcode::Read::new(types::Fd(result as i32), buf.as_mut_ptr(), buf.len() as u32).build()
+    };
+    complete(&mut ring, &read)
+}
+
+/// Submits one entry and waits for its result.
+fn complete(ring: &mut io_uring::IoUring, entry: &io_uring::squeue::Entry) -> i64 {
+    // SAFETY: every buffer and path the entry points to outlives the wait.
+    unsafe { ring.submission().push(entry).expect("room in the queue") };
+    ring.submit_and_wait(1).expect("io_uring_enter");
+    let cqe = ring.completion().next().expect("a completion");
+    i64::from(cqe.result())
+}
+
 /// `openat(open(dir), name)`.
 fn openat_in(dir: &str, name: &str) -> i64 {
     let dir = cstring(dir);
@@ -304,6 +342,8 @@ fn main() -> ExitCode {
         ["openat2", path] => openat2(path),
         ["openat-in", dir, name] => openat_in(dir, name),
         ["open-by-handle", path] => open_by_handle(path),
+        ["uring-open", path] => uring_open(path, false),
+        ["uring-open-direct", path] => uring_open(path, true),
         ["open-many", path, count] => open_many(path, count.parse().expect("count")),
         ["connect", addr] => connect(addr),
         ["connect-host", target] => connect_host(target),
@@ -321,6 +361,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-by-handle PATH \
+                 | uring-open PATH | uring-open-direct PATH \
                  | open-many PATH N | connect ADDR:PORT \
                  | tls ADDR:PORT SNI | http ADDR:PORT HOST | proxy-connect ADDR:PORT HOST:PORT \
                  | keep-alive ADDR:PORT HOST PATH | udp ADDR:PORT | mptcp \

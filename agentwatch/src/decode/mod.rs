@@ -349,9 +349,10 @@ fn open(record: &OpenEvent) -> Open {
     // Every open program sets a known code; should one ever be missing,
     // openat (the common case) stands in rather than failing the event.
     let syscall = OpenSyscall::try_from(record.syscall).unwrap_or(OpenSyscall::Openat);
-    // A file opened by handle has no path: name it by its descriptor
-    // while the process still holds it.
-    let by_handle = (opened && syscall == OpenSyscall::OpenByHandleAt)
+    // A file opened by handle or through io_uring has no path: name it by
+    // its descriptor while the process still holds it.
+    let pathless = matches!(syscall, OpenSyscall::OpenByHandleAt | OpenSyscall::IoUring);
+    let by_handle = (opened && pathless)
         .then(|| std::fs::read_link(format!("/proc/{}/fd/{}", record.header.pid, record.ret)));
     let resolved = match by_handle {
         Some(Ok(target)) => target.to_string_lossy().into_owned(),

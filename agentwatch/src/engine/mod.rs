@@ -986,6 +986,13 @@ impl Losses {
                 kernel.tls_writes_unjudged, kernel.commands_unjudged
             ));
         }
+        if kernel.iouring_unseen_opens > 0 {
+            lines.push(format!(
+                "{} files opened through io_uring into direct descriptors could not be known: \
+                 their sessions were treated as holding every credential",
+                kernel.iouring_unseen_opens
+            ));
+        }
         let unprobed = kernel.tls_processes_unprobed + self.tls_unprobed;
         if unprobed > 0 {
             lines.push(format!(

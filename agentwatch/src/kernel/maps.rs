@@ -50,6 +50,9 @@ pub struct KernelCounters {
     /// `SSL_write` probes, and those left unprobed (ring buffer full).
     pub tls_processes_held: u64,
     pub tls_processes_unprobed: u64,
+    /// io_uring opens whose file could not be known (direct descriptors):
+    /// their sessions were treated as holding every credential.
+    pub iouring_unseen_opens: u64,
 }
 
 impl KernelCounters {
@@ -481,6 +484,7 @@ impl KernelMaps {
         counters.commands_unjudged = sum(counter::COMMANDS_UNJUDGED)?;
         counters.tls_processes_held = sum(counter::TLS_PROCESSES_HELD)?;
         counters.tls_processes_unprobed = sum(counter::TLS_PROCESSES_UNPROBED)?;
+        counters.iouring_unseen_opens = sum(counter::IOURING_UNSEEN_OPENS)?;
         Ok(counters)
     }
 }

@@ -8,6 +8,7 @@ use agentwatch_common::{
     maps::{DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES},
     names::map_name,
     offsets::{self, KernelOffsets},
+    uring,
 };
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -37,6 +38,9 @@ pub enum Hook {
     Syscall,
     /// `tp_btf/<program name>` (a scheduler tracepoint, no tracefs needed).
     Sched,
+    /// `io_uring:<program name>` tracepoint, whose record layout is
+    /// checked against tracefs first (`agentwatch_common::uring`).
+    IoUring,
     /// A cgroup sock_addr program attached to the cgroup v2 root.
     CgroupSockAddr,
     /// A cgroup skb ingress program attached to the cgroup v2 root.
@@ -81,6 +85,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     spec("sys_exit_creat", Hook::Syscall, false),
     spec("sys_enter_open_by_handle_at", Hook::Syscall, false),
     spec("sys_exit_open_by_handle_at", Hook::Syscall, false),
+    spec("io_uring_submit_req", Hook::IoUring, false),
+    spec("io_uring_complete", Hook::IoUring, false),
     spec("sys_enter_connect", Hook::Syscall, true),
     spec("sys_exit_connect", Hook::Syscall, true),
     spec("sys_enter_execve", Hook::Syscall, true),
@@ -245,6 +251,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
     let sockets = sockets.fd().try_clone()?;
     let hooks = Targets {
         btf: &btf,
+        offsets: &offsets,
         cgroup: &cgroup,
         sockets: &sockets,
     };
@@ -366,8 +373,39 @@ impl Probes {
 /// What programs attach to besides tracepoints.
 struct Targets<'a> {
     btf: &'a Btf,
+    offsets: &'a KernelOffsets,
     cgroup: &'a File,
     sockets: &'a SockMapFd,
+}
+
+/// Refuses to attach an io_uring program to a kernel whose record layout
+/// or `struct io_open` differs from what it reads.
+fn io_uring_layout(tracepoint: &str, offsets: &KernelOffsets) -> Result<()> {
+    if offsets.io_open_file_slot == 0 {
+        bail!("this kernel's BTF has no struct io_open (io_uring not built in?)");
+    }
+    let fields = uring::TRACEPOINTS
+        .iter()
+        .find(|(name, _)| *name == tracepoint)
+        .map(|(_, fields)| fields)
+        .ok_or_else(|| anyhow!("{tracepoint} is no io_uring tracepoint agentwatch reads"))?;
+    let path = Path::new(mounts::TRACEFS).join(format!("events/io_uring/{tracepoint}/format"));
+    let format = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    for field in fields {
+        let listed = format.lines().any(|line| {
+            line.split(';')
+                .any(|part| part.trim().ends_with(&format!(" {}", field.name)))
+                && line.contains(&format!("offset:{};", field.offset))
+        });
+        if !listed {
+            bail!(
+                "{tracepoint}'s field {} is not at offset {} on this kernel",
+                field.name,
+                field.offset
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Attaches one program; a syscall tracepoint's link is returned.
@@ -385,6 +423,13 @@ fn attach(
             program
                 .load()
                 .and_then(|()| program.attach("syscalls", spec.name).map(Some))
+        }
+        Hook::IoUring => {
+            io_uring_layout(spec.name, hooks.offsets)?;
+            let program: &mut TracePoint = program.try_into()?;
+            program
+                .load()
+                .and_then(|()| program.attach("io_uring", spec.name).map(|_| None))
         }
         Hook::Sched => {
             let program: &mut BtfTracePoint = program.try_into()?;

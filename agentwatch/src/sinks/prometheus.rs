@@ -434,6 +434,11 @@ impl Metrics {
                 before.commands_unjudged,
             ),
             (
+                "io_uring_open_unseen",
+                now.iouring_unseen_opens,
+                before.iouring_unseen_opens,
+            ),
+            (
                 "tls_process_unprobed",
                 now.tls_processes_unprobed + losses.tls_unprobed,
                 before.tls_processes_unprobed + self.exported.tls_unprobed,
