@@ -8,8 +8,8 @@ pub struct ProcInfo {
     pub _pad: u32,
 }
 
-/// Processes the kernel can track in sessions at once (`PROCS`), unless
-/// the daemon's `--max-processes` says otherwise.
+/// The size of the per-process maps in the object (`TLS_PROCS`; `PROCS`
+/// is resized at load to what the kernel can run, or `--max-processes`).
 pub const DEFAULT_MAX_PROCESSES: u32 = 65536;
 /// Sessions' TCP sockets watched at once (`SOCKETS`, `SOCKET_STATES`),
 /// unless `--max-sockets` says otherwise; more are judged by address.

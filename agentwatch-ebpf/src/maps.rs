@@ -8,13 +8,17 @@ use agentwatch_common::maps::{
     SocketKey, SocketMark, SocketState, counter,
 };
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 
-/// Thread-group id → session, for every process of every session.
+/// Thread-group id → session, for every process of every session. Sized
+/// at load to as many processes as the kernel can run at once, so it never
+/// fills; allocated per entry, so that size costs nothing until used.
 #[map]
-pub static PROCS: HashMap<u32, ProcInfo> = HashMap::with_max_entries(DEFAULT_MAX_PROCESSES, 0);
+pub static PROCS: HashMap<u32, ProcInfo> =
+    HashMap::with_max_entries(DEFAULT_MAX_PROCESSES, BPF_F_NO_PREALLOC);
 
 /// Thread-group id → session for processes whose children start a session
 /// (`agentwatch run` itself) without being part of it.

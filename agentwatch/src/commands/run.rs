@@ -6,9 +6,7 @@ use std::{
     time::Duration,
 };
 
-use agentwatch_common::maps::{
-    DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES,
-};
+use agentwatch_common::maps::{DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES};
 use anyhow::{Context as _, Result, bail};
 use nix::{
     sys::signal::{Signal, kill},
@@ -25,6 +23,7 @@ use crate::{
     enrich::state::Process,
     event::{Body, Event},
     feed::workspace::START_BUDGET,
+    kernel::probes::kernel_process_capacity,
     policy::{Action, Policy},
     privileges::{Account, require_privileges},
     respond::Responder,
@@ -88,7 +87,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let mut sink = options.events.as_deref().map(JsonLines::open).transpose()?;
     let mut engine = Engine::start(EngineOptions {
         ring_buffer_bytes: options.ring_buffer_size,
-        max_processes: DEFAULT_MAX_PROCESSES,
+        max_processes: kernel_process_capacity(),
         max_sockets: options.max_sockets,
         policy,
         homes: vec![home],

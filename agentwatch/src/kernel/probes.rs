@@ -155,10 +155,26 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
 }
 
+/// As many processes as this kernel can run at once (the smaller of
+/// `kernel.pid_max` and `kernel.threads-max`): a process map this large
+/// never fills. `DEFAULT_MAX_PROCESSES` where neither can be read.
+pub fn kernel_process_capacity() -> u32 {
+    let read =
+        |path: &str| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    match (
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+    ) {
+        (Some(pids), Some(threads)) => pids.min(threads),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => DEFAULT_MAX_PROCESSES,
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            max_processes: DEFAULT_MAX_PROCESSES,
+            max_processes: kernel_process_capacity(),
             max_sockets: DEFAULT_MAX_SOCKETS,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
         }

@@ -23,7 +23,7 @@ use std::{
 
 use agentwatch_common::{
     event::agent::{HELD, PAUSED},
-    maps::{DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES},
+    maps::{DEFAULT_MAX_SOCKETS, DEFAULT_RING_BUFFER_BYTES},
     names::{FoundBy, Verdict},
 };
 use anyhow::{Context as _, Result};
@@ -98,9 +98,12 @@ pub struct DaemonOptions {
     pub homes: Vec<PathBuf>,
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = crate::parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
-    /// Processes the kernel can track in sessions at once.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PROCESSES)]
-    pub max_processes: u32,
+    /// Processes the kernel can track in sessions at once [default: as
+    /// many as the kernel can run: the smaller of kernel.pid_max and
+    /// kernel.threads-max]. Fewer, and a session's new process beyond them
+    /// runs untracked (counted and reported).
+    #[arg(long, value_name = "N")]
+    pub max_processes: Option<u32>,
     /// Sessions' TCP sockets watched for the name of their first write at
     /// once; beyond that they are judged by address as they send.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS, value_parser = clap::value_parser!(u32).range(1..))]
@@ -187,7 +190,9 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     metrics.record_config_load(true);
     let engine = Engine::start(EngineOptions {
         ring_buffer_bytes: options.ring_buffer_size,
-        max_processes: options.max_processes,
+        max_processes: options
+            .max_processes
+            .unwrap_or_else(probes::kernel_process_capacity),
         max_sockets: options.max_sockets,
         policy,
         homes: user_homes().into_iter().chain(options.homes).collect(),
