@@ -220,6 +220,28 @@ fn an_io_uring_open_into_a_direct_descriptor_counts_as_every_credential() {
 }
 
 #[test]
+fn what_the_command_leaves_running_is_still_watched() {
+    let lab = Lab::new();
+    let railway = lab.listen(RAILWAY);
+    // The command returns at once; what it started reads and calls later.
+    let watched = lab.run(
+        &[],
+        &[],
+        "setsid -f sh -c \"sleep 1; cat ~/.railway/config.json >/dev/null; \
+         $PROBE connect-host backboard.railway.app:443\"",
+    );
+    assert_blocked(&watched, &railway, "a process left running");
+    assert_eq!(watched.code(), 0, "the command's own status");
+    assert!(
+        watched
+            .stderr
+            .contains("the command exited; still watching what it left running"),
+        "{}",
+        watched.stderr
+    );
+}
+
+#[test]
 fn a_credential_inherited_as_an_open_descriptor_counts() {
     // `agentwatch run -- sh -c 'cat <&3' 3<~/.railway/config.json`: the
     // session's first process never opens the file, it holds it already.

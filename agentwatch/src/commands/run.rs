@@ -68,6 +68,9 @@ pub struct RunOptions {
     pub command: Vec<OsString>,
 }
 
+/// How often `run` looks whether the processes its command left have exited.
+const DESCENDANTS_CHECK: Duration = Duration::from_millis(200);
+
 /// Runs the command and returns the exit status agentwatch should exit with.
 pub async fn run(options: RunOptions) -> Result<i32> {
     require_privileges("agentwatch run")?;
@@ -152,13 +155,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
             stepped = engine.step(&mut events) => stepped?,
-            _ = flush.tick() => {
-                if let Some(sink) = &mut sink
-                    && let Err(error) = sink.flush()
-                {
-                    warn!("cannot write events: {error:#}");
-                }
-            }
+            _ = flush.tick() => flush_sink(sink.as_mut()),
             _ = interrupt.recv() => {}
             _ = terminate.recv() => forward(child_pid, Signal::SIGTERM),
             _ = hangup.recv() => forward(child_pid, Signal::SIGHUP),
@@ -166,6 +163,34 @@ pub async fn run(options: RunOptions) -> Result<i32> {
         publish(sink.as_mut(), &mut events, &mut engine, &mut responder);
         responder.sweep(&mut engine).await;
     };
+    // What the command left running (`setsid -f`, a daemon it started) is
+    // still the session's: watched until the last of it exits, or until
+    // agentwatch is told to stop.
+    engine.drain(&mut events);
+    let left = engine.session_pids(SESSION);
+    if !left.is_empty() {
+        journal::info(format!(
+            "agentwatch: the command exited; still watching what it left running until that \
+             exits (Ctrl-C stops watching): pids {left:?}"
+        ));
+        let mut check = tokio::time::interval(DESCENDANTS_CHECK);
+        loop {
+            tokio::select! {
+                stepped = engine.step(&mut events) => stepped?,
+                _ = check.tick() => {
+                    if engine.session_pids(SESSION).is_empty() {
+                        break;
+                    }
+                }
+                _ = flush.tick() => flush_sink(sink.as_mut()),
+                _ = interrupt.recv() => break,
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => break,
+            }
+            publish(sink.as_mut(), &mut events, &mut engine, &mut responder);
+            responder.sweep(&mut engine).await;
+        }
+    }
     // The kernel wrote the command's last records before the wait returned;
     // what the scans of its last reads find still counts.
     engine.drain(&mut events);
@@ -181,11 +206,19 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     let remaining = engine.session_pids(SESSION);
     if !remaining.is_empty() {
         eprintln!(
-            "agentwatch: the command exited but {} of its processes still run and are no longer watched: {remaining:?}",
+            "agentwatch: stopped watching; {} processes of the session still run unwatched: {remaining:?}",
             remaining.len()
         );
     }
     Ok(exit_code(status))
+}
+
+fn flush_sink(sink: Option<&mut JsonLines>) {
+    if let Some(sink) = sink
+        && let Err(error) = sink.flush()
+    {
+        warn!("cannot write events: {error:#}");
+    }
 }
 
 /// Writes the events out, alerts also as a line on stderr, and has the
