@@ -76,6 +76,29 @@ fn alert_for(daemon: &Daemon, action: &str) -> Value {
 }
 
 #[test]
+fn claude_codes_own_binary_started_by_its_path_is_found() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    // As the npm package installs it, run without its `claude` bin link.
+    let binary = agent_script(
+        &lab,
+        "node_modules/@anthropic-ai/claude-code/bin/claude.exe",
+        READ_AWS_THEN_CALL_EC2,
+    );
+    let output = output_with_timeout(&mut lab.command(&[], &binary));
+    assert_eq!(results(&output), [-1], "refused: {output:?}");
+    assert_eq!(listener.connections(), 0);
+    let alert = alert_for(&daemon, "block");
+    expect_event!(daemon.events(), "session", {
+        "session" => alert["session"],
+        "state" => "start",
+        "agent" => "Claude Code",
+    });
+}
+
+#[test]
 fn an_agent_named_claude_is_blocked_without_a_wrapper_and_an_ordinary_process_is_not() {
     let _serial = serial();
     let lab = Lab::new();
