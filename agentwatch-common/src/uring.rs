@@ -29,8 +29,24 @@ pub const COMPLETE_RES: Field = Field {
     offset: 32,
 };
 
-/// The tracepoints (category `io_uring`) and the fields each program reads.
-pub const TRACEPOINTS: [(&str, [Field; 2]); 2] = [
-    ("io_uring_submit_req", [SUBMIT_REQ, SUBMIT_OPCODE]),
-    ("io_uring_complete", [COMPLETE_REQ, COMPLETE_RES]),
+/// An io_uring tracepoint: the program attached to it, the names it has
+/// had (newest first: 6.1 calls the submission `io_uring_submit_sqe`), and
+/// the fields the program reads.
+pub struct Tracepoint {
+    pub program: &'static str,
+    pub names: &'static [&'static str],
+    pub fields: [Field; 2],
+}
+
+pub const TRACEPOINTS: [Tracepoint; 2] = [
+    Tracepoint {
+        program: "io_uring_submit_req",
+        names: &["io_uring_submit_req", "io_uring_submit_sqe"],
+        fields: [SUBMIT_REQ, SUBMIT_OPCODE],
+    },
+    Tracepoint {
+        program: "io_uring_complete",
+        names: &["io_uring_complete"],
+        fields: [COMPLETE_REQ, COMPLETE_RES],
+    },
 ];

@@ -394,20 +394,32 @@ struct Targets<'a> {
     sockets: &'a SockMapFd,
 }
 
-/// Refuses to attach an io_uring program to a kernel whose record layout
-/// or `struct io_open` differs from what it reads.
-fn io_uring_layout(tracepoint: &str, offsets: &KernelOffsets) -> Result<()> {
+/// The io_uring tracepoint `program` attaches to on this kernel, once its
+/// record layout and `struct io_open` are what the program reads.
+fn io_uring_tracepoint(program: &str, offsets: &KernelOffsets) -> Result<&'static str> {
     if offsets.io_open_file_slot == 0 {
         bail!("this kernel's BTF has no struct io_open (io_uring not built in?)");
     }
-    let fields = uring::TRACEPOINTS
+    let tracepoint = uring::TRACEPOINTS
         .iter()
-        .find(|(name, _)| *name == tracepoint)
-        .map(|(_, fields)| fields)
-        .ok_or_else(|| anyhow!("{tracepoint} is no io_uring tracepoint agentwatch reads"))?;
-    let path = Path::new(mounts::TRACEFS).join(format!("events/io_uring/{tracepoint}/format"));
-    let format = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
-    for field in fields {
+        .find(|tracepoint| tracepoint.program == program)
+        .ok_or_else(|| anyhow!("{program} reads no io_uring tracepoint agentwatch knows"))?;
+    let events = Path::new(mounts::TRACEFS).join("events/io_uring");
+    let (name, format) = tracepoint
+        .names
+        .iter()
+        .find_map(|name| {
+            let format = std::fs::read_to_string(events.join(name).join("format")).ok()?;
+            Some((*name, format))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "no io_uring tracepoint {} in {}",
+                tracepoint.names.join(" or "),
+                events.display()
+            )
+        })?;
+    for field in &tracepoint.fields {
         let listed = format.lines().any(|line| {
             line.split(';')
                 .any(|part| part.trim().ends_with(&format!(" {}", field.name)))
@@ -415,13 +427,13 @@ fn io_uring_layout(tracepoint: &str, offsets: &KernelOffsets) -> Result<()> {
         });
         if !listed {
             bail!(
-                "{tracepoint}'s field {} is not at offset {} on this kernel",
+                "{name}'s field {} is not at offset {} on this kernel",
                 field.name,
                 field.offset
             );
         }
     }
-    Ok(())
+    Ok(name)
 }
 
 /// Attaches one program; a syscall tracepoint's link is returned.
@@ -441,11 +453,11 @@ fn attach(
                 .and_then(|()| program.attach("syscalls", spec.name).map(Some))
         }
         Hook::IoUring => {
-            io_uring_layout(spec.name, hooks.offsets)?;
+            let tracepoint = io_uring_tracepoint(spec.name, hooks.offsets)?;
             let program: &mut TracePoint = program.try_into()?;
             program
                 .load()
-                .and_then(|()| program.attach("io_uring", spec.name).map(|_| None))
+                .and_then(|()| program.attach("io_uring", tracepoint).map(|_| None))
         }
         Hook::Sched => {
             let program: &mut BtfTracePoint = program.try_into()?;
