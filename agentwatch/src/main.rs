@@ -19,7 +19,7 @@ mod sys;
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use commands::{check, daemon, events, run, top};
 use tracing_subscriber::EnvFilter;
 
@@ -91,6 +91,11 @@ enum Command {
         #[command(subcommand)]
         command: HooksCommand,
     },
+    /// Print SHELL's completion script (the package installs bash's, zsh's and fish's).
+    Completions { shell: clap_complete::Shell },
+    /// Write one man page per command into DIR (run by `cargo xtask dist`).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -241,6 +246,14 @@ fn execute(command: Command) -> anyhow::Result<u8> {
                 dry_run,
                 &mut std::io::stdout(),
             )? as u8)
+        }
+        Command::Completions { shell } => {
+            commands::docs::completions(Cli::command(), shell, &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            commands::docs::man_pages(Cli::command(), &dir)?;
+            Ok(0)
         }
     }
 }

@@ -767,7 +767,7 @@ impl Drop for Daemon {
     }
 }
 
-/// The arguments of the unit file's `KEY=/usr/local/bin/agentwatch ARGS`
+/// The arguments of the unit file's `KEY=/usr/bin/agentwatch ARGS`
 /// line (the first, when there are several).
 pub fn unit_command(key: &str) -> Vec<String> {
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agentwatch/dist/agentwatch.service");
@@ -777,7 +777,7 @@ pub fn unit_command(key: &str) -> Vec<String> {
         .find_map(|line| line.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= in {}", unit.display()));
     let mut words = line.split_whitespace();
-    assert_eq!(words.next(), Some("/usr/local/bin/agentwatch"), "{line}");
+    assert_eq!(words.next(), Some("/usr/bin/agentwatch"), "{line}");
     words.map(str::to_string).collect()
 }
 

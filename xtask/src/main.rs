@@ -3,6 +3,7 @@
 //! when there is nothing to do).
 
 mod bench;
+mod dist;
 mod setup;
 mod vm;
 
@@ -63,6 +64,14 @@ enum Task {
     },
     /// Check formatting and lints only.
     Lint,
+    /// Set up, build release, and build the Debian package (binary, unit,
+    /// policy, completions, man pages) into target/dist.
+    Dist {
+        /// Then install it into a fresh root and start the daemon as its
+        /// unit says (as root; loads the programs).
+        #[arg(long)]
+        check: bool,
+    },
     /// Set up, build release, and measure what agentwatch costs (as root; writes bench/results).
     Bench(bench::Options),
     /// The bench's load generator (run by `bench`, inside watched sessions).
@@ -119,7 +128,9 @@ fn main() -> Result<()> {
             }
             lint(&root)?;
             build(&root, false)?;
-            test(&root, &args)?;
+            // The debug build, packaged: the package tests install it.
+            let package = dist::package(&root, false)?;
+            test(&root, &binary(&root, false), &package, &args)?;
             if args.is_empty() {
                 vm::run(&root, vm::QUICK, vm::Lane::Quick, false, vm::Source::Boot)
             } else {
@@ -128,6 +139,20 @@ fn main() -> Result<()> {
             }
         }
         Task::Lint => lint(&root),
+        Task::Dist { check } => {
+            setup::setup(setup::Packages::Test)?;
+            run(cargo(&root).args(["build", "--release", "--package", "agentwatch"]))?;
+            let package = dist::package(&root, true)?;
+            if check {
+                test(
+                    &root,
+                    &binary(&root, true),
+                    &package,
+                    &["--test".into(), "package".into()],
+                )?;
+            }
+            Ok(())
+        }
         Task::Bench(options) => bench::bench(&root, options),
         Task::BenchLoad(args) => bench::load::main(args),
     }
@@ -218,7 +243,9 @@ fn lint(root: &Path) -> Result<()> {
         ]))
 }
 
-fn test(root: &Path, args: &[OsString]) -> Result<()> {
+/// Runs the tests against `binary` and `package` (`AGENTWATCH_BIN`,
+/// `AGENTWATCH_DEB`).
+fn test(root: &Path, binary: &Path, package: &Path, args: &[OsString]) -> Result<()> {
     if !is_root() {
         bail!(
             "the tests load eBPF programs into the kernel and must run as root: \
@@ -227,7 +254,8 @@ fn test(root: &Path, args: &[OsString]) -> Result<()> {
     }
     let mut cmd = cargo(root);
     cmd.args(["test", "--workspace", "--exclude", "agentwatch-ebpf"])
-        .env("AGENTWATCH_BIN", binary(root, false))
+        .env("AGENTWATCH_BIN", binary)
+        .env("AGENTWATCH_DEB", package)
         .args(args);
     run(&mut cmd)
 }

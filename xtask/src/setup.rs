@@ -1,6 +1,7 @@
 //! Idempotent set-up of a fresh machine: the nightly's rust-src (to build
 //! `core` for the BPF target), bpf-linker built against the nightly's own
-//! LLVM (as ../shared/KERNEL.md records), and the Debian packages tests use.
+//! LLVM (as ../shared/KERNEL.md records), cargo-deb (which packages
+//! agentwatch), and the Debian packages tests use.
 
 use std::{
     env,
@@ -14,6 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{as_root, run};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Debian packages the integration tests drive.
 const TEST_PACKAGES: &[&str] = &[
@@ -65,6 +67,7 @@ pub fn path_with_toolchain() -> OsString {
 pub fn setup(packages: Packages) -> Result<()> {
     nightly_with_rust_src()?;
     bpf_linker()?;
+    cargo_deb()?;
     let mut wanted: Vec<&str> = TEST_PACKAGES.to_vec();
     match packages {
         Packages::Test => {}
@@ -180,6 +183,27 @@ fn bpf_linker() -> Result<()> {
         bail!("{} was built but does not run", binary.display());
     }
     Ok(())
+}
+
+fn cargo_deb() -> Result<()> {
+    let works = Command::new("cargo")
+        .args(["deb", "--version"])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(CARGO_DEB_VERSION)
+        });
+    if works {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-deb {CARGO_DEB_VERSION}");
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--locked",
+    ]))
 }
 
 fn installed(package: &str) -> bool {

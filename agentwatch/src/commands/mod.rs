@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod daemon;
+pub mod docs;
 pub mod events;
 pub mod policy;
 pub mod run;
