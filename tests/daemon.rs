@@ -14,8 +14,9 @@ use std::{
 };
 
 use agentwatch_tests::{
-    Daemon, Lab, NotifySocket, TlsApi, agentwatch, expect, expect_event, output_with_timeout,
-    python_graphql, read_event_log, read_events, unit_command, write,
+    AGENT_PACKAGES, Daemon, Lab, NotifySocket, TlsApi, agent_package_installed, agent_packages_dir,
+    agentwatch, expect, expect_event, output_with_timeout, python_graphql, read_event_log,
+    read_events, unit_command, write,
 };
 use serde_json::Value;
 
@@ -73,6 +74,56 @@ impl Drop for Background {
 
 fn alert_for(daemon: &Daemon, action: &str) -> Value {
     daemon.wait_for_event("alert", |e| e["kind"] == "alert" && e["action"] == action)
+}
+
+#[test]
+fn the_real_agents_from_npm_are_found_by_their_bin_links_and_paths() {
+    let _serial = serial();
+    let dir = agent_packages_dir();
+    for (package, version) in AGENT_PACKAGES {
+        assert!(
+            agent_package_installed(&dir, package, version),
+            "{package}@{version} is not installed in {}: run `cargo xtask setup`",
+            dir.display()
+        );
+    }
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let modules = dir.join("node_modules");
+    let started = [
+        (modules.join(".bin/claude"), "Claude Code"),
+        (
+            modules.join("@anthropic-ai/claude-code/bin/claude.exe"),
+            "Claude Code",
+        ),
+        (modules.join(".bin/codex"), "OpenAI Codex CLI"),
+        (modules.join(".bin/gemini"), "Gemini CLI"),
+    ];
+    let mut seen: Vec<Value> = Vec::new();
+    for (program, agent) in started {
+        let script = format!(
+            "\"{}\" --version >/dev/null 2>&1; echo ran",
+            program.display()
+        );
+        let output = output_with_timeout(&mut lab.command(&[], &script));
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("ran"),
+            "{output:?}"
+        );
+        // Each program opens a session of its own.
+        let session = daemon.wait_for_event("session", |event| {
+            event["kind"] == "session"
+                && event["state"] == "start"
+                && event["agent"] == agent
+                && !seen.contains(&event["session"])
+        });
+        seen.push(session["session"].clone());
+        assert!(
+            ["exec", "argv"].contains(&session["found_by"].as_str().unwrap_or_default()),
+            "{} found as {agent}: {session}",
+            program.display()
+        );
+    }
 }
 
 #[test]

@@ -38,6 +38,33 @@ fn target_dir() -> PathBuf {
     deps.parent().expect("target dir").to_path_buf()
 }
 
+/// The real agents' npm packages the daemon tests start (`cargo xtask
+/// setup` installs them into [`agent_packages_dir`]): package, version.
+pub const AGENT_PACKAGES: &[(&str, &str)] = &[
+    ("@anthropic-ai/claude-code", "2.1.197"),
+    ("@openai/codex", "0.171.0"),
+    ("@google/gemini-cli", "0.61.0"),
+];
+
+/// Where the agents' packages are installed (an npm prefix), beside the
+/// toolchain set-up builds; `AGENTWATCH_AGENTS_DIR` overrides it.
+pub fn agent_packages_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("AGENTWATCH_AGENTS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".local/share/agentwatch/agents")
+}
+
+/// Whether `package` at `version` is installed under `dir`'s node_modules.
+pub fn agent_package_installed(dir: &Path, package: &str, version: &str) -> bool {
+    let manifest = dir.join("node_modules").join(package).join("package.json");
+    std::fs::read_to_string(manifest)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|json| json["version"] == version)
+}
+
 /// `aw-probe`, the helper that makes single system calls.
 pub fn probe() -> PathBuf {
     target_dir().join("aw-probe")

@@ -1,7 +1,8 @@
 //! Idempotent set-up of a fresh machine: the nightly's rust-src (to build
 //! `core` for the BPF target), bpf-linker built against the nightly's own
 //! LLVM (as ../shared/KERNEL.md records), cargo-deb (which packages
-//! agentwatch), and the Debian packages tests use.
+//! agentwatch), the Debian packages tests use, and the real agents' npm
+//! packages the daemon tests start.
 
 use std::{
     env,
@@ -68,6 +69,7 @@ pub fn setup(packages: Packages) -> Result<()> {
     nightly_with_rust_src()?;
     bpf_linker()?;
     cargo_deb()?;
+    agent_packages()?;
     let mut wanted: Vec<&str> = TEST_PACKAGES.to_vec();
     match packages {
         Packages::Test => {}
@@ -204,6 +206,32 @@ fn cargo_deb() -> Result<()> {
         CARGO_DEB_VERSION,
         "--locked",
     ]))
+}
+
+/// The real agents from npm, which the daemon tests start by their `bin`
+/// links and paths (`--version`, no network needed then).
+fn agent_packages() -> Result<()> {
+    use agentwatch_tests::{AGENT_PACKAGES, agent_package_installed, agent_packages_dir};
+    let dir = agent_packages_dir();
+    let missing: Vec<String> = AGENT_PACKAGES
+        .iter()
+        .filter(|(package, version)| !agent_package_installed(&dir, package, version))
+        .map(|(package, version)| format!("{package}@{version}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing the agents' npm packages {}",
+        missing.join(" ")
+    );
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+    run(Command::new("npm")
+        .arg("install")
+        .arg("--prefix")
+        .arg(&dir)
+        .args(["--no-audit", "--no-fund", "--loglevel=error"])
+        .args(&missing))
 }
 
 fn installed(package: &str) -> bool {
