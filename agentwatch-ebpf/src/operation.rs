@@ -4,9 +4,9 @@
 //! stopped there until user space has judged the request, and refused at
 //! the socket if the judgment says so. Those probes are attached per
 //! process, when a session's process first uses OpenSSL (it is stopped
-//! until they are), so that processes outside sessions never trap. A cataloged command (`terraform`,
-//! `railway`, `kubectl`) is stopped at exec, before its first instruction,
-//! until user space has judged its argv.
+//! until they are), so that processes outside sessions never trap. A
+//! cataloged command (`terraform`, `railway`, `kubectl`) is stopped at
+//! exec, before its first instruction, until user space has judged its argv.
 
 use agentwatch_common::{
     event::{EventHeader, ExecEvent, TLS_CAP, TlsWriteEvent},
