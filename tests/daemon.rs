@@ -14,8 +14,8 @@ use std::{
 };
 
 use agentwatch_tests::{
-    Daemon, Lab, NotifySocket, TlsApi, agentwatch, expect, expect_event, output_with_timeout,
-    python_graphql, read_event_log, read_events, unit_command, write,
+    Daemon, DesktopUser, Lab, NotifySocket, TlsApi, agentwatch, expect, expect_event,
+    output_with_timeout, python_graphql, read_event_log, read_events, unit_command, write,
 };
 use serde_json::Value;
 
@@ -416,6 +416,48 @@ fn ask_mode_deny_and_no_answer_kill_the_session() {
             "{outcome}: {metrics}"
         );
     }
+}
+
+#[test]
+fn an_ask_mode_request_is_shown_on_the_agents_users_desktop() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let desk = DesktopUser::log_in();
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &["--mode", "ask"]);
+    let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
+    let agent = Background(spawn_group(&mut lab.command_as(&desk, &claude)));
+    let request = wait_for_pending(&daemon);
+    let id = request["id"].as_u64().unwrap();
+
+    wait_until("the notification reaches the user's session bus", || {
+        !desk.notifications().is_empty()
+    });
+    let notifications = desk.notifications();
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    let shown = &notifications[0];
+    assert_eq!(shown["app_name"], "agentwatch");
+    assert_eq!(shown["urgency"], 2, "critical: {shown}");
+    let body = shown["body"].as_str().unwrap();
+    for want in [
+        "Claude Code",
+        "ec2.us-east-1.amazonaws.com",
+        ".aws/credentials",
+        &format!("`agentwatch approve {id}`"),
+    ] {
+        assert!(body.contains(want), "{want:?} missing from {body:?}");
+    }
+    let metrics = http_get(&lab, METRICS);
+    assert!(
+        metrics.contains("agentwatch_desktop_notifications_total{outcome=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agentwatch_desktop_notifications_total{outcome=\"failed\"} 0"),
+        "{metrics}"
+    );
+    let denied = daemon.client(&["deny", &id.to_string()]);
+    assert!(denied.status.success(), "{denied:?}");
+    drop(agent);
 }
 
 #[test]
