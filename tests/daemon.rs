@@ -14,9 +14,9 @@ use std::{
 };
 
 use agentwatch_tests::{
-    AGENT_PACKAGES, Daemon, Lab, NotifySocket, TlsApi, agent_package_installed, agent_packages_dir,
-    agentwatch, expect, expect_event, output_with_timeout, python_graphql, read_event_log,
-    read_events, unit_command, write,
+    AGENT_PACKAGES, Daemon, DesktopUser, Lab, NotifySocket, TlsApi, agent_package_installed,
+    agent_packages_dir, agentwatch, expect, expect_event, output_with_timeout, python_graphql,
+    read_event_log, read_events, unit_command, write,
 };
 use serde_json::Value;
 
@@ -490,6 +490,48 @@ fn ask_mode_deny_and_no_answer_kill_the_session() {
             "{outcome}: {metrics}"
         );
     }
+}
+
+#[test]
+fn an_ask_mode_request_is_shown_on_the_agents_users_desktop() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let desk = DesktopUser::log_in();
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &["--mode", "ask"]);
+    let claude = agent_script(&lab, "claude", READ_AWS_THEN_CALL_EC2);
+    let agent = Background(spawn_group(&mut lab.command_as(&desk, &claude)));
+    let request = wait_for_pending(&daemon);
+    let id = request["id"].as_u64().unwrap();
+
+    wait_until("the notification reaches the user's session bus", || {
+        !desk.notifications().is_empty()
+    });
+    let notifications = desk.notifications();
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    let shown = &notifications[0];
+    assert_eq!(shown["app_name"], "agentwatch");
+    assert_eq!(shown["urgency"], 2, "critical: {shown}");
+    let body = shown["body"].as_str().unwrap();
+    for want in [
+        "Claude Code",
+        "ec2.us-east-1.amazonaws.com",
+        ".aws/credentials",
+        &format!("`agentwatch approve {id}`"),
+    ] {
+        assert!(body.contains(want), "{want:?} missing from {body:?}");
+    }
+    let metrics = http_get(&lab, METRICS);
+    assert!(
+        metrics.contains("agentwatch_desktop_notifications_total{outcome=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agentwatch_desktop_notifications_total{outcome=\"failed\"} 0"),
+        "{metrics}"
+    );
+    let denied = daemon.client(&["deny", &id.to_string()]);
+    assert!(denied.status.success(), "{denied:?}");
+    drop(agent);
 }
 
 #[test]
@@ -1011,6 +1053,89 @@ fn metrics_pass_promtool_with_every_series_from_the_start_and_healthz_says_ok() 
     );
 }
 
+/// `agentwatch top` on the daemon's socket in a detached tmux session of 80x24,
+/// read and typed at as an operator would; killed on drop.
+struct Top {
+    name: String,
+}
+
+impl Top {
+    fn start(daemon: &Daemon) -> Self {
+        let name = format!("aw-top-{}", std::process::id());
+        let top = format!(
+            "{} top --socket {}",
+            agentwatch().display(),
+            daemon.socket.display()
+        );
+        let started = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "80",
+                "-y",
+                "24",
+                &top,
+            ])
+            .status()
+            .expect("tmux");
+        assert!(started.success());
+        Self { name }
+    }
+
+    fn screen(&self) -> String {
+        let screen = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&screen.stdout).into_owned()
+    }
+
+    /// The screen once it shows all of `wanted` (20 s at most).
+    fn wait_for(&self, wanted: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.screen();
+            if wanted.iter().all(|w| screen.contains(w)) {
+                assert!(screen.lines().count() <= 24, "{screen}");
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "top never showed {wanted:?}:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Keys as tmux names them (`d`, `Enter`, `Tab`).
+    fn press(&self, key: &str) {
+        let sent = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name, key])
+            .status()
+            .expect("tmux send-keys");
+        assert!(sent.success());
+    }
+}
+
+impl Drop for Top {
+    fn drop(&mut self) {
+        // `q` ends top and with it the tmux server: the cleanup after it may
+        // find none, which tmux says on stderr (into libtest's verdict line).
+        let _ = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name, "q"])
+            .stderr(Stdio::null())
+            .status();
+        thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 #[test]
 fn top_shows_the_session_in_80x24() {
     let _serial = serial();
@@ -1023,55 +1148,64 @@ fn top_shows_the_session_in_80x24() {
     );
     let _agent = Background(spawn_group(&mut lab.command(&[], &claude)));
     daemon.wait_for_event("session", |e| e["kind"] == "session");
-    let name = format!("aw-top-{}", std::process::id());
-    let top = format!(
-        "{} top --socket {}",
-        agentwatch().display(),
-        daemon.socket.display()
+    let top = Top::start(&daemon);
+    top.wait_for(&["Claude Code", "sleep"]);
+    top.press("?");
+    top.wait_for(&["keys (any key closes)", "PgUp/PgDn", "g/G Home/End"]);
+}
+
+#[test]
+fn top_denies_only_after_y_and_shows_the_requests_host_and_credential() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &["--mode", "ask"]);
+    let claude = agent_script(
+        &lab,
+        "claude",
+        &format!("{READ_AWS_THEN_CALL_EC2}\necho survived"),
     );
-    let started = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &name,
-            "-x",
-            "80",
-            "-y",
-            "24",
-            &top,
-        ])
-        .status()
-        .expect("tmux");
-    assert!(started.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let screen = loop {
-        let screen = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &name])
-            .output()
-            .expect("tmux capture-pane");
-        let screen = String::from_utf8_lossy(&screen.stdout).into_owned();
-        if screen.contains("Claude Code") && screen.contains("sleep") {
-            break screen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "top never showed the session:\n{screen}"
-        );
-        thread::sleep(Duration::from_millis(200));
+    let agent = spawn_group(&mut lab.command(&[], &claude));
+    let id = wait_for_pending(&daemon)["id"].as_u64().unwrap();
+    let still_pending = || {
+        let output = daemon.client(&["pending", "--json"]);
+        let pending: Value = serde_json::from_slice(&output.stdout).expect("pending --json");
+        pending
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|p| p["id"] == id)
     };
-    // `q` ends top and with it the tmux server: the cleanup after it may
-    // find none, which tmux says on stderr (into libtest's verdict line).
-    let _ = Command::new("tmux")
-        .args(["send-keys", "-t", &name, "q"])
-        .stderr(Stdio::null())
-        .status();
-    thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("tmux")
-        .args(["kill-session", "-t", &name])
-        .stderr(Stdio::null())
-        .status();
-    assert!(screen.lines().count() <= 24, "{screen}");
+    let top = Top::start(&daemon);
+    top.wait_for(&["1 pending"]);
+
+    top.press("d");
+    top.wait_for(&[&format!("deny request {id}? y/n")]);
+    thread::sleep(Duration::from_secs(1));
+    assert!(still_pending(), "denied before the answer");
+    top.press("n");
+    top.wait_for(&[&format!("request {id} not denied")]);
+    assert!(still_pending(), "denied on n");
+
+    // The request's details, in full.
+    top.press("Tab");
+    top.press("Enter");
+    top.wait_for(&[
+        &format!("request {id} (Enter or Esc closes)"),
+        "ec2.us-east-1.amazonaws.com:443 (127.0.0.3)",
+        &format!("{}/.aws/credentials", lab.home.path().display()),
+    ]);
+    top.press("Enter");
+    top.wait_for(&["Enter details"]);
+
+    top.press("d");
+    top.wait_for(&[&format!("deny request {id}? y/n")]);
+    top.press("y");
+    top.wait_for(&[&format!("request {id} denied: session")]);
+    let output = wait_with_timeout(agent);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("survived"));
+    assert!(!still_pending());
+    assert_eq!(listener.connections(), 0);
 }
 
 #[test]

@@ -96,6 +96,13 @@ enum Command {
     /// Write one man page per command into DIR (run by `cargo xtask dist`).
     #[command(hide = true)]
     Man { dir: PathBuf },
+    /// What the daemon runs as a logged-in user to show an ask-mode request
+    /// on that user's desktop (sinks::desktop): not for people.
+    #[command(name = sinks::desktop::SUBCOMMAND, hide = true)]
+    NotifyDesktop {
+        /// When the notification closes by itself, in milliseconds.
+        expire_ms: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -230,6 +237,9 @@ fn execute(command: Command) -> anyhow::Result<u8> {
             hook,
             &mut std::io::stdout(),
         )),
+        Command::NotifyDesktop { expire_ms } => {
+            block_on(sinks::desktop::notify_desktop_command(expire_ms))
+        }
         Command::Hooks {
             command:
                 HooksCommand::Install {

@@ -945,6 +945,17 @@ impl Lab {
         self.wrapped(&[], &wrapper, script)
     }
 
+    /// Like [`Lab::command`], as `user`, whose the lab's home becomes.
+    pub fn command_as(&self, user: &DesktopUser, script: &str) -> Command {
+        run_ok(
+            Command::new("chown")
+                .arg("-R")
+                .arg(format!("{}:{}", user.uid, user.gid))
+                .arg(self.home.path()),
+        );
+        self.wrapped(&[], &user.setpriv(), script)
+    }
+
     fn wrapped(&self, vars: &[&str], wrapper: &[std::ffi::OsString], script: &str) -> Command {
         let prefix = self.dns.prefix_with_home(self.home.path(), vars);
         let mut cmd = Command::new(&prefix[0]);
@@ -1065,5 +1076,137 @@ impl Drop for TlsApi {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
+    }
+}
+
+/// A throwaway user logged in at a desktop, as logind and a desktop set one
+/// up: a runtime directory `/run/user/UID` (0700, the user's), a session bus
+/// (`dbus-daemon --session`) at `/run/user/UID/bus` run as the user, and on
+/// it a stand-in notification server (`support/notification_server.py`)
+/// recording every Notify call. Everything, the user too, goes on drop.
+pub struct DesktopUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    runtime_dir: PathBuf,
+    bus: Option<std::process::Child>,
+    server: Option<std::process::Child>,
+    notifications: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DesktopUser {
+    pub fn log_in() -> Self {
+        let name = format!("aw-desk-{}", std::process::id());
+        run_ok(Command::new("useradd").args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            &name,
+        ]));
+        let id = |flag: &str| -> u32 {
+            let output = output_with_timeout(Command::new("id").args([flag, &name]));
+            String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .expect("id")
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let notifications = dir.path().join("notifications.jsonl");
+        std::fs::write(&notifications, "").expect("notifications file");
+        let runtime_dir = PathBuf::from(format!("/run/user/{uid}"));
+        let mut user = Self {
+            name,
+            uid,
+            gid,
+            runtime_dir,
+            bus: None,
+            server: None,
+            notifications,
+            _dir: dir,
+        };
+        std::fs::create_dir_all(&user.runtime_dir).expect("runtime dir");
+        for path in [&user.runtime_dir, &user.notifications] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&user.runtime_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let address = format!("unix:path={}/bus", user.runtime_dir.display());
+        let mut bus = user
+            .as_user("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address"])
+            .arg(format!("--address={address}"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon");
+        let printed = first_line(&mut bus);
+        user.bus = Some(bus);
+        assert!(
+            printed.starts_with(&address),
+            "dbus-daemon said {printed:?}"
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/notification_server.py");
+        // Debian's python, which has its dbus and GLib modules.
+        let mut server = user
+            .as_user("/usr/bin/python3")
+            .arg(script)
+            .arg(&user.notifications)
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the notification server");
+        let ready = first_line(&mut server);
+        user.server = Some(server);
+        assert_eq!(ready, "ready", "the notification server did not start");
+        user
+    }
+
+    /// `program` as this user.
+    pub fn as_user(&self, program: &str) -> Command {
+        let setpriv = self.setpriv();
+        let mut cmd = Command::new(&setpriv[0]);
+        cmd.args(&setpriv[1..]).arg(program);
+        cmd
+    }
+
+    /// The command line that runs what follows it as this user, with no
+    /// supplementary groups.
+    fn setpriv(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "setpriv".into(),
+            format!("--reuid={}", self.uid).into(),
+            format!("--regid={}", self.gid).into(),
+            "--clear-groups".into(),
+        ]
+    }
+
+    /// Every Notify call the server received, oldest first.
+    pub fn notifications(&self) -> Vec<Value> {
+        read_events(&self.notifications)
+    }
+}
+
+fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("reading the first line");
+    line.trim().to_string()
+}
+
+impl Drop for DesktopUser {
+    fn drop(&mut self) {
+        for child in [self.server.take(), self.bus.take()].into_iter().flatten() {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
+        let _ = Command::new("userdel").arg(&self.name).status();
     }
 }

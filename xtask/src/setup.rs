@@ -28,6 +28,11 @@ const TEST_PACKAGES: &[&str] = &[
     // `/metrics` against the exposition format and its conventions.
     "prometheus",
     "tmux",
+    // A user's session bus and the stand-in notification server on it
+    // (Debian's python3 with its dbus and GLib modules).
+    "dbus-daemon",
+    "python3-dbus",
+    "python3-gi",
 ];
 /// Extra packages for the VM lane (`cargo xtask test` runs its quick lane):
 /// qemu, the initramfs's busybox, depmod for the kernel packages' modules.

@@ -29,7 +29,7 @@ use crate::{
     engine::Losses,
     event::{Alert, Body, OperationCall, OperationDecision, OperationSeen},
     kernel::maps::MapFill,
-    sinks::event_log::LogFailures,
+    sinks::{desktop, event_log::LogFailures},
 };
 
 /// The `provider` of an alert that named none.
@@ -60,6 +60,7 @@ pub struct Metrics {
     probe_attach_failures: IntGaugeVec,
     pub decision_latency: Histogram,
     event_log_failures: IntCounterVec,
+    desktop_notifications: IntCounterVec,
     /// Totals already exported, so counters advance by the difference.
     exported: Losses,
     /// When the event loop last ticked; `None` until it first does.
@@ -236,6 +237,14 @@ impl Metrics {
                  writer fell too far behind",
                 &["reason"],
             ),
+            desktop_notifications: counter(
+                &registry,
+                "agentwatch_desktop_notifications_total",
+                "Desktop notifications of ask-mode requests, by outcome: delivered to a user's \
+                 session bus, failed there (refused, or no answer), or no_session_bus (nobody \
+                 logged in has one)",
+                &["outcome"],
+            ),
             registry,
             exported: Losses::default(),
             loop_alive_at: None,
@@ -259,6 +268,11 @@ impl Metrics {
             metrics
                 .requests_resolved
                 .with_label_values(&[verdict.name()]);
+        }
+        for outcome in desktop::Outcome::ALL {
+            metrics
+                .desktop_notifications
+                .with_label_values(&[outcome.name()]);
         }
         // Every loss counter, at zero; a log that never failed says so.
         metrics.update_losses(Losses::default());
@@ -310,6 +324,12 @@ impl Metrics {
     pub fn count_resolved(&self, verdict: Verdict) {
         self.requests_resolved
             .with_label_values(&[verdict.name()])
+            .inc();
+    }
+
+    pub fn count_notification(&self, outcome: desktop::Outcome) {
+        self.desktop_notifications
+            .with_label_values(&[outcome.name()])
             .inc();
     }
 

@@ -9,7 +9,7 @@ use agentwatch_common::names::Verdict;
 use tracing::{info, warn};
 
 use super::{
-    Daemon, notify,
+    Daemon,
     requests::{Pending, Retry},
     shared::Decision,
 };
@@ -109,10 +109,13 @@ impl Daemon {
             Some(operation) => format!("to run {operation}"),
             None => format!("to call {host}"),
         };
-        notify(&format!(
-            "{agent} wants {wants} holding {credential}. `agentwatch approve {id}` or `agentwatch deny {id}` (denied in {}s)",
-            self.ask_timeout.as_secs()
-        ));
+        self.notify(
+            event.uid,
+            format!(
+                "{agent} wants {wants} holding {credential}. `agentwatch approve {id}` or `agentwatch deny {id}` (denied in {}s)",
+                self.ask_timeout.as_secs()
+            ),
+        );
     }
 
     /// A human's answer from the control socket.

@@ -47,6 +47,7 @@ use crate::{
     respond::{Responder, stopped::StoppedSessions},
     sinks::{
         alert_line::alert_line,
+        desktop,
         event_log::{EventLog, LogOptions},
         journal,
         prometheus::{self, ListenAddr, Metrics},
@@ -464,28 +465,17 @@ impl Daemon {
         self.log.close();
     }
 
+    /// An ask-mode request: a warning in the journal, and on the desktops of
+    /// the people who can answer it (`uid`'s, the agent's user, first).
+    fn notify(&self, uid: u32, message: String) {
+        journal::warning(format!("agentwatch: {message}"));
+        desktop::notify(uid, message, self.ask_timeout, self.metrics.clone());
+    }
+
     /// Into the event log, and to the control socket's clients.
     fn publish(&self, event: Event) {
         let event = Arc::new(event);
         self.log.write(event.clone());
         self.handler.publish(event);
     }
-}
-
-/// A desktop notification where `notify-send` exists; best effort.
-fn notify(message: &str) {
-    journal::warning(format!("agentwatch: {message}"));
-    let _ = std::process::Command::new("notify-send")
-        .args([
-            "--app-name=agentwatch",
-            "--urgency=critical",
-            "agentwatch",
-            message,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(|mut child| {
-            std::thread::spawn(move || child.wait());
-        });
 }

@@ -8,14 +8,35 @@ use agentwatch_common::names::Action;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::control::protocol::{PendingRequest, ProcessInfo, Response, SessionInfo, Status};
-use crate::event::{Body, Event};
+use crate::event::{Ancestor, Body, CredentialUse, Event};
 
 /// Entries kept of each history (reads, connections, alerts).
 pub const HISTORY: usize = 500;
 /// How long a footer message stays up.
 const MESSAGE_FOR: Duration = Duration::from_secs(5);
+/// Rows PgUp and PgDn move by.
+const PAGE: usize = 10;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Every key, for the help overlay (the footer shows the first few).
+pub const KEYS: &[(&str, &str)] = &[
+    ("q", "quit"),
+    ("?", "help"),
+    ("a", "approve the selected request"),
+    ("d", "deny the selected request (asks y/n)"),
+    (
+        "K",
+        "kill the selected session: deny its request (asks y/n)",
+    ),
+    ("Enter", "details of the selected row"),
+    ("Tab/←→", "next/previous pane"),
+    ("↑↓ j/k", "select"),
+    ("PgUp/PgDn", "select 10 rows up/down"),
+    ("g/G Home/End", "select the first/last row"),
+    ("s", "show the selected session only / all"),
+    ("Esc", "close the details; quit"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Pane {
     Sessions,
     Pending,
@@ -55,51 +76,121 @@ pub struct Pending {
 }
 
 pub struct CredRead {
+    seq: u64,
     pub ts: SystemTime,
     pub session: u32,
+    pub pid: u32,
     pub comm: String,
     pub path: String,
     pub credentials: Vec<String>,
 }
 
 pub struct Connection {
+    seq: u64,
     pub ts: SystemTime,
     pub session: u32,
+    pub pid: u32,
     pub comm: String,
     pub dest: String,
     pub ret: i64,
 }
 
 pub struct Alert {
+    seq: u64,
     pub ts: SystemTime,
     pub session: u32,
+    pub pid: u32,
     pub action: Action,
     pub comm: String,
+    /// `host:port`, else the address.
     pub dest: String,
+    pub addr: String,
     pub provider: String,
-    pub source: String,
+    /// The credential that counted; `source` is its path (or variable).
+    pub credential: Option<CredentialUse>,
+    pub credentials: Vec<String>,
+    /// "GraphQL mutation volumeDelete on Railway (destructive)", when judged by operation.
+    pub operation: Option<String>,
+    /// The calling process and its ancestors, nearest first.
+    pub ancestry: Vec<Ancestor>,
 }
 
-trait InSession {
+impl Alert {
+    pub fn source(&self) -> &str {
+        self.credential.as_ref().map_or("", |c| c.source.as_str())
+    }
+}
+
+/// A history entry: which session it is of, and its place in the history
+/// (a selection that stays on it while newer entries arrive).
+trait Entry {
     fn session(&self) -> u32;
+    fn seq(&self) -> u64;
 }
 
-impl InSession for CredRead {
-    fn session(&self) -> u32 {
-        self.session
+macro_rules! entry {
+    ($($t:ty),*) => {$(
+        impl Entry for $t {
+            fn session(&self) -> u32 {
+                self.session
+            }
+            fn seq(&self) -> u64 {
+                self.seq
+            }
+        }
+    )*};
+}
+entry!(CredRead, Connection, Alert);
+
+/// A denial waiting for the human's `y`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirm {
+    Deny {
+        request: u64,
+    },
+    /// A session is killed by denying the request it is stopped for.
+    Kill {
+        session: u32,
+        request: u64,
+    },
+}
+
+impl Confirm {
+    pub fn prompt(self) -> String {
+        match self {
+            Confirm::Deny { request } => format!("deny request {request}? y/n"),
+            Confirm::Kill { session, .. } => format!("kill session {session}? y/n"),
+        }
+    }
+
+    fn cancelled(self) -> String {
+        match self {
+            Confirm::Deny { request } => format!("request {request} not denied"),
+            Confirm::Kill { session, .. } => format!("session {session} not killed"),
+        }
+    }
+
+    fn request(self) -> u64 {
+        match self {
+            Confirm::Deny { request } | Confirm::Kill { request, .. } => request,
+        }
     }
 }
 
-impl InSession for Connection {
-    fn session(&self) -> u32 {
-        self.session
-    }
+/// What Enter shows of the selected row: a title and labelled values, in full.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Detail {
+    pub title: String,
+    pub fields: Vec<(&'static str, String)>,
 }
 
-impl InSession for Alert {
-    fn session(&self) -> u32 {
-        self.session
-    }
+/// How a selection moves.
+#[derive(Clone, Copy)]
+enum Move {
+    Up(usize),
+    Down(usize),
+    First,
+    Last,
 }
 
 pub struct Message {
@@ -122,8 +213,17 @@ pub struct Model {
     /// Ids, not indexes, so a selection survives sessions and requests coming and going.
     pub selected_session: Option<u32>,
     pub selected_pending: Option<u64>,
+    /// The selected row of each history tab by its `seq` (none: the newest).
+    selected_rows: HashMap<Pane, u64>,
     /// Show only this session's reads, connections and alerts.
     pub filter: Option<u32>,
+    /// A deny or kill asked for, until `y` (or any other key: not done).
+    pub confirm: Option<Confirm>,
+    /// The details of the selected row are shown.
+    pub detail_open: bool,
+    pub help_open: bool,
+    /// The next history entry's `seq`.
+    next_seq: u64,
     message: Option<Message>,
     events_up: bool,
     poll_up: bool,
@@ -141,7 +241,12 @@ impl Default for Model {
             tab: Pane::Alerts,
             selected_session: None,
             selected_pending: None,
+            selected_rows: HashMap::new(),
             filter: None,
+            confirm: None,
+            detail_open: false,
+            help_open: false,
+            next_seq: 0,
             message: None,
             // top_command reached the daemon before starting the view.
             events_up: true,
@@ -193,10 +298,13 @@ impl Model {
         let Event {
             ts,
             session,
+            pid,
             comm,
             body,
             ..
         } = event;
+        let seq = self.next_seq;
+        self.next_seq += 1;
         match body {
             Body::Open(open) if !open.credentials.is_empty() => push(
                 &mut self.reads,
@@ -206,8 +314,10 @@ impl Model {
                     } else {
                         open.resolved
                     },
+                    seq,
                     ts,
                     session,
+                    pid,
                     comm,
                     credentials: open.credentials,
                 },
@@ -216,8 +326,10 @@ impl Model {
                 &mut self.connections,
                 Connection {
                     dest: dest(connect.host.as_deref(), &connect.addr, connect.port),
+                    seq,
                     ts,
                     session,
+                    pid,
                     comm,
                     ret: connect.ret,
                 },
@@ -226,12 +338,18 @@ impl Model {
                 &mut self.alerts,
                 Alert {
                     dest: dest(alert.host.as_deref(), &alert.addr, Some(alert.port)),
-                    source: alert.credential.map(|c| c.source).unwrap_or_default(),
+                    operation: alert.operation.as_ref().map(|op| op.with_class()),
+                    seq,
                     ts,
                     session,
+                    pid,
                     action: alert.action,
                     comm,
+                    addr: alert.addr,
                     provider: alert.provider.unwrap_or_default(),
+                    credential: alert.credential,
+                    credentials: alert.credentials,
+                    ancestry: alert.ancestry,
                 },
             ),
             _ => {}
@@ -294,18 +412,39 @@ impl Model {
     }
 
     pub fn key(&mut self, key: KeyEvent, now: Instant) -> Option<Command> {
-        match key.code {
-            KeyCode::Char('q') | KeyCode::Esc => return Some(Command::Quit),
-            // Raw mode turns Ctrl-C into a key.
-            KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                return Some(Command::Quit);
+        // Raw mode turns Ctrl-C into a key.
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            return Some(Command::Quit);
+        }
+        if let Some(confirm) = self.confirm.take() {
+            if key.code == KeyCode::Char('y') {
+                let request = confirm.request();
+                self.say(format!("deny request {request}…"), false, now);
+                return Some(Command::Deny(request));
             }
+            self.say(confirm.cancelled(), false, now);
+            return None;
+        }
+        if std::mem::take(&mut self.help_open) {
+            return None;
+        }
+        match key.code {
+            KeyCode::Char('q') => return Some(Command::Quit),
+            KeyCode::Esc if !self.detail_open => return Some(Command::Quit),
+            KeyCode::Esc => self.detail_open = false,
+            KeyCode::Char('?') => self.help_open = true,
+            KeyCode::Enter => self.detail_open = !self.detail_open,
             KeyCode::Tab | KeyCode::Right => self.cycle(1),
             KeyCode::BackTab | KeyCode::Left => self.cycle(PANES.len() - 1),
-            KeyCode::Up => self.step(false),
-            KeyCode::Down => self.step(true),
-            KeyCode::Char('a') => return self.decide(true, now),
-            KeyCode::Char('d') => return self.decide(false, now),
+            KeyCode::Up | KeyCode::Char('k') => self.select(Move::Up(1)),
+            KeyCode::Down | KeyCode::Char('j') => self.select(Move::Down(1)),
+            KeyCode::PageUp => self.select(Move::Up(PAGE)),
+            KeyCode::PageDown => self.select(Move::Down(PAGE)),
+            KeyCode::Home | KeyCode::Char('g') => self.select(Move::First),
+            KeyCode::End | KeyCode::Char('G') => self.select(Move::Last),
+            KeyCode::Char('a') => return self.approve(now),
+            KeyCode::Char('d') => self.ask_deny(now),
+            KeyCode::Char('K') => self.ask_kill(now),
             KeyCode::Char('s') => self.toggle_filter(now),
             _ => {}
         }
@@ -320,32 +459,147 @@ impl Model {
         }
     }
 
-    fn step(&mut self, down: bool) {
+    fn select(&mut self, to: Move) {
         match self.focus {
             Pane::Sessions => {
                 let ids: Vec<u32> = self.sessions().iter().map(|s| s.id).collect();
-                self.selected_session = stepped(&ids, self.selected_session, down);
+                self.selected_session = moved(&ids, self.selected_session, to);
             }
             Pane::Pending => {
                 let ids: Vec<u64> = self.pending.iter().map(|p| p.request.id).collect();
-                self.selected_pending = stepped(&ids, self.selected_pending, down);
+                self.selected_pending = moved(&ids, self.selected_pending, to);
             }
-            _ => {}
+            tab => {
+                let ids = self.row_seqs(tab);
+                if let Some(seq) = moved(&ids, self.selected_seq(tab, &ids), to) {
+                    self.selected_rows.insert(tab, seq);
+                }
+            }
         }
     }
 
-    fn decide(&mut self, approve: bool, now: Instant) -> Option<Command> {
-        let verb = if approve { "approve" } else { "deny" };
+    /// The `seq`s of a history tab's rows, newest first, as shown.
+    fn row_seqs(&self, tab: Pane) -> Vec<u64> {
+        match tab {
+            Pane::Alerts => self.alerts().map(Entry::seq).collect(),
+            Pane::Connections => self.connections().map(Entry::seq).collect(),
+            _ => self.reads().map(Entry::seq).collect(),
+        }
+    }
+
+    /// The selected row of `tab` among `ids`: the one chosen while it is
+    /// still shown, else the newest.
+    fn selected_seq(&self, tab: Pane, ids: &[u64]) -> Option<u64> {
+        self.selected_rows
+            .get(&tab)
+            .filter(|seq| ids.contains(seq))
+            .or(ids.first())
+            .copied()
+    }
+
+    /// Where the selection of `tab` is among its rows, newest first.
+    pub fn selected_row(&self, tab: Pane) -> Option<usize> {
+        let ids = self.row_seqs(tab);
+        let seq = self.selected_seq(tab, &ids)?;
+        ids.iter().position(|id| *id == seq)
+    }
+
+    /// The details of the focused pane's selected row, while they are open.
+    pub fn detail(&self, now: Instant) -> Option<Detail> {
+        if !self.detail_open {
+            return None;
+        }
+        let selected = |tab| {
+            let ids = self.row_seqs(tab);
+            self.selected_seq(tab, &ids)
+        };
+        match self.focus {
+            Pane::Sessions => self
+                .sessions()
+                .iter()
+                .find(|s| Some(s.id) == self.selected_session)
+                .map(session_detail),
+            Pane::Pending => {
+                let p = self
+                    .pending
+                    .iter()
+                    .find(|p| Some(p.request.id) == self.selected_pending)?;
+                // The alert that opened it has the ancestry.
+                let alert = self
+                    .alerts
+                    .iter()
+                    .rev()
+                    .find(|a| a.session == p.request.session && a.pid == p.request.pid);
+                Some(pending_detail(p, alert, Self::expires_in(p, now)))
+            }
+            Pane::Alerts => {
+                let seq = selected(Pane::Alerts)?;
+                self.alerts().find(|a| a.seq == seq).map(alert_detail)
+            }
+            Pane::Connections => {
+                let seq = selected(Pane::Connections)?;
+                let c = self.connections().find(|c| c.seq == seq)?;
+                Some(Detail {
+                    title: format!("connection of session {}", c.session),
+                    fields: vec![
+                        ("time", time(c.ts)),
+                        ("process", format!("{} {}", c.pid, c.comm)),
+                        ("destination", c.dest.clone()),
+                        ("result", c.ret.to_string()),
+                    ],
+                })
+            }
+            Pane::Reads => {
+                let seq = selected(Pane::Reads)?;
+                let r = self.reads().find(|r| r.seq == seq)?;
+                Some(Detail {
+                    title: format!("credential read of session {}", r.session),
+                    fields: vec![
+                        ("time", time(r.ts)),
+                        ("process", format!("{} {}", r.pid, r.comm)),
+                        ("path", r.path.clone()),
+                        ("credentials", r.credentials.join(", ")),
+                    ],
+                })
+            }
+        }
+    }
+
+    fn approve(&mut self, now: Instant) -> Option<Command> {
         let Some(id) = self.selected_pending else {
-            self.say(format!("no pending request to {verb}"), true, now);
+            self.say("no pending request to approve", true, now);
             return None;
         };
-        self.say(format!("{verb} request {id}…"), false, now);
-        Some(if approve {
-            Command::Approve(id)
-        } else {
-            Command::Deny(id)
-        })
+        self.say(format!("approve request {id}…"), false, now);
+        Some(Command::Approve(id))
+    }
+
+    fn ask_deny(&mut self, now: Instant) {
+        match self.selected_pending {
+            Some(request) => self.confirm = Some(Confirm::Deny { request }),
+            None => self.say("no pending request to deny", true, now),
+        }
+    }
+
+    /// The daemon kills a session when the request it is stopped for is denied.
+    fn ask_kill(&mut self, now: Instant) {
+        let Some(session) = self.selected_session else {
+            self.say("no session selected", true, now);
+            return;
+        };
+        match self.pending.iter().find(|p| p.request.session == session) {
+            Some(p) => {
+                self.confirm = Some(Confirm::Kill {
+                    session,
+                    request: p.request.id,
+                })
+            }
+            None => self.say(
+                format!("session {session} is not waiting for approval: nothing to kill it for"),
+                true,
+                now,
+            ),
+        }
     }
 
     fn toggle_filter(&mut self, now: Instant) {
@@ -378,6 +632,109 @@ impl Model {
     }
 }
 
+fn time(ts: SystemTime) -> String {
+    humantime::format_rfc3339_millis(ts).to_string()
+}
+
+/// A process and its command line, in full.
+fn command_line(pid: u32, comm: &str, argv: &[String]) -> String {
+    format!("{pid} {comm}: {}", argv.join(" "))
+}
+
+/// One field per ancestor, nearest first; the label on the first only.
+fn ancestry_fields(ancestry: &[Ancestor]) -> impl Iterator<Item = (&'static str, String)> {
+    ancestry.iter().enumerate().map(|(i, a)| {
+        (
+            if i == 0 { "ancestry" } else { "" },
+            command_line(a.pid, &a.comm, &a.argv),
+        )
+    })
+}
+
+fn session_detail(s: &SessionInfo) -> Detail {
+    let mut fields = vec![
+        ("agent", s.agent.clone()),
+        ("started", s.started.clone()),
+        ("action", s.action.to_string()),
+        (
+            "stopped",
+            if s.stopped {
+                "yes, awaiting approval"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
+        ("holds", s.credentials.join(", ")),
+    ];
+    fields.extend(
+        process_tree(&s.processes, s.root_pid)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (depth, p))| {
+                (
+                    if i == 0 { "processes" } else { "" },
+                    format!(
+                        "{}{}",
+                        "  ".repeat(depth),
+                        command_line(p.pid, &p.comm, &p.argv)
+                    ),
+                )
+            }),
+    );
+    Detail {
+        title: format!("session {}", s.id),
+        fields,
+    }
+}
+
+fn pending_detail(p: &Pending, alert: Option<&Alert>, expires_in: u64) -> Detail {
+    let r = &p.request;
+    let mut fields = vec![
+        ("agent", format!("{} (session {})", r.agent, r.session)),
+        ("process", format!("{} {}", r.pid, r.comm)),
+        ("host", format!("{}:{} ({})", r.host, r.port, r.addr)),
+        (
+            "operation",
+            r.operation.clone().unwrap_or_else(|| "connect".into()),
+        ),
+        ("credential", r.credential.clone()),
+        ("since", r.since.clone()),
+        ("denied in", format!("{expires_in}s")),
+    ];
+    fields.extend(alert.into_iter().flat_map(|a| ancestry_fields(&a.ancestry)));
+    Detail {
+        title: format!("request {}", r.id),
+        fields,
+    }
+}
+
+fn alert_detail(a: &Alert) -> Detail {
+    let mut fields = vec![
+        ("time", time(a.ts)),
+        ("action", a.action.to_string()),
+        ("process", format!("{} {}", a.pid, a.comm)),
+        ("host", format!("{} ({})", a.dest, a.addr)),
+        ("provider", a.provider.clone()),
+        (
+            "operation",
+            a.operation.clone().unwrap_or_else(|| "connect".into()),
+        ),
+    ];
+    match &a.credential {
+        Some(c) => {
+            fields.push(("credential", format!("{}: {}", c.class, c.source)));
+            fields.push(("read", format!("{} by {} {}", time(c.at), c.pid, c.comm)));
+        }
+        None => fields.push(("credential", a.credentials.join(", "))),
+    }
+    fields.extend(ancestry_fields(&a.ancestry));
+    Detail {
+        title: format!("alert in session {}", a.session),
+        fields,
+    }
+}
+
 fn push<T>(history: &mut VecDeque<T>, item: T) {
     if history.len() == HISTORY {
         history.pop_front();
@@ -385,20 +742,23 @@ fn push<T>(history: &mut VecDeque<T>, item: T) {
     history.push_back(item);
 }
 
-fn newest<T: InSession>(history: &VecDeque<T>, filter: Option<u32>) -> impl Iterator<Item = &T> {
+fn newest<T: Entry>(history: &VecDeque<T>, filter: Option<u32>) -> impl Iterator<Item = &T> {
     history
         .iter()
         .rev()
         .filter(move |e| filter.is_none_or(|s| e.session() == s))
 }
 
-/// The id before or after `current` in `ids`, staying at the ends.
-fn stepped<T: Copy + PartialEq>(ids: &[T], current: Option<T>, down: bool) -> Option<T> {
+/// The id `to` of `current` in `ids`, staying at the ends.
+fn moved<T: Copy + PartialEq>(ids: &[T], current: Option<T>, to: Move) -> Option<T> {
+    let last = ids.len().saturating_sub(1);
     let at = current.and_then(|c| ids.iter().position(|id| *id == c));
-    let next = match (at, down) {
+    let next = match (at, to) {
+        (_, Move::First) => 0,
+        (_, Move::Last) => last,
         (None, _) => 0,
-        (Some(i), true) => (i + 1).min(ids.len().saturating_sub(1)),
-        (Some(i), false) => i.saturating_sub(1),
+        (Some(i), Move::Down(n)) => (i + n).min(last),
+        (Some(i), Move::Up(n)) => i.saturating_sub(n),
     };
     ids.get(next).copied()
 }
@@ -540,7 +900,8 @@ pub mod tests {
             "provider":"railway","credential":{"class":"railway",
             "source":"/home/u/.railway/config.json","at":"2026-11-27T15:06:03.45Z",
             "pid":102,"comm":"cat"},"credentials":["railway"],
-            "ancestry":[{"pid":101,"comm":"bash","argv":["bash"]}]}),
+            "ancestry":[{"pid":101,"comm":"bash","argv":["bash","-c","deploy"]},
+                {"pid":100,"comm":"claude","argv":["claude"]}]}),
         )
     }
 
@@ -594,7 +955,7 @@ pub mod tests {
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].action, Action::Block);
         assert_eq!(alerts[0].provider, "railway");
-        assert_eq!(alerts[0].source, "/home/u/.railway/config.json");
+        assert_eq!(alerts[0].source(), "/home/u/.railway/config.json");
 
         // A new subscription replays: the histories start over.
         m.link(Link::Events, false);
@@ -724,7 +1085,6 @@ pub mod tests {
         assert_eq!(m.focus, Pane::Pending);
         m.key(key(KeyCode::Down), t0);
         assert_eq!(m.selected_pending, Some(9));
-        assert_eq!(m.key(key(KeyCode::Char('d')), t0), Some(Command::Deny(9)));
         assert_eq!(
             m.key(key(KeyCode::Char('a')), t0),
             Some(Command::Approve(9))
@@ -747,6 +1107,172 @@ pub mod tests {
             t0,
         );
         assert_eq!(m.selected_pending, Some(4));
+    }
+
+    #[test]
+    fn deny_and_kill_wait_for_y_and_anything_else_cancels() {
+        let now = Instant::now();
+        let mut m = Model::default();
+        assert_eq!(m.key(key(KeyCode::Char('d')), now), None);
+        assert_eq!(m.confirm, None);
+        assert!(m.message(now).unwrap().error);
+        m.apply(Response::Status(status()), now);
+        m.apply(
+            Response::Pending {
+                pending: vec![pending_request(9, 30)],
+            },
+            now,
+        );
+
+        assert_eq!(m.key(key(KeyCode::Char('d')), now), None);
+        assert_eq!(m.confirm.unwrap().prompt(), "deny request 9? y/n");
+        // Not even `q` acts while the question is up: it answers no.
+        assert_eq!(m.key(key(KeyCode::Char('q')), now), None);
+        assert_eq!(m.confirm, None);
+        assert_eq!(m.message(now).unwrap().text, "request 9 not denied");
+        m.key(key(KeyCode::Char('d')), now);
+        assert_eq!(m.key(key(KeyCode::Char('y')), now), Some(Command::Deny(9)));
+        assert_eq!(m.confirm, None);
+
+        // Session 1 is stopped for request 9: killing it denies that.
+        assert_eq!(m.selected_session, Some(1));
+        m.key(KeyEvent::new(KeyCode::Char('K'), KeyModifiers::SHIFT), now);
+        assert_eq!(m.confirm.unwrap().prompt(), "kill session 1? y/n");
+        assert_eq!(m.key(key(KeyCode::Enter), now), None);
+        assert_eq!(m.message(now).unwrap().text, "session 1 not killed");
+        assert!(!m.detail_open, "the answer is not also a key");
+        m.key(key(KeyCode::Char('K')), now);
+        assert_eq!(m.key(key(KeyCode::Char('y')), now), Some(Command::Deny(9)));
+        // Session 2 waits for nothing.
+        m.key(key(KeyCode::Char('j')), now);
+        assert_eq!(m.selected_session, Some(2));
+        m.key(key(KeyCode::Char('K')), now);
+        assert_eq!(m.confirm, None);
+        assert!(m.message(now).unwrap().error);
+    }
+
+    #[test]
+    fn vi_arrow_and_page_keys_move_the_selection_which_stays_on_its_row() {
+        let now = Instant::now();
+        let mut m = Model::default();
+        for session in 0..25 {
+            m.apply(alert_event(session), now);
+        }
+        m.key(key(KeyCode::Tab), now);
+        m.key(key(KeyCode::Tab), now);
+        assert_eq!(m.focus, Pane::Alerts);
+        let session_at = |m: &Model| {
+            m.alerts()
+                .nth(m.selected_row(Pane::Alerts).unwrap())
+                .unwrap()
+                .session
+        };
+        // Newest first, the newest selected.
+        assert_eq!(session_at(&m), 24);
+        for (code, row) in [
+            (KeyCode::Char('j'), 1),
+            (KeyCode::Down, 2),
+            (KeyCode::Char('k'), 1),
+            (KeyCode::PageDown, 11),
+            (KeyCode::PageDown, 21),
+            (KeyCode::PageDown, 24),
+            (KeyCode::PageUp, 14),
+            (KeyCode::Char('g'), 0),
+            (KeyCode::Up, 0),
+            (KeyCode::Char('G'), 24),
+            (KeyCode::Home, 0),
+            (KeyCode::End, 24),
+        ] {
+            m.key(key(code), now);
+            assert_eq!(m.selected_row(Pane::Alerts), Some(row), "{code:?}");
+        }
+        m.key(key(KeyCode::Char('g')), now);
+        m.key(key(KeyCode::Char('j')), now);
+        assert_eq!(session_at(&m), 23);
+        // A newer alert pushes the rows down; the selection stays on session 23's.
+        m.apply(alert_event(99), now);
+        assert_eq!(m.selected_row(Pane::Alerts), Some(2));
+        assert_eq!(session_at(&m), 23);
+    }
+
+    #[test]
+    fn enter_shows_the_selected_rows_details_in_full() {
+        let now = Instant::now();
+        let mut m = Model::default();
+        m.apply(Response::Status(status()), now);
+        let mut request = pending_request(9, 30);
+        request.pid = 103;
+        request.operation = Some("GraphQL mutation volumeDelete on Railway (destructive)".into());
+        m.apply(
+            Response::Pending {
+                pending: vec![request],
+            },
+            now,
+        );
+        m.apply(alert_event(1), now);
+        assert_eq!(m.detail(now), None);
+
+        m.key(key(KeyCode::Tab), now); // Pending
+        m.key(key(KeyCode::Enter), now);
+        let detail = m.detail(now).unwrap();
+        assert_eq!(detail.title, "request 9");
+        let field = |d: &Detail, label: &str| {
+            d.fields
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {label} in {d:?}"))
+        };
+        assert_eq!(
+            field(&detail, "host"),
+            "backboard.railway.app:443 (127.0.0.2)"
+        );
+        assert_eq!(
+            field(&detail, "operation"),
+            "GraphQL mutation volumeDelete on Railway (destructive)"
+        );
+        assert_eq!(
+            field(&detail, "credential"),
+            "railway: /home/u/.railway/config.json"
+        );
+        // From the alert that opened the request.
+        assert_eq!(field(&detail, "ancestry"), "101 bash: bash -c deploy");
+
+        // Tab moves on with the details open: the alert's.
+        m.key(key(KeyCode::Tab), now);
+        let detail = m.detail(now).unwrap();
+        assert_eq!(detail.title, "alert in session 1");
+        assert_eq!(
+            field(&detail, "host"),
+            "backboard.railway.app:443 (127.0.0.2)"
+        );
+        assert_eq!(field(&detail, "operation"), "connect");
+        assert_eq!(
+            field(&detail, "credential"),
+            "railway: /home/u/.railway/config.json"
+        );
+        assert_eq!(
+            field(&detail, "read"),
+            "2026-11-27T15:06:03.450Z by 102 cat"
+        );
+        assert_eq!(field(&detail, "ancestry"), "101 bash: bash -c deploy");
+        assert_eq!(detail.fields.last().unwrap().1, "100 claude: claude");
+
+        // Esc closes the details, then quits.
+        assert_eq!(m.key(key(KeyCode::Esc), now), None);
+        assert_eq!(m.detail(now), None);
+        assert_eq!(m.key(key(KeyCode::Esc), now), Some(Command::Quit));
+    }
+
+    #[test]
+    fn question_mark_opens_help_and_any_key_closes_it() {
+        let now = Instant::now();
+        let mut m = Model::default();
+        m.key(key(KeyCode::Char('?')), now);
+        assert!(m.help_open);
+        assert_eq!(m.key(key(KeyCode::Char('q')), now), None);
+        assert!(!m.help_open);
+        assert_eq!(m.key(key(KeyCode::Char('q')), now), Some(Command::Quit));
     }
 
     #[test]

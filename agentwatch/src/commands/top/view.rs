@@ -9,9 +9,11 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, List, ListItem, ListState, Row, Table, TableState};
+use ratatui::widgets::{
+    Block, Clear, List, ListItem, ListState, Paragraph, Row, Table, TableState, Wrap,
+};
 
-use super::model::{Model, Pane, process_tree};
+use super::model::{Detail, KEYS, Model, Pane, process_tree};
 
 const BOLD: Style = Style::new().add_modifier(Modifier::BOLD);
 const DIM: Style = Style::new().fg(Color::DarkGray);
@@ -52,6 +54,80 @@ pub fn draw(frame: &mut Frame, model: &Model, now: Instant) {
     }
     history(frame, history_area, model);
     footer(frame, footer_area, model, now);
+    if model.help_open {
+        help(frame, body);
+    } else if let Some(detail) = model.detail(now) {
+        details(frame, body, &detail);
+    }
+}
+
+/// A box in the middle of `area` holding `lines` (wrapped), cleared underneath.
+fn overlay(frame: &mut Frame, area: Rect, title: String, lines: Vec<Line<'static>>) {
+    let width = area.width.saturating_sub(4).max(3);
+    let inner = usize::from(width - 2);
+    let rows: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    let height = (rows as u16).saturating_add(2).min(area.height);
+    let [row] = Layout::vertical([Constraint::Length(height)])
+        .flex(ratatui::layout::Flex::Center)
+        .areas(area);
+    let [box_area] = Layout::horizontal([Constraint::Length(width)])
+        .flex(ratatui::layout::Flex::Center)
+        .areas(row);
+    let block = Block::bordered()
+        .title(Line::from(format!(" {title} ")).bold())
+        .border_style(Style::new().fg(Color::Cyan));
+    frame.render_widget(Clear, box_area);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        box_area,
+    );
+}
+
+fn help(frame: &mut Frame, area: Rect) {
+    let width = KEYS
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let lines = KEYS
+        .iter()
+        .map(|(keys, what)| {
+            Line::from(vec![
+                Span::styled(format!("{keys:>width$}  "), BOLD.fg(Color::Cyan)),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    overlay(frame, area, "keys (any key closes)".into(), lines);
+}
+
+/// Every field in full, wrapped: what the tables cut.
+fn details(frame: &mut Frame, area: Rect, detail: &Detail) {
+    let width = detail
+        .fields
+        .iter()
+        .map(|(label, _)| label.len())
+        .max()
+        .unwrap_or(0);
+    let lines = detail
+        .fields
+        .iter()
+        .map(|(label, value)| {
+            Line::from(vec![
+                Span::styled(format!("{label:>width$}  "), BOLD),
+                // Control characters (scripts in `sh -c`) would glue words together.
+                Span::raw(value.replace(char::is_control, " ")),
+            ])
+        })
+        .collect();
+    overlay(
+        frame,
+        area,
+        format!("{} (Enter or Esc closes)", detail.title),
+        lines,
+    );
 }
 
 fn header(frame: &mut Frame, area: Rect, model: &Model) {
@@ -84,16 +160,21 @@ fn header(frame: &mut Frame, area: Rect, model: &Model) {
 }
 
 fn footer(frame: &mut Frame, area: Rect, model: &Model, now: Instant) {
-    let line = match model.message(now) {
-        Some(m) if m.error => Line::from(format!(" {}", m.text).red().bold()),
-        Some(m) => Line::from(format!(" {}", m.text).green()),
-        None => {
+    let line = match (model.confirm, model.message(now)) {
+        (Some(confirm), _) => {
+            Line::from(format!(" {} ", confirm.prompt()).yellow().bold().reversed())
+        }
+        (None, Some(m)) if m.error => Line::from(format!(" {}", m.text).red().bold()),
+        (None, Some(m)) => Line::from(format!(" {}", m.text).green()),
+        (None, None) => {
+            // The essentials; `?` lists every key.
             let keys = [
                 ("q", "quit"),
-                ("Tab/←→", "pane"),
-                ("↑↓", "select"),
+                ("?", "help"),
+                ("Tab", "pane"),
                 ("a", "approve"),
                 ("d", "deny"),
+                ("Enter", "details"),
                 ("s", "filter session"),
             ];
             Line::from(
@@ -230,9 +311,12 @@ fn history(frame: &mut Frame, area: Rect, model: &Model) {
     if let Some(id) = model.filter {
         title.push(format!("· session {id} only ").cyan());
     }
-    let block = pane(Line::from(title), model.focus == model.tab);
-    // Rows past the pane's height are never seen: don't build them.
-    let shown = area.height.saturating_sub(3) as usize;
+    let focused = model.focus == model.tab;
+    let block = pane(Line::from(title), focused);
+    let selected = model.selected_row(model.tab).filter(|_| focused);
+    // Rows past the pane's height (scrolled to the selection) are never
+    // seen: don't build them.
+    let shown = area.height.saturating_sub(3) as usize + selected.unwrap_or(0);
     let (header, widths, rows): (_, Vec<Constraint>, Vec<Row>) = match model.tab {
         Pane::Alerts => {
             let widths = vec![
@@ -253,7 +337,7 @@ fn history(frame: &mut Frame, area: Rect, model: &Model) {
                     truncate(&a.comm, cols[3]).into(),
                     truncate(&a.dest, cols[4]).into(),
                     truncate(&a.provider, cols[5]).into(),
-                    truncate_left(&a.source, cols[6]).into(),
+                    truncate_left(a.source(), cols[6]).into(),
                 ])
             });
             let header = vec!["UTC", "S", "ACTION", "COMM", "HOST", "PROVIDER", "SOURCE"];
@@ -304,8 +388,13 @@ fn history(frame: &mut Frame, area: Rect, model: &Model) {
     };
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(BOLD))
-        .block(block);
-    frame.render_widget(table, area);
+        .block(block)
+        .row_highlight_style(SELECTED);
+    frame.render_stateful_widget(
+        table,
+        area,
+        &mut TableState::default().with_selected(selected),
+    );
 }
 
 /// The width each column gets inside a bordered `area`, as `Table` lays them out.
@@ -431,8 +520,10 @@ pub mod tests {
             "lost 3",
             "1 pending",
             "q quit",
+            "? help",
             "a approve",
             "d deny",
+            "Enter details",
             "s filter session",
         ] {
             assert!(text.contains(want), "{want:?} missing from\n{text}");
@@ -464,6 +555,40 @@ pub mod tests {
         // Never panics on a tiny terminal.
         render(&m, now, 10, 3);
         render(&Model::default(), now, 80, 24);
+    }
+
+    #[test]
+    fn the_prompt_help_and_details_show_at_80x24() {
+        let now = Instant::now();
+        let mut m = model(now);
+        let press = |m: &mut Model, code| m.key(KeyEvent::new(code, KeyModifiers::NONE), now);
+        press(&mut m, KeyCode::Char('d'));
+        let text = render(&m, now, 80, 24);
+        assert!(text.contains("deny request 4242? y/n"), "{text}");
+
+        press(&mut m, KeyCode::Char('n'));
+        press(&mut m, KeyCode::Char('?'));
+        let text = render(&m, now, 80, 24);
+        for (keys, what) in KEYS {
+            assert!(
+                text.contains(keys) && text.contains(what),
+                "{keys} {what}:\n{text}"
+            );
+        }
+
+        press(&mut m, KeyCode::Char('?'));
+        press(&mut m, KeyCode::Tab);
+        press(&mut m, KeyCode::Tab);
+        press(&mut m, KeyCode::Enter);
+        let text = render(&m, now, 80, 24);
+        for want in [
+            "alert in session 1",
+            "backboard.railway.app:443 (127.0.0.2)",
+            "railway: /home/u/.railway/config.json",
+            "101 bash: bash -c deploy",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from\n{text}");
+        }
     }
 
     #[test]
