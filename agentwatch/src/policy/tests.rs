@@ -308,7 +308,7 @@ env = ["MYBOT"]
         .iter()
         .find(|a| a.id == "claude-code")
         .unwrap();
-    assert_eq!(claude.executables, ["claude"]);
+    assert_eq!(claude.executables, ["claude", "claude.exe"]);
     assert_eq!(claude.argv, ["claude-wrapper"]);
     let mybot = policy.agents.last().unwrap();
     assert_eq!(mybot.id, "mybot");
