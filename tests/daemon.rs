@@ -111,7 +111,8 @@ fn the_real_agents_from_npm_are_found_by_their_bin_links_and_paths() {
             "{output:?}"
         );
         // Each program opens a session of its own.
-        let session = daemon.wait_for_event("session", |event| {
+        let what = format!("session start ({agent}, {})", program.display());
+        let session = daemon.wait_for_event(&what, |event| {
             event["kind"] == "session"
                 && event["state"] == "start"
                 && event["agent"] == agent
