@@ -114,6 +114,30 @@ fn complete(ring: &mut io_uring::IoUring, entry: &io_uring::squeue::Entry) -> i6
     i64::from(cqe.result())
 }
 
+/// Holds a task-bound perf event open until killed, so that the kernel's
+/// `perf_sched_events` static key stays enabled and its code is not
+/// patched again while the tests run (the VM lane: qemu's TCG has been
+/// seen to run a stale `int3` after such patching, an oops in `__schedule`;
+/// agentwatch's per-process uprobes are task-bound perf events).
+fn hold_perf_sched_events() -> i64 {
+    const PERF_TYPE_SOFTWARE: u32 = 1;
+    const PERF_COUNT_SW_DUMMY: u64 = 9;
+    // `struct perf_event_attr` as of PERF_ATTR_SIZE_VER8: type, size,
+    // config, and the rest zero.
+    let mut attr = [0u64; 17];
+    attr[0] = u64::from(PERF_TYPE_SOFTWARE) | ((size_of_val(&attr) as u64) << 32);
+    attr[1] = PERF_COUNT_SW_DUMMY;
+    // SAFETY: a valid attr buffer of the size it declares; this process, any CPU.
+    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) };
+    if fd < 0 {
+        return fd;
+    }
+    loop {
+        // SAFETY: pause(2) has no arguments.
+        unsafe { libc::pause() };
+    }
+}
+
 /// `openat(open(dir), name)`.
 fn openat_in(dir: &str, name: &str) -> i64 {
     let dir = cstring(dir);
@@ -343,6 +367,7 @@ fn main() -> ExitCode {
         ["openat-in", dir, name] => openat_in(dir, name),
         ["open-by-handle", path] => open_by_handle(path),
         ["uring-open", path] => uring_open(path, false),
+        ["hold-perf-sched-events"] => hold_perf_sched_events(),
         ["uring-open-direct", path] => uring_open(path, true),
         ["open-many", path, count] => open_many(path, count.parse().expect("count")),
         ["connect", addr] => connect(addr),

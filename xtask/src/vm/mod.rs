@@ -250,6 +250,10 @@ fn lane_dir(root: &Path, lane: Lane) -> PathBuf {
 /// and exit status go to the results share, then the VM powers off.
 fn guest_script(root: &Path, suites: &[&Suite]) -> String {
     let agentwatch = quote(&crate::binary(root, false));
+    // Keeps the kernel's perf sched-in/out code from being patched at each
+    // per-process uprobe while the suites run: under qemu's TCG a stale
+    // int3 from that patching has oopsed the guest (`aw-probe` says more).
+    let probe = quote(&crate::binary(root, false).with_file_name("aw-probe"));
     let r = initramfs::RESULTS_IN_GUEST;
     let mut script = format!(
         "#!/bin/sh\n\
@@ -257,6 +261,7 @@ fn guest_script(root: &Path, suites: &[&Suite]) -> String {
          export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
          export HOME=/root TERM=xterm AGENTWATCH_BIN={agentwatch}\n\
          ip link set lo up\n\
+         {probe} hold-perf-sched-events &\n\
          uname -r > {r}/uname\n\
          step() {{ name=$1; shift; \"$@\" > {r}/$name.out 2>&1; echo $? > {r}/$name.rc; }}\n\
          step check {agentwatch} check\n\
