@@ -97,8 +97,10 @@ fn the_real_agents_from_npm_are_found_by_their_bin_links_and_paths() {
             "Claude Code",
         ),
         (modules.join(".bin/codex"), "OpenAI Codex CLI"),
-        // `.bin/gemini` is found when this test runs alone, but not always
-        // inside the whole suite (cause not found yet): left out until it is.
+        // `.bin/gemini` is left out for now: inside the whole suite its exec
+        // event has been lost, so its session was adopted by the sweep as
+        // "unknown agent" after the short `--version` had exited. It comes
+        // back once the kernel's session state names its agent.
     ];
     let mut seen: Vec<Value> = Vec::new();
     for (program, agent) in started {
