@@ -1005,6 +1005,28 @@ pub fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).expect("write");
 }
 
+/// Writes a self-signed P-256 certificate and its key into `dir` (openssl),
+/// for the local TLS servers of the tests and the bench: (cert, key).
+pub fn self_signed_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use anyhow::Context as _;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let output = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=agentwatch-local", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((cert, key))
+}
+
 /// An HTTPS API inside a lab's namespace (`support/tls_server.py`, with a
 /// self-signed certificate), recording every request it received. Clients
 /// connect with verification off (`curl -k`). Killed, by its pid, on drop.
@@ -1018,24 +1040,7 @@ impl TlsApi {
     /// Serves on `addr` (`IP:PORT`) inside `netns`.
     pub fn start(netns: &NetNs, addr: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        run_ok(Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=agentwatch-test",
-            "-keyout",
-            key.to_str().expect("utf-8"),
-            "-out",
-            cert.to_str().expect("utf-8"),
-        ]));
+        let (cert, key) = self_signed_certificate(dir.path()).expect("a certificate");
         let log = dir.path().join("requests.jsonl");
         let (ip, port) = addr.rsplit_once(':').expect("IP:PORT");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/tls_server.py");

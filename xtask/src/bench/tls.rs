@@ -5,9 +5,9 @@
 //! a tainted one every write is stopped and shown to user space, which
 //! resumes it (a write that is no request to an infrastructure host).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::{
@@ -68,7 +68,7 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
     std::fs::create_dir_all(&dir)?;
     let script = dir.join("tls_writes.py");
     std::fs::write(&script, SCRIPT)?;
-    let (cert, key) = certificate(&dir)?;
+    let (cert, key) = agentwatch_tests::self_signed_certificate(&dir)?;
     let home = railway_home(&dir)?;
     let credential = home.join(".railway/config.json");
     let configs = Config::ALL;
@@ -106,39 +106,6 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
         "summary": summary,
         "rounds": rounds,
     }))
-}
-
-fn certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args([
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=agentwatch-bench",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .context("running openssl")?;
-    if !status.status.success() {
-        bail!(
-            "openssl req failed: {}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-    }
-    Ok((cert, key))
 }
 
 fn measure(ctx: &Ctx, config: Config, home: &Path, args: &[String]) -> Result<Value> {
