@@ -409,22 +409,12 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::{io::Read as _, os::unix::fs::PermissionsExt as _, time::SystemTime};
+    use std::{io::Read as _, os::unix::fs::PermissionsExt as _};
 
     use super::*;
-    use crate::event::Body;
 
     fn event(n: u32) -> Event {
-        Event {
-            ts: SystemTime::UNIX_EPOCH,
-            session: 7,
-            pid: n,
-            tid: n,
-            ppid: 1,
-            uid: 0,
-            comm: "sh".into(),
-            body: Body::Fork { child: n + 1 },
-        }
+        crate::control::fake::event(n, 7)
     }
 
     fn line(n: u32) -> String {
