@@ -931,6 +931,13 @@ pub fn credential_env(policy: &Policy) -> Vec<(String, String)> {
 }
 
 impl Losses {
+    /// Session processes whose TLS requests were judged by host, not read
+    /// at `SSL_write`: the kernel's (ring buffer full) and user space's
+    /// (attaching failed).
+    pub fn tls_unprobed_total(&self) -> u64 {
+        self.kernel.tls_processes_unprobed + self.tls_unprobed
+    }
+
     /// One line per kind of loss, for the end of a run and for logs.
     pub fn describe(&self) -> Vec<String> {
         let kernel = &self.kernel;
@@ -993,7 +1000,7 @@ impl Losses {
                 kernel.iouring_unseen_opens
             ));
         }
-        let unprobed = kernel.tls_processes_unprobed + self.tls_unprobed;
+        let unprobed = self.tls_unprobed_total();
         if unprobed > 0 {
             lines.push(format!(
                 "{unprobed} processes' TLS requests could not be read at SSL_write (ring buffer \

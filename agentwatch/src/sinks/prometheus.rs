@@ -460,8 +460,8 @@ impl Metrics {
             ),
             (
                 "tls_process_unprobed",
-                now.tls_processes_unprobed + losses.tls_unprobed,
-                before.tls_processes_unprobed + self.exported.tls_unprobed,
+                losses.tls_unprobed_total(),
+                self.exported.tls_unprobed_total(),
             ),
         ] {
             self.kernel_drops
