@@ -120,6 +120,11 @@ impl Watched {
         expect::results(self.stdout.as_bytes())
     }
 
+    /// The events one per line, for a failure message.
+    pub fn events_text(&self) -> String {
+        self.events.iter().map(|e| format!("{e}\n")).collect()
+    }
+
     pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
         self.events.iter().filter(|e| e["kind"] == kind).collect()
     }
@@ -146,8 +151,9 @@ pub fn assert_blocked(watched: &Watched, listener: &Listener, what: &str) {
     assert_eq!(
         watched.results(),
         [-libc::EPERM as i64],
-        "{what}: the connect must fail with EPERM; stderr:\n{}",
-        watched.stderr
+        "{what}: the connect must fail with EPERM; stderr:\n{}\nevents:\n{}",
+        watched.stderr,
+        watched.events_text()
     );
     assert_eq!(
         listener.connections(),
