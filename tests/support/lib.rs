@@ -120,9 +120,17 @@ impl Watched {
         expect::results(self.stdout.as_bytes())
     }
 
-    /// The events one per line, for a failure message.
+    /// The events one per line, for a failure message, without the
+    /// failed opens and execs of the loader's and the shell's path search.
     pub fn events_text(&self) -> String {
-        self.events.iter().map(|e| format!("{e}\n")).collect()
+        self.events
+            .iter()
+            .filter(|e| {
+                !(matches!(e["kind"].as_str(), Some("open" | "exec"))
+                    && e["ret"].as_i64() < Some(0))
+            })
+            .map(|e| format!("{e}\n"))
+            .collect()
     }
 
     pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
