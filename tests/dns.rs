@@ -308,3 +308,19 @@ fn a_hosts_file_entry_added_during_a_session_counts() {
     );
     assert_blocked(&watched, &ec2, "an entry added to /etc/hosts");
 }
+
+/// DNS answers of the whole host reach every agentwatch from its attach,
+/// before its catalog is loaded: another session's answers for Railway
+/// while this one starts must not make Railway's address look shared with
+/// some other name (which would leave the connect to the first write).
+#[test]
+fn answers_seen_while_agentwatch_starts_do_not_make_an_address_shared() {
+    let other = Lab::new();
+    let _asking = other
+        .dns
+        .background("while :; do getent hosts backboard.railway.app >/dev/null; done");
+    let lab = Lab::new();
+    for attempt in 0..3 {
+        railway_blocked(&lab, &format!("start {attempt} among lookups"), "dns");
+    }
+}

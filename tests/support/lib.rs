@@ -525,6 +525,27 @@ impl DnsLab {
         prefix.extend(vars.iter().map(|var| var.to_string()));
         prefix
     }
+
+    /// `sh -c SCRIPT` in the namespace, ended when the result is dropped
+    /// (a failing test included).
+    pub fn background(&self, script: &str) -> Background {
+        Background(
+            Command::new("ip")
+                .args(["netns", "exec", &self.netns.name, "sh", "-c", script])
+                .spawn()
+                .expect("starting a background script"),
+        )
+    }
+}
+
+/// A process the test started, killed and reaped on drop.
+pub struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for DnsLab {

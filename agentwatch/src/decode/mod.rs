@@ -80,6 +80,9 @@ pub struct DnsAnswer {
     pub addrs: Vec<IpAddr>,
     /// The infrastructure domain the kernel matched the name to.
     pub domain: Option<u32>,
+    /// When the kernel matched it (CLOCK_BOOTTIME ns): an answer matched
+    /// before the catalog was in the kernel's tables matches nothing.
+    pub matched_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -285,6 +288,7 @@ fn dns(record: &DnsEvent) -> DnsAnswer {
         name: name.unwrap_or_default(),
         addrs,
         domain: record.domain.checked_sub(1),
+        matched_ns: record.header.boot_ns,
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::time::{Instant, Interval, interval_at};
 use tracing::{info, warn};
 
 use crate::{
-    decode::{Clock, Record, decode},
+    decode::{Clock, Record, clock_ns, decode},
     enrich::{Enricher, state::Process},
     event::{Body, CredentialUse, Event, Found, Open},
     feed::{
@@ -115,6 +115,9 @@ struct Core {
     tls_changes: Vec<operations::TlsProcessChange>,
     /// Session processes whose `SSL_write` probes could not be attached.
     tls_unprobed: u64,
+    /// When the current catalog was put in the kernel's tables
+    /// (CLOCK_BOOTTIME ns).
+    catalog_loaded_ns: u64,
 }
 
 impl Engine {
@@ -154,6 +157,7 @@ impl Engine {
         let records = RecordStream::take(&mut probes.ebpf)?;
         let tables = Tables::compile(&options.policy);
         tables.load_into(&mut maps)?;
+        let catalog_loaded_ns = clock_ns(libc::CLOCK_BOOTTIME);
         for rule in &options.policy.allow {
             info!(
                 "allow rule: {:?} for {} ({})",
@@ -187,6 +191,7 @@ impl Engine {
             heads: operations::RequestHeads::default(),
             tls_changes: Vec::new(),
             tls_unprobed: 0,
+            catalog_loaded_ns,
         };
         core.load_credentials()?;
         core.load_commands()?;
@@ -571,6 +576,13 @@ impl Core {
                 .tls_changes
                 .push(operations::TlsProcessChange::Started(pid)),
             Ok(Record::Alert(event, raw)) => out.push(self.enrich.alert(event, raw)),
+            // The programs see DNS from their attach, before the catalog is
+            // in their tables: an answer parsed meanwhile matched no domain
+            // whatever its name, and would make an infrastructure address
+            // look shared with a name that is not (another agentwatch's
+            // session asking while this one starts).
+            Ok(Record::Dns(answer))
+                if answer.domain.is_none() && answer.matched_ns < self.catalog_loaded_ns => {}
             Ok(Record::Dns(answer)) => {
                 if answer.domain.is_some() {
                     self.mark_shared_with_earlier_names(&answer.addrs);
@@ -607,6 +619,7 @@ impl Core {
     fn replace_policy(&mut self, policy: Policy, walks: &Walks) -> Result<()> {
         let tables = Tables::compile(&policy);
         tables.load_into(&mut self.maps)?;
+        self.catalog_loaded_ns = clock_ns(libc::CLOCK_BOOTTIME);
         self.enrich.tables = tables;
         self.policy = policy;
         self.policy_generation += 1;
