@@ -127,7 +127,7 @@ impl Watched {
             .iter()
             .filter(|e| {
                 !(matches!(e["kind"].as_str(), Some("open" | "exec"))
-                    && e["ret"].as_i64() < Some(0))
+                    && e["ret"].as_i64().is_some_and(|ret| ret < 0))
             })
             .map(|e| format!("{e}\n"))
             .collect()

@@ -120,6 +120,13 @@ struct Core {
     catalog_loaded_ns: u64,
 }
 
+/// Puts the catalog in the kernel's tables; returns when that was done
+/// (CLOCK_BOOTTIME ns), which DNS answers are told apart by.
+fn load_catalog(tables: &Tables, maps: &mut KernelMaps) -> Result<u64> {
+    tables.load_into(maps)?;
+    Ok(clock_ns(libc::CLOCK_BOOTTIME))
+}
+
 impl Engine {
     /// Loads and attaches the programs and fills the kernel's tables. The
     /// catalog's hostnames are resolved beside the event loop; a start waits
@@ -156,8 +163,7 @@ impl Engine {
         maps.set_first_write(probes.first_write)?;
         let records = RecordStream::take(&mut probes.ebpf)?;
         let tables = Tables::compile(&options.policy);
-        tables.load_into(&mut maps)?;
-        let catalog_loaded_ns = clock_ns(libc::CLOCK_BOOTTIME);
+        let catalog_loaded_ns = load_catalog(&tables, &mut maps)?;
         for rule in &options.policy.allow {
             info!(
                 "allow rule: {:?} for {} ({})",
@@ -618,8 +624,7 @@ impl Core {
 
     fn replace_policy(&mut self, policy: Policy, walks: &Walks) -> Result<()> {
         let tables = Tables::compile(&policy);
-        tables.load_into(&mut self.maps)?;
-        self.catalog_loaded_ns = clock_ns(libc::CLOCK_BOOTTIME);
+        self.catalog_loaded_ns = load_catalog(&tables, &mut self.maps)?;
         self.enrich.tables = tables;
         self.policy = policy;
         self.policy_generation += 1;
