@@ -59,6 +59,10 @@ pub struct Step {
     pub output: String,
 }
 
+/// The result file the guest's script writes first (`uname -r`): present
+/// once the guest ran the lane's script.
+pub const UNAME_RESULT: &str = "uname";
+
 pub struct KernelReport {
     pub series: String,
     pub too_old: bool,
@@ -108,7 +112,7 @@ impl KernelReport {
                 output: read(&format!("{name}.out")).unwrap_or_default(),
             })
         };
-        self.release = read("uname").map(|text| text.trim().to_string());
+        self.release = read(UNAME_RESULT).map(|text| text.trim().to_string());
         self.check = step("check");
         self.run = step("run");
         for (target, tests) in suites {
