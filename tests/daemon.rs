@@ -1415,3 +1415,133 @@ fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
+
+/// `agentwatch run --socket DAEMON'S OPTIONS -- sh -c SCRIPT` in the lab.
+fn run_through(lab: &Lab, daemon: &Daemon, options: &[&str], script: &str) -> Command {
+    let socket = daemon.socket.to_str().expect("socket path");
+    let options: Vec<&str> = ["--socket", socket]
+        .into_iter()
+        .chain(options.iter().copied())
+        .collect();
+    lab.run_command(&options, script)
+}
+
+#[test]
+fn run_opens_its_session_through_a_running_daemon_with_the_mode_it_asks_for() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let script = format!("{READ_AWS_THEN_CALL_EC2}\necho survived");
+    let output = output_with_timeout(&mut run_through(
+        &lab,
+        &daemon,
+        &["--events", events.to_str().unwrap()],
+        &script,
+    ));
+    assert_eq!(results(&output), [-1], "refused by the daemon: {output:?}");
+    assert_eq!(listener.connections(), 0);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(has_line(&stderr, "agentwatch: BLOCKED"), "{stderr}");
+    let published = daemon.events();
+    let session = expect_event!(published, "session", {
+        "state" => "start",
+        "found_by" => "run",
+        "agent" => "`sh` under agentwatch run",
+    });
+    expect_event!(published, "alert", {
+        "session" => session["session"],
+        "action" => "block",
+        "provider" => "aws",
+    });
+    // run's own file has what the daemon saw of its session, from its start.
+    let mine = read_events(&events);
+    expect_event!(mine, "exec", { "session" => session["session"], "filename" => "/usr/bin/cat" });
+    expect_event!(mine, "alert", { "session" => session["session"], "action" => "block" });
+    assert!(
+        mine.iter().all(|e| e["session"] == session["session"]),
+        "only its own session's events"
+    );
+
+    // The mode run asks for is this session's alone.
+    let output = output_with_timeout(&mut run_through(
+        &lab,
+        &daemon,
+        &["--mode", "kill"],
+        &script,
+    ));
+    assert_eq!(output.status.code(), Some(128 + 9), "{output:?}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("survived"));
+    assert_eq!(listener.connections(), 0);
+    alert_for(&daemon, "kill");
+}
+
+#[test]
+fn a_watched_session_cannot_open_a_session_of_its_own_through_the_daemon() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    // An agent that tries to put its next command in a session of its own,
+    // with a milder mode.
+    let claude = agent_script(
+        &lab,
+        "claude",
+        &format!(
+            "{} run --socket {} --mode observe -- true\necho \"run exited $?\"",
+            agentwatch().display(),
+            daemon.socket.display()
+        ),
+    );
+    let output = output_with_timeout(&mut lab.command(&[], &claude));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("run exited 125"), "{output:?}");
+    assert!(
+        stderr.contains("agentwatch: the daemon did not watch the command: refused")
+            && stderr.contains("watched"),
+        "{stderr}"
+    );
+    let published = daemon.events();
+    assert!(
+        !published.iter().any(|e| e["found_by"] == "run"),
+        "no session opened"
+    );
+}
+
+#[test]
+fn a_restarted_daemon_adopts_a_run_session_with_its_mode_and_what_it_held() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let mut first = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let go = lab.path("go");
+    let script = format!(
+        "cat \"$HOME/.aws/credentials\" >/dev/null\nwhile [ ! -e {} ]; do sleep 0.05; done\n\"$PROBE\" connect-host {EC2_HOST}\necho survived",
+        go.display()
+    );
+    let run = spawn_group(&mut run_through(&lab, &first, &["--mode", "kill"], &script));
+    first.wait_for_event("credential read", |e| {
+        e["kind"] == "open" && e["credentials"][0] == "aws"
+    });
+    wait_until("the daemon saved the session's credential", || {
+        std::fs::read_to_string(first.saved_sessions()).is_ok_and(|saved| saved.contains("aws"))
+    });
+    assert!(first.stop().success());
+    let second = Daemon::start_with_socket(&lab.dns, lab.home.path(), &first.socket, &[]);
+    let session = second.wait_for_event("adopted session", |e| e["kind"] == "session");
+    assert_eq!(session["found_by"], "run");
+    assert_eq!(session["agent"], "`sh` under agentwatch run");
+    write(&go, "");
+    let output = wait_with_timeout(run);
+    // Killed under the mode run asked for, though the daemon's is block.
+    assert_eq!(
+        output.status.code(),
+        Some(128 + 9),
+        "{output:?}\n{}",
+        second.stderr()
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("survived"));
+    assert_eq!(listener.connections(), 0);
+}

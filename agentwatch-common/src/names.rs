@@ -219,6 +219,8 @@ named_codes! {
         Running = 3 => "running",
         /// The kernel opened it but its exec event was lost.
         LostEvent = 4 => "lost-event",
+        /// `agentwatch run` asked for it, for the command it started.
+        Run = 5 => "run",
     }
 }
 

@@ -2,7 +2,11 @@
 //! it and all its descendants do, and enforce the policy on it.
 
 use std::{
-    ffi::OsString, io, os::unix::process::ExitStatusExt as _, path::PathBuf, process::ExitStatus,
+    ffi::OsString,
+    io,
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    path::PathBuf,
+    process::ExitStatus,
     time::Duration,
 };
 
@@ -63,16 +67,39 @@ pub struct RunOptions {
     /// that they are judged by address as they send.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sockets: u32,
+    /// The daemon's control socket: when a daemon answers there, the
+    /// session is opened through it (nothing is loaded, and its policy and
+    /// mode apply; `--mode` may still set this session's).
+    #[arg(long, value_name = "PATH", default_value = crate::control::protocol::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Load agentwatch's own kernel programs even when a daemon is running
+    /// (as `--policy` does).
+    #[arg(long)]
+    pub standalone: bool,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
+
+mod through_daemon;
 
 /// How often `run` looks whether the processes its command left have exited.
 const DESCENDANTS_CHECK: Duration = Duration::from_millis(200);
 
 /// Runs the command and returns the exit status agentwatch should exit with.
 pub async fn run(options: RunOptions) -> Result<i32> {
+    if !options.standalone
+        && options.policy.is_none()
+        && through_daemon::daemon_listens(&options.socket).await
+    {
+        let account = Account::invoking_user().context("finding the sudo user")?;
+        return through_daemon::run(&options, account.as_ref()).await;
+    }
+    standalone(options).await
+}
+
+/// `run` with agentwatch's own kernel programs, loaded for this session.
+async fn standalone(options: RunOptions) -> Result<i32> {
     require_privileges("agentwatch run")?;
     let policy = match &options.policy {
         Some(path) => Policy::load(path)?,
@@ -80,7 +107,9 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     };
     let action = options.mode.unwrap_or(policy.action);
     if action == Action::Ask {
-        bail!("--mode ask needs the daemon (`agentwatch daemon`): there is no one to ask here");
+        bail!(
+            "--mode ask needs a running daemon (`agentwatch daemon`) to ask through: there is no one to ask here"
+        );
     }
     let account = Account::invoking_user().context("finding the sudo user")?;
     let home = match &account {
@@ -106,7 +135,12 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     // What the command inherits open (`3<FILE`) it holds from its first
     // instruction: known before it starts, content scans included.
     let mut events = Vec::new();
-    engine.inherit_open_files(SESSION, &options.command[0].to_string_lossy(), &mut events)?;
+    engine.inherit_open_files(
+        SESSION,
+        std::process::id(),
+        &options.command[0].to_string_lossy(),
+        &mut events,
+    )?;
     engine.finish_scans(&mut events).await?;
 
     // Every process this one forks while registered joins the session from
@@ -117,14 +151,7 @@ pub async fn run(options: RunOptions) -> Result<i32> {
     engine.remove_spawner(me)?;
     let mut child = match spawned {
         Ok(child) => child,
-        Err(error) => {
-            let program = options.command[0].to_string_lossy();
-            eprintln!("agentwatch: {program}: {error}");
-            return Ok(match error.kind() {
-                io::ErrorKind::NotFound => 127,
-                _ => 126,
-            });
-        }
+        Err(error) => return Ok(not_started(&options.command[0], &error)),
     };
     let child_pid = child.id().map(|pid| Pid::from_raw(pid as i32));
     if let Some(pid) = child.id() {
@@ -261,7 +288,12 @@ fn exit_code(status: ExitStatus) -> i32 {
 
 /// Starts the command, as the sudo user when agentwatch was started by sudo.
 fn spawn(command: &[OsString], account: Option<&Account>) -> io::Result<Child> {
-    let mut cmd = Command::new(&command[0]);
+    Command::from(account_command(command, account)).spawn()
+}
+
+/// The command, to run as the sudo user when agentwatch was started by sudo.
+fn account_command(command: &[OsString], account: Option<&Account>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     if let Some(account) = account.cloned() {
         cmd.env("HOME", &account.home)
@@ -277,7 +309,17 @@ fn spawn(command: &[OsString], account: Option<&Account>) -> io::Result<Child> {
             });
         }
     }
-    cmd.spawn()
+    cmd
+}
+
+/// Says why the command could not start; the status to exit with, as a
+/// shell's (127: not found, 126: found but not run).
+fn not_started(program: &std::ffi::OsStr, error: &io::Error) -> i32 {
+    eprintln!("agentwatch: {}: {error}", program.to_string_lossy());
+    match error.kind() {
+        io::ErrorKind::NotFound => 127,
+        _ => 126,
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ impl Authority {
     /// Approve/Deny: the peer must be uid 0 or in the admin group (primary or supplementary), must
     /// still exist in /proc, and must not be inside a watched session — an agent must never
     /// approve its own request, whatever its uid.
+    ///
+    /// Run: the same, and the process to watch must be the peer's own child, so nobody opens a
+    /// session (with a mode of their choosing) for a process that is not theirs to start.
     pub fn authorize(
         &self,
         request: &Request,
@@ -30,6 +33,7 @@ impl Authority {
         let verb = match request {
             Request::Approve { .. } => "approve",
             Request::Deny { .. } => "deny",
+            Request::Run { .. } => "open a session",
             // Answered only about the asker's own session: a watched agent may learn why its
             // call was refused (and that a human must approve it), nothing more.
             Request::Why { .. } if peer.pid != 0 => return Ok(()),
@@ -61,7 +65,15 @@ impl Authority {
         if handler.is_watched(peer.pid) {
             return Err(format!(
                 "refused to {verb}: process {} is inside a watched agent session, and a watched \
-                 session cannot approve or deny requests",
+                 session cannot approve or deny requests or open sessions",
+                peer.pid
+            ));
+        }
+        if let Request::Run { pid, .. } = request
+            && proc::parent_of(*pid).ok() != Some(peer.pid)
+        {
+            return Err(format!(
+                "refused to {verb}: process {pid} is not a child of the requesting process ({})",
                 peer.pid
             ));
         }

@@ -15,6 +15,8 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::timeout;
 use tracing::{debug, error, info, warn};
 
+use agentwatch_common::names::Action;
+
 use super::{ControlHandler, Peer, authorize::Authority};
 use crate::control::protocol::{EventLine, Request, Response};
 use crate::event::Event;
@@ -64,6 +66,12 @@ pub(super) async fn handle_client(
 /// What a request is answered with.
 enum Reply {
     One(Response),
+    /// `Response::Opened`, then the new session's events from before it opened.
+    Opened {
+        session: u32,
+        action: Action,
+        live: broadcast::Receiver<Arc<Event>>,
+    },
     Events {
         recent: Vec<Arc<Event>>,
         live: Option<broadcast::Receiver<Arc<Event>>>,
@@ -115,6 +123,22 @@ fn answer(
                 .last_refusal(peer.pid, unreported)
                 .map(|event| Box::new((*event).clone())),
         }),
+        Request::Run { pid, argv, mode } => {
+            info!(
+                "control socket: run {argv:?} as pid {pid}, for pid {} uid {}",
+                peer.pid, peer.uid
+            );
+            // Subscribed first: the session's first events come as it opens.
+            let live = handler.subscribe();
+            match handler.open_run(pid, argv, mode, peer) {
+                Ok(action) => Reply::Opened {
+                    session: pid,
+                    action,
+                    live,
+                },
+                Err(message) => Reply::One(Response::Error { message }),
+            }
+        }
         Request::Events {
             follow,
             session,
@@ -159,6 +183,15 @@ impl Client {
                 });
         match reply {
             Reply::One(response) => self.out.send(&response).await,
+            Reply::Opened {
+                session,
+                action,
+                live,
+            } => {
+                self.out.queue(&Response::Opened { session, action });
+                self.stream_events(Vec::new(), Some(live), Some(session))
+                    .await
+            }
             Reply::Events {
                 recent,
                 live,

@@ -22,6 +22,8 @@ pub struct Fake {
     pub events: broadcast::Sender<Arc<Event>>,
     pub recent: Vec<Arc<Event>>,
     pub decisions: Mutex<Vec<(u64, bool, Peer)>>,
+    /// The pids `open_run` was asked for.
+    pub runs: Mutex<Vec<u32>>,
 }
 
 impl Fake {
@@ -31,6 +33,7 @@ impl Fake {
             events: broadcast::channel(capacity).0,
             recent: (1..=4u32).map(|n| Arc::new(event(n, n % 2 + 1))).collect(),
             decisions: Mutex::new(Vec::new()),
+            runs: Mutex::new(Vec::new()),
         })
     }
 
@@ -98,6 +101,19 @@ impl ControlHandler for Fake {
     }
     fn events(&self) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
         (self.recent.clone(), self.events.subscribe())
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+    fn open_run(
+        &self,
+        pid: u32,
+        _argv: Vec<String>,
+        mode: Option<Action>,
+        _peer: Peer,
+    ) -> Result<Action, String> {
+        self.runs.lock().unwrap().push(pid);
+        Ok(mode.unwrap_or(Action::Block))
     }
     fn is_watched(&self, _pid: u32) -> bool {
         self.watched.load(Ordering::Relaxed)

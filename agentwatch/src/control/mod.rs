@@ -16,6 +16,7 @@ mod tests;
 
 use std::sync::Arc;
 
+use agentwatch_common::names::Action;
 use tokio::sync::broadcast;
 
 use crate::event::Event;
@@ -41,6 +42,17 @@ pub trait ControlHandler: Send + Sync + 'static {
     /// Recent events (oldest first) and a live feed, for Events requests. Both should be taken
     /// under one lock so that no event is missed or repeated between them.
     fn events(&self) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+    /// A live feed alone, for a client that wants no replay.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
+    /// Already authorised by the server: makes `pid` (held before its exec by `peer`, its
+    /// parent) the root of a new session; returns the session's action.
+    fn open_run(
+        &self,
+        pid: u32,
+        argv: Vec<String>,
+        mode: Option<Action>,
+        peer: Peer,
+    ) -> Result<Action, String>;
     /// Whether `pid` is, or descends from, a process of a watched session.
     fn is_watched(&self, pid: u32) -> bool;
     /// The latest refusal (an alert that blocked, killed or asked) of the session `pid` is in;

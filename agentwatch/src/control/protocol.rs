@@ -41,6 +41,15 @@ pub enum Request {
         #[serde(default)]
         unreported: bool,
     },
+    /// `agentwatch run` through the daemon: `pid`, the asker's child, held before its exec,
+    /// becomes the root of a new session with `mode` (default: the daemon's). One
+    /// `Response::Opened` (or `Response::Error`), then the session's events as
+    /// `Response::Event` lines, taken from before it opened, until the client goes away.
+    Run {
+        pid: u32,
+        argv: Vec<String>,
+        mode: Option<Action>,
+    },
 }
 
 /// Clients from before `replay` was asked for wanted the replay.
@@ -72,6 +81,11 @@ pub enum Response {
     /// session) has none.
     Refusal {
         event: Option<Box<Event>>,
+    },
+    /// To `Run`: the session is open; the held command may start.
+    Opened {
+        session: u32,
+        action: Action,
     },
     Error {
         message: String,

@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::event::Event;
+use crate::policy::Action;
 use crate::sys::proc::supplementary_groups;
 
 use super::{
@@ -446,4 +447,56 @@ async fn a_watched_session_may_ask_why_but_never_approve() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn run_opens_a_session_only_for_the_askers_own_child_and_streams_it_alone() {
+    require_root();
+    let fake = Fake::new(64);
+    let (_dir, path) = start(&fake);
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let run = |pid| Request::Run {
+        pid,
+        argv: vec!["sleep".into(), "30".into()],
+        mode: Some(Action::Kill),
+    };
+    let mut sub = Subscription::open(&path, &run(pid)).await.unwrap();
+    assert_eq!(
+        sub.next().await.unwrap().unwrap(),
+        Response::Opened {
+            session: pid,
+            action: Action::Kill
+        }
+    );
+    assert_eq!(sub.next().await.unwrap().unwrap(), Response::Live);
+    fake.events.send(Arc::new(event(7, 1))).unwrap();
+    fake.events.send(Arc::new(event(8, pid))).unwrap();
+    assert_eq!(
+        sub.next().await.unwrap().unwrap(),
+        Response::Event {
+            event: event(8, pid).into(),
+        }
+    );
+    assert_eq!(*fake.runs.lock().unwrap(), [pid]);
+
+    // Not the asker's child (init is nobody's).
+    let Response::Error { message } = client::request(&path, &run(1)).await.unwrap() else {
+        panic!("a session for another's process");
+    };
+    assert!(message.contains("not a child"), "{message}");
+    fake.watched.store(true, Ordering::Relaxed);
+    let Response::Error { message } = client::request(&path, &run(pid)).await.unwrap() else {
+        panic!("a session opened from a watched one");
+    };
+    assert!(
+        message.contains("cannot approve or deny requests or open sessions"),
+        "{message}"
+    );
+    assert_eq!(fake.runs.lock().unwrap().len(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

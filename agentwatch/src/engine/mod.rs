@@ -406,19 +406,19 @@ impl Engine {
         )
     }
 
-    /// Files open in this process without close-on-exec, which the command
-    /// it starts next inherits (`3<~/.railway/config.json`): each is an
-    /// `open` (syscall `inherited`) of `session`'s first process `pid`, a
+    /// Files open in process `pid` without close-on-exec, which the
+    /// command it execs next inherits (`3<~/.railway/config.json`): each is
+    /// an `open` (syscall `inherited`) of `session`'s first process, a
     /// credential file taints the session now, and any other regular file
     /// is scanned by content (`finish_scans` waits for the scans).
     pub fn inherit_open_files(
         &mut self,
         session: u32,
+        pid: u32,
         comm: &str,
         out: &mut Vec<Event>,
     ) -> Result<()> {
-        let pid = std::process::id();
-        for (fd, flags, path, meta) in inheritable_files()? {
+        for (fd, flags, path, meta) in inheritable_files(pid)? {
             let key = CredKey {
                 dev: agentwatch_common::offsets::kernel_dev(meta.dev()),
                 _pad: 0,
@@ -890,9 +890,10 @@ fn scan_job(event: &Event) -> Option<ScanJob> {
 
 /// This process's regular files open without close-on-exec: descriptor,
 /// open flags, path and metadata.
-fn inheritable_files() -> Result<Vec<(i32, u32, PathBuf, std::fs::Metadata)>> {
+fn inheritable_files(pid: u32) -> Result<Vec<(i32, u32, PathBuf, std::fs::Metadata)>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd").context("listing /proc/self/fd")? {
+    let fds = format!("/proc/{pid}/fd");
+    for entry in std::fs::read_dir(&fds).with_context(|| format!("listing {fds}"))? {
         let Some(fd) = entry?
             .file_name()
             .to_str()
@@ -900,14 +901,14 @@ fn inheritable_files() -> Result<Vec<(i32, u32, PathBuf, std::fs::Metadata)>> {
         else {
             continue;
         };
-        let Some(flags) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        let Some(flags) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
             .ok()
             .as_deref()
             .and_then(fd_flags)
         else {
             continue;
         };
-        let link = format!("/proc/self/fd/{fd}");
+        let link = format!("{fds}/{fd}");
         if flags & libc::O_CLOEXEC as u32 != 0 {
             continue;
         }

@@ -58,7 +58,7 @@ use discovery::Agents;
 use requests::Requests;
 use saved::SavedSessions;
 use service::ServiceManager;
-use shared::Handler;
+use shared::{Handler, ToLoop};
 
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
 
@@ -116,6 +116,7 @@ struct Session {
     agent: String,
     started: SystemTime,
     action: Action,
+    found_by: FoundBy,
     /// The pending request it is stopped for.
     stopped_for: Option<u64>,
 }
@@ -206,8 +207,8 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
     let metrics_addr = metrics_listener.local_addr()?;
     let metrics = Arc::new(Mutex::new(metrics));
     prometheus::serve(metrics_listener, metrics.clone());
-    let (decisions, mut decided) = mpsc::channel(64);
-    let handler = Arc::new(Handler::new(decisions, action));
+    let (to_loop, mut from_clients) = mpsc::channel(64);
+    let handler = Arc::new(Handler::new(to_loop, action));
     tokio::spawn(listener::serve(
         listener,
         Arc::new(Authority { admin_gid }),
@@ -253,7 +254,10 @@ pub async fn daemon(options: DaemonOptions) -> Result<i32> {
                     warn!("{error:#}");
                 }
             }
-            Some(decision) = decided.recv() => daemon.decide(decision),
+            Some(message) = from_clients.recv() => match message {
+                ToLoop::Decision(decision) => daemon.decide(decision),
+                ToLoop::Run(request) => daemon.open_run(request).await,
+            },
             _ = tick.tick() => daemon.tick().await,
             _ = hangup.recv() => daemon.reload(),
             _ = terminate.recv() => break,

@@ -11,7 +11,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::sys::{proc::start_time, state};
+use crate::{
+    policy::Action,
+    sys::{proc::start_time, state},
+};
 
 /// A session as saved: its root process (with its start time, so a reused
 /// pid is not mistaken for it) and the credential classes it held.
@@ -20,6 +23,16 @@ pub struct SavedSession {
     pub root: u32,
     pub started: u64,
     pub credentials: Vec<String>,
+    /// A session `agentwatch run` opened: adopted again by its root alone,
+    /// which no agent matcher may recognise, with its name and action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<SavedRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedRun {
+    pub agent: String,
+    pub action: Action,
 }
 
 pub struct SavedSessions {
@@ -78,16 +91,22 @@ mod tests {
                 root: me,
                 started: start_time(me).unwrap(),
                 credentials: vec!["aws".into()],
+                run: Some(SavedRun {
+                    agent: "`sh` under agentwatch run".into(),
+                    action: Action::Kill,
+                }),
             },
             // The same pid with another start time is another process.
             SavedSession {
                 root: 1,
                 started: u64::MAX,
                 credentials: vec!["railway".into()],
+                run: None,
             },
         ]);
         let loaded = SavedSessions::in_dir(dir.path()).load();
         assert_eq!(loaded.keys().copied().collect::<Vec<_>>(), [me]);
         assert_eq!(loaded[&me].credentials, ["aws"]);
+        assert_eq!(loaded[&me].run.as_ref().unwrap().action, Action::Kill);
     }
 }

@@ -19,10 +19,14 @@ use tracing::{info, warn};
 
 use super::{
     Daemon, Session,
-    discovery::{descendants, read_process},
+    discovery::{ProcessView, descendants, read_process},
+    shared::RunRequest,
 };
 use crate::{
+    enrich::state::Process,
     event::{Body, Event, SessionChange},
+    feed::workspace::START_BUDGET,
+    policy::Action,
     respond::Responder,
     sys::proc,
 };
@@ -58,6 +62,22 @@ impl Daemon {
                 self.engine.restore_credentials(pid, &session.credentials)?;
             }
         }
+        // `agentwatch run`'s sessions whose command still runs: no matcher
+        // knows them, the saved root does.
+        for (pid, session) in &saved {
+            let Some(run) = &session.run else { continue };
+            if taken.contains(pid) {
+                continue;
+            }
+            let members = descendants(*pid, &parents);
+            taken.extend(&members);
+            self.start_session(*pid, run.agent.clone(), FoundBy::Run, run.action)?;
+            for member in members {
+                self.engine.track_process(member, *pid)?;
+            }
+            self.engine
+                .restore_credentials(*pid, &session.credentials)?;
+        }
         Ok(())
     }
 
@@ -68,39 +88,137 @@ impl Daemon {
         agent: u32,
         found_by: FoundBy,
     ) -> Result<()> {
-        if self.sessions.contains_key(&session) {
-            return Ok(());
-        }
-        self.set_watching(true)?;
-        // The kernel opened the others itself (and may have tainted them).
-        if matches!(found_by, FoundBy::Running | FoundBy::Argv) {
-            self.engine.add_session(session, self.action)?;
-            self.engine.track_process(session, session)?;
-        }
-        if let Ok(cwd) = proc::cwd(session)
-            && cwd != Path::new("/")
-        {
-            // The agent already runs: the whole walk goes on in the
-            // background rather than hold up the daemon's loop.
-            self.engine.add_workspace(&cwd, Duration::ZERO)?;
-        }
-        Responder::prepare(&mut self.engine, self.action)?;
         let name = self.agents.name(agent);
         info!(
             "session {session}: {name} ({}), pid {session}, found by {found_by}",
             self.agents.id(agent)
         );
+        self.start_session(session, name, found_by, self.action)
+    }
+
+    /// Registers session `session`, named `name`, in the kernel's tables
+    /// unless the kernel opened it itself (at exec).
+    fn start_session(
+        &mut self,
+        session: u32,
+        name: String,
+        found_by: FoundBy,
+        action: Action,
+    ) -> Result<()> {
+        if self.sessions.contains_key(&session) {
+            return Ok(());
+        }
+        self.set_watching(true)?;
+        // The kernel opened the others itself (and may have tainted them).
+        if matches!(found_by, FoundBy::Running | FoundBy::Argv | FoundBy::Run) {
+            self.engine.add_session(session, action)?;
+            self.engine.track_process(session, session)?;
+        }
+        if let Ok(cwd) = proc::cwd(session)
+            && cwd != Path::new("/")
+        {
+            // A command held before its exec waits for the walk's start, as
+            // under a standalone `run`. An agent already runs: its whole
+            // walk goes on in the background rather than hold up the loop.
+            let wait = if found_by == FoundBy::Run {
+                START_BUDGET
+            } else {
+                Duration::ZERO
+            };
+            self.engine.add_workspace(&cwd, wait)?;
+        }
+        Responder::prepare(&mut self.engine, action)?;
         self.sessions.insert(
             session,
             Session {
                 agent: name.clone(),
                 started: SystemTime::now(),
-                action: self.action,
+                action,
+                found_by,
                 stopped_for: None,
             },
         );
         self.publish(self.session_event(session, SessionTransition::Start, name, found_by));
         Ok(())
+    }
+
+    /// `agentwatch run` through the daemon: its command, held before its
+    /// exec by its parent (the asker), becomes the root of a session with
+    /// the mode asked for. What it inherits open is read, and the start of
+    /// its workspace walked, before the reply lets it start.
+    pub(super) async fn open_run(&mut self, request: RunRequest) {
+        let RunRequest {
+            pid,
+            argv,
+            mode,
+            peer,
+            reply,
+        } = request;
+        let result = self
+            .open_run_session(pid, argv, mode.unwrap_or(self.action), peer.pid)
+            .await;
+        if let Err(message) = &result {
+            warn!("run for pid {}: {message}", peer.pid);
+        }
+        let _ = reply.send(result);
+    }
+
+    async fn open_run_session(
+        &mut self,
+        pid: u32,
+        argv: Vec<String>,
+        action: Action,
+        parent: u32,
+    ) -> Result<Action, String> {
+        // The socket checked a snapshot; the kernel's map is exact.
+        for (who, process) in [("the requesting process", parent), ("the command", pid)] {
+            if self.engine.is_tracked(process) {
+                return Err(format!(
+                    "refused: {who} (pid {process}) is already in a watched session"
+                ));
+            }
+        }
+        let program = argv.first().map_or("", |arg0| {
+            Path::new(arg0)
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or(arg0)
+        });
+        let comm: String = program.chars().take(15).collect();
+        let view = ProcessView {
+            comm: comm.clone(),
+            argv: argv.clone(),
+            environ: Vec::new(),
+        };
+        let name = match self.agents.match_process(&view) {
+            Some(agent) => self.agents.name(agent),
+            None => format!("`{program}` under agentwatch run"),
+        };
+        info!("session {pid}: {name}, pid {pid}, started by agentwatch run (pid {parent})");
+        let mut events = Vec::new();
+        let opened = self
+            .start_session(pid, name, FoundBy::Run, action)
+            .and_then(|()| {
+                self.engine.add_process(
+                    pid,
+                    Process {
+                        ppid: parent,
+                        session: pid,
+                        comm: comm.clone(),
+                        argv,
+                    },
+                );
+                self.engine.inherit_open_files(pid, pid, &comm, &mut events)
+            });
+        let finished = match opened {
+            Ok(()) => self.engine.finish_scans(&mut events).await,
+            Err(error) => Err(error),
+        };
+        for event in events {
+            self.handle(event);
+        }
+        finished.map_err(|error| format!("opening the session: {error:#}"))?;
+        Ok(action)
     }
 
     fn session_event(

@@ -42,15 +42,30 @@ pub struct Decision {
     pub reply: oneshot::Sender<Result<String, String>>,
 }
 
+/// `agentwatch run`'s request for a session, on its way to the loop.
+pub struct RunRequest {
+    pub pid: u32,
+    pub argv: Vec<String>,
+    pub mode: Option<Action>,
+    pub peer: Peer,
+    pub reply: oneshot::Sender<Result<Action, String>>,
+}
+
+/// What the socket's clients ask of the loop, which owns the kernel.
+pub enum ToLoop {
+    Decision(Decision),
+    Run(RunRequest),
+}
+
 pub struct Handler {
     pub shared: Arc<Mutex<Shared>>,
     pub feed: broadcast::Sender<Arc<Event>>,
-    pub decisions: mpsc::Sender<Decision>,
+    pub to_loop: mpsc::Sender<ToLoop>,
 }
 
 impl Handler {
     /// `mode` is in the status from the start, before the loop's first refresh.
-    pub fn new(decisions: mpsc::Sender<Decision>, mode: Action) -> Self {
+    pub fn new(to_loop: mpsc::Sender<ToLoop>, mode: Action) -> Self {
         let shared = Shared {
             status: Status {
                 mode,
@@ -61,7 +76,7 @@ impl Handler {
         Self {
             shared: Arc::new(Mutex::new(shared)),
             feed: broadcast::channel(FEED).0,
-            decisions,
+            to_loop,
         }
     }
 
@@ -77,14 +92,24 @@ impl Handler {
     }
 
     fn decide(&self, id: u64, approve: bool, peer: Peer) -> Result<String, String> {
-        let (reply, answer) = oneshot::channel();
-        self.decisions
-            .blocking_send(Decision {
+        self.ask_loop(|reply| {
+            ToLoop::Decision(Decision {
                 id,
                 approve,
                 peer,
                 reply,
             })
+        })
+    }
+
+    /// Sends the loop what `message` makes of a reply channel, and waits for its answer.
+    fn ask_loop<T>(
+        &self,
+        message: impl FnOnce(oneshot::Sender<Result<T, String>>) -> ToLoop,
+    ) -> Result<T, String> {
+        let (reply, answer) = oneshot::channel();
+        self.to_loop
+            .blocking_send(message(reply))
             .map_err(|_| "the daemon is shutting down".to_string())?;
         answer
             .blocking_recv()
@@ -116,6 +141,28 @@ impl ControlHandler for Handler {
             shared.recent.iter().cloned().collect(),
             self.feed.subscribe(),
         )
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.feed.subscribe()
+    }
+
+    fn open_run(
+        &self,
+        pid: u32,
+        argv: Vec<String>,
+        mode: Option<Action>,
+        peer: Peer,
+    ) -> Result<Action, String> {
+        self.ask_loop(|reply| {
+            ToLoop::Run(RunRequest {
+                pid,
+                argv,
+                mode,
+                peer,
+                reply,
+            })
+        })
     }
 
     fn is_watched(&self, pid: u32) -> bool {

@@ -3,7 +3,12 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use super::{Daemon, saved::SavedSession};
+use agentwatch_common::names::FoundBy;
+
+use super::{
+    Daemon,
+    saved::{SavedRun, SavedSession},
+};
 use crate::control::protocol::{ProcessInfo, SessionInfo, Status};
 use crate::sys::proc::start_time;
 
@@ -56,11 +61,16 @@ impl Daemon {
         self.saved.save(
             sessions
                 .iter()
-                .filter_map(|session| {
+                .zip(self.sessions.values())
+                .filter_map(|(info, session)| {
                     Some(SavedSession {
-                        root: session.root_pid,
-                        started: start_time(session.root_pid).ok()?,
-                        credentials: session.credentials.clone(),
+                        root: info.root_pid,
+                        started: start_time(info.root_pid).ok()?,
+                        credentials: info.credentials.clone(),
+                        run: (session.found_by == FoundBy::Run).then(|| SavedRun {
+                            agent: session.agent.clone(),
+                            action: session.action,
+                        }),
                     })
                 })
                 .collect(),

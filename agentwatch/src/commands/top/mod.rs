@@ -267,9 +267,11 @@ mod tests {
                             message: format!("request {id} approved"),
                         }]
                     }
-                    Request::Deny { .. } | Request::Why { .. } => vec![Response::Error {
-                        message: "unexpected".into(),
-                    }],
+                    Request::Deny { .. } | Request::Why { .. } | Request::Run { .. } => {
+                        vec![Response::Error {
+                            message: "unexpected".into(),
+                        }]
+                    }
                 };
                 for answer in answers {
                     let mut line = serde_json::to_string(&answer).unwrap();

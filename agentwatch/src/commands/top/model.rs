@@ -287,8 +287,9 @@ impl Model {
             Response::Event { event } => self.event(*event),
             Response::Done { message } => self.say(message, false, now),
             Response::Error { message } => self.say(message, true, now),
-            // `top` never asks Why.
-            Response::End | Response::Live | Response::Refusal { .. } => {}
+            // `top` never asks Why or Run.
+            Response::End | Response::Live | Response::Refusal { .. } | Response::Opened { .. } => {
+            }
         }
     }
 
