@@ -11,8 +11,8 @@ use std::{
 };
 
 use agentwatch_tests::{
-    DnsLab, NetNs, Resolver, agentwatch, identity, output_with_timeout, probe, require_root, watch,
-    watch_options, watch_with,
+    DnsLab, Lab, NetNs, Resolver, agentwatch, identity, output_on_terminal, output_with_timeout,
+    probe, require_root, watch, watch_options, watch_with,
 };
 use serde_json::Value;
 
@@ -395,5 +395,33 @@ fn a_nameserver_that_never_answers_does_not_hold_the_command_back_and_run_says_s
             .contains("the system resolver has not answered for the catalog's hosts"),
         "{}",
         watched.stderr
+    );
+}
+
+#[test]
+fn a_full_screen_program_under_run_has_its_terminal_to_itself() {
+    let lab = Lab::new();
+    // A credential read (no alert: no call follows), a terminal size, a
+    // screen cleared and drawn: what reaches the screen is the command's.
+    let script = "cat ~/.railway/config.json >/dev/null\n\
+                  test -t 0 && test -t 1 && test -t 2 && echo on-a-terminal\n\
+                  stty size\n\
+                  printf '\\033[2J\\033[Hdrawn'";
+    let (status, screen) = output_on_terminal(&mut lab.run_command(&[], script), 30, 100);
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(status.success(), "{status:?}: {screen:?}");
+    // agentwatch may say something of its own as it starts (another
+    // instance's programs, a silent resolver): whole lines, before the
+    // command's first byte.
+    let mut drawn = screen.as_ref();
+    while let Some(rest) = drawn
+        .strip_prefix("agentwatch: ")
+        .and_then(|line| line.split_once("\r\n"))
+    {
+        drawn = rest.1;
+    }
+    assert_eq!(
+        drawn, "on-a-terminal\r\n30 100\r\n\u{1b}[2J\u{1b}[Hdrawn",
+        "{screen:?}"
     );
 }

@@ -3,6 +3,12 @@
 //! tests create and remove themselves.
 
 use std::{
+    fs::File,
+    io::Read as _,
+    os::{
+        fd::{FromRawFd as _, OwnedFd},
+        unix::process::CommandExt as _,
+    },
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -87,6 +93,12 @@ pub fn output_with_timeout(cmd: &mut Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|error| panic!("starting {cmd:?}: {error}"));
+    wait_child_with_timeout(child, &format!("{cmd:?}"))
+}
+
+/// Waits for `child` (`what`) and what it wrote to its pipes; killed, and
+/// the test failed, after TIMEOUT.
+fn wait_child_with_timeout(child: std::process::Child, what: &str) -> Output {
     let pid = child.id();
     let waiter = thread::spawn(move || child.wait_with_output());
     let deadline = Instant::now() + TIMEOUT;
@@ -94,11 +106,67 @@ pub fn output_with_timeout(cmd: &mut Command) -> Output {
         if Instant::now() > deadline {
             // SAFETY: kill(2) on the pid of the child we started.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {TIMEOUT:?}");
+            panic!("{what} did not finish within {TIMEOUT:?}");
         }
         thread::sleep(Duration::from_millis(20));
     }
     waiter.join().expect("waiter").expect("wait")
+}
+
+/// Runs `cmd` as the session leader of a new terminal of `rows` x `cols`
+/// (its stdin, stdout and stderr), as a full-screen program runs; returns
+/// how it exited and every byte that reached the screen.
+pub fn output_on_terminal(cmd: &mut Command, rows: u16, cols: u16) -> (ExitStatus, Vec<u8>) {
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes the two descriptors it opens; the name buffer
+    // and termios are optional.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (master, slave) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup the terminal"));
+    cmd.stdin(stdio(&slave))
+        .stdout(stdio(&slave))
+        .stderr(stdio(&slave));
+    // SAFETY: setsid and ioctl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|error| panic!("starting {cmd:?}: {error}"));
+    // Only the child holds the terminal now (the command's copies go with
+    // its stdio): reading ends (EIO) when it and everything it started
+    // have closed it.
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    drop(slave);
+    let reader = thread::spawn(move || {
+        let mut screen = Vec::new();
+        let mut master = master;
+        let _ = master.read_to_end(&mut screen);
+        screen
+    });
+    let output = wait_child_with_timeout(child, &format!("{cmd:?}"));
+    (output.status, reader.join().expect("terminal reader"))
 }
 
 /// What one `agentwatch run` produced.
