@@ -157,7 +157,9 @@ pub fn output_on_terminal(cmd: &mut Command, rows: u16, cols: u16) -> (ExitStatu
     // Only the child holds the terminal now (the command's copies go with
     // its stdio): reading ends (EIO) when it and everything it started
     // have closed it.
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     drop(slave);
     let reader = thread::spawn(move || {
         let mut screen = Vec::new();

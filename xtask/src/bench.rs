@@ -17,6 +17,7 @@
 //!   sessions, and fresh children of one session; nothing may get through.
 //! - `memory`: resident memory with 10,000 tracked processes and with none.
 //! - `latency`: from a blocked connect to its alert line on stderr.
+//! - `start`: `agentwatch run -- true`, standalone and through a daemon.
 //! - `build`: a real cargo build inside a watched session against unwatched.
 //!
 //! The load is `xtask bench-load` (bench/load.rs), a separate process. All
@@ -33,6 +34,7 @@ mod procs;
 mod race;
 mod report;
 mod rounds;
+mod start;
 mod throughput;
 mod tls;
 mod writes;
@@ -84,11 +86,12 @@ pub enum Section {
     Race,
     Memory,
     Latency,
+    Start,
     Build,
 }
 
 impl Section {
-    const ALL: [Section; 8] = [
+    const ALL: [Section; 9] = [
         Section::Overhead,
         Section::Writes,
         Section::Tls,
@@ -96,6 +99,7 @@ impl Section {
         Section::Race,
         Section::Memory,
         Section::Latency,
+        Section::Start,
         Section::Build,
     ];
 
@@ -108,6 +112,7 @@ impl Section {
             Section::Race => "race",
             Section::Memory => "memory",
             Section::Latency => "latency",
+            Section::Start => "start",
             Section::Build => "build",
         }
     }
@@ -164,8 +169,9 @@ impl Ctx {
     /// `agentwatch daemon` in the lab's namespace, once it watches: in
     /// observe mode (it adopts agents already running on this machine, whose
     /// connections the bench must not touch), with its control socket in
-    /// the scratch directory and its metrics on the lab's loopback.
-    pub fn start_daemon(&self) -> Result<Proc> {
+    /// the scratch directory and its metrics on the lab's loopback. Returns
+    /// it and its control socket.
+    pub fn start_daemon(&self) -> Result<(Proc, PathBuf)> {
         let Some(help) = &self.daemon_help else {
             bail!("not available in this build (no `agentwatch daemon`)");
         };
@@ -175,9 +181,9 @@ impl Ctx {
         if help.contains("--mode") {
             cmd.args(["--mode", "observe"]);
         }
+        let socket = self.dir.join(format!("{name}.sock"));
         if help.contains("--socket") {
-            cmd.arg("--socket")
-                .arg(self.dir.join(format!("{name}.sock")));
+            cmd.arg("--socket").arg(&socket);
         }
         if help.contains("--metrics") {
             cmd.args(["--metrics", DAEMON_METRICS]);
@@ -201,7 +207,7 @@ impl Ctx {
             check_interrupted()?;
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Ok(daemon)
+        Ok((daemon, socket))
     }
 
     /// The daemon's Prometheus metrics: the sum of each sample of `metric`.
@@ -294,6 +300,7 @@ pub fn bench(root: &Path, options: Options) -> Result<()> {
                     Section::Race => race::run(&ctx),
                     Section::Memory => memory::run(&ctx),
                     Section::Latency => latency::run(&ctx),
+                    Section::Start => start::run(&ctx),
                     Section::Build => e2e::run(&ctx),
                 }
             }));

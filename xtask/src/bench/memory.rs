@@ -136,7 +136,7 @@ fn settle(pid: u32) -> Result<Value> {
 }
 
 fn daemon(ctx: &Ctx, many: u64) -> Result<Value> {
-    let daemon = ctx.start_daemon()?;
+    let (daemon, _socket) = ctx.start_daemon()?;
     let mut idle = settle(daemon.pid())?;
     idle["metrics"] = daemon_metrics(ctx);
     idle["links"] = super::procs::bpf_links(daemon.pid());

@@ -150,7 +150,7 @@ fn measure(ctx: &Ctx, config: Config, millis: u64) -> Result<Loops> {
             "watched",
         )?),
         Config::Daemon => {
-            let daemon = ctx.start_daemon()?;
+            let (daemon, _socket) = ctx.start_daemon()?;
             // What it has attached while the loops run (no session: the
             // syscall tracepoints should be detached).
             let links = super::procs::bpf_links(daemon.pid());

@@ -557,6 +557,31 @@ pub fn table(r: &Value) -> String {
     };
     let _ = writeln!(out, "| detection latency (block) | {result} | | |");
 
+    let st = &r["start"];
+    let (result, met) = match error_of(st) {
+        Some(error) => (format!("failed: {error}"), None),
+        None => {
+            let ms = |v: &Value| v["p50"].as_f64();
+            let shown = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0} ms"));
+            let (standalone, through) = (ms(&st["standalone_ms"]), ms(&st["through_daemon_ms"]));
+            (
+                format!(
+                    "`run -- true`, medians of {}: standalone {}, through a running daemon {} (`true` alone {})",
+                    st["rounds"],
+                    shown(standalone),
+                    shown(through),
+                    shown(ms(&st["true_ms"])),
+                ),
+                standalone.zip(through).map(|(s, t)| s < 500.0 && t < 100.0),
+            )
+        }
+    };
+    let _ = writeln!(
+        out,
+        "| start and exit | {result} | standalone < 0.5 s, through the daemon < 0.1 s | {} |",
+        verdict(met)
+    );
+
     let b = &r["build"];
     let (result, met) = match error_of(b) {
         Some(error) => (format!("failed: {error}"), None),
