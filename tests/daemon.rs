@@ -1545,3 +1545,30 @@ fn a_restarted_daemon_adopts_a_run_session_with_its_mode_and_what_it_held() {
     assert!(!String::from_utf8_lossy(&output.stdout).contains("survived"));
     assert_eq!(listener.connections(), 0);
 }
+
+#[test]
+fn run_through_the_daemon_in_ask_mode_waits_for_a_human_and_says_so() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    // The daemon blocks; this session alone asks.
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let script = format!("{READ_AWS_THEN_CALL_EC2}\n\"$PROBE\" connect-host {EC2_HOST}");
+    let run = spawn_group(&mut run_through(&lab, &daemon, &["--mode", "ask"], &script));
+    let request = wait_for_pending(&daemon);
+    assert_eq!(request["agent"], "`sh` under agentwatch run");
+    let approved = daemon.client(&["approve", &request["id"].as_u64().unwrap().to_string()]);
+    assert!(approved.status.success(), "{approved:?}");
+    let output = wait_with_timeout(run);
+    assert_eq!(
+        results(&output),
+        [-1, 0],
+        "the retry passes once: {output:?}"
+    );
+    assert_eq!(listener.connections(), 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        has_line(&stderr, "agentwatch: STOPPED, awaiting approval:"),
+        "{stderr}"
+    );
+}
