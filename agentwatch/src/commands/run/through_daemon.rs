@@ -44,6 +44,11 @@ use crate::{
 /// on its exit (and what came just before it).
 const LAST_EVENTS: Duration = Duration::from_secs(1);
 
+/// How long the daemon may take to open the session (its loop walks the
+/// start of the workspace and reads what the command inherits) before `run`
+/// gives up, the command unstarted.
+const OPEN_WAIT: Duration = Duration::from_secs(30);
+
 /// Whether a daemon answers on `socket`.
 pub async fn daemon_listens(socket: &Path) -> bool {
     UnixStream::connect(socket).await.is_ok()
@@ -68,11 +73,15 @@ pub async fn run(options: &RunOptions, account: Option<&Account>) -> Result<i32>
         mode: options.mode,
     };
     let mut session = Subscription::open(&options.socket, &request).await?;
-    let refused = match session.next().await? {
-        Some(Response::Opened { .. }) => None,
-        Some(Response::Error { message }) => Some(message),
-        None => Some("the daemon closed the connection without answering".into()),
-        Some(other) => bail!("unexpected answer from the daemon: {other:?}"),
+    let answer = tokio::time::timeout(OPEN_WAIT, session.next()).await;
+    let refused = match answer {
+        Ok(answer) => match answer? {
+            Some(Response::Opened { .. }) => None,
+            Some(Response::Error { message }) => Some(message),
+            None => Some("the daemon closed the connection without answering".into()),
+            Some(other) => bail!("unexpected answer from the daemon: {other:?}"),
+        },
+        Err(_) => Some(format!("no answer within {} s", OPEN_WAIT.as_secs())),
     };
     if let Some(message) = refused {
         // Closing the gate unopened makes the held command exit unstarted.
