@@ -1572,3 +1572,31 @@ fn run_through_the_daemon_in_ask_mode_waits_for_a_human_and_says_so() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_credential_an_agent_inherits_open_counts_from_its_start() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    // Held at exec for its argv, it never opens the file: the shell that
+    // started it did (`3<`), and the descriptor is what it reads.
+    let node = agent_script(
+        &lab,
+        "node",
+        &format!("cat <&3 >/dev/null\n\"$PROBE\" connect-host {EC2_HOST}"),
+    );
+    let script = format!(
+        "{node} /usr/lib/node_modules/@anthropic-ai/claude-code/cli.js 3<\"$HOME/.aws/credentials\""
+    );
+    let output = output_with_timeout(&mut lab.command(&[], &script));
+    assert_eq!(results(&output), [-1], "{output:?}\n{}", daemon.stderr());
+    assert_eq!(listener.connections(), 0);
+    let events = daemon.events();
+    let alert = expect_event!(events, "alert", { "action" => "block", "provider" => "aws" });
+    expect_event!(events, "open", {
+        "session" => alert["session"],
+        "syscall" => "inherited",
+        "credentials/0" => "aws",
+    });
+}

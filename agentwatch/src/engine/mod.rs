@@ -893,7 +893,12 @@ fn scan_job(event: &Event) -> Option<ScanJob> {
 fn inheritable_files(pid: u32) -> Result<Vec<(i32, u32, PathBuf, std::fs::Metadata)>> {
     let mut files = Vec::new();
     let fds = format!("/proc/{pid}/fd");
-    for entry in std::fs::read_dir(&fds).with_context(|| format!("listing {fds}"))? {
+    let entries = match std::fs::read_dir(&fds) {
+        // It has exited: it holds nothing any more.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        listed => listed.with_context(|| format!("listing {fds}"))?,
+    };
+    for entry in entries {
         let Some(fd) = entry?
             .file_name()
             .to_str()

@@ -139,7 +139,23 @@ impl Daemon {
             },
         );
         self.publish(self.session_event(session, SessionTransition::Start, name, found_by));
-        Ok(())
+        // What the root holds open from before its exec (`3<FILE`) counts
+        // from now: exactly for one held or paused at exec, or not yet
+        // started; at once after the fact for an agent already running.
+        let comm = self
+            .engine
+            .process(session)
+            .map(|process| process.comm.clone())
+            .or_else(|| proc::comm(session).ok())
+            .unwrap_or_default();
+        let mut events = Vec::new();
+        let inherited = self
+            .engine
+            .inherit_open_files(session, session, &comm, &mut events);
+        for event in events {
+            self.handle(event);
+        }
+        inherited
     }
 
     /// `agentwatch run` through the daemon: its command, held before its
@@ -195,29 +211,25 @@ impl Daemon {
             None => format!("`{program}` under agentwatch run"),
         };
         info!("session {pid}: {name}, pid {pid}, started by agentwatch run (pid {parent})");
+        self.engine.add_process(
+            pid,
+            Process {
+                ppid: parent,
+                session: pid,
+                comm,
+                argv,
+            },
+        );
         let mut events = Vec::new();
-        let opened = self
-            .start_session(pid, name, FoundBy::Run, action)
-            .and_then(|()| {
-                self.engine.add_process(
-                    pid,
-                    Process {
-                        ppid: parent,
-                        session: pid,
-                        comm: comm.clone(),
-                        argv,
-                    },
-                );
-                self.engine.inherit_open_files(pid, pid, &comm, &mut events)
-            });
-        let finished = match opened {
+        // The content scans of what it inherits finish before it starts.
+        let opened = match self.start_session(pid, name, FoundBy::Run, action) {
             Ok(()) => self.engine.finish_scans(&mut events).await,
             Err(error) => Err(error),
         };
         for event in events {
             self.handle(event);
         }
-        finished.map_err(|error| format!("opening the session: {error:#}"))?;
+        opened.map_err(|error| format!("opening the session: {error:#}"))?;
         Ok(action)
     }
 
