@@ -119,6 +119,64 @@ fn a_graphql_query_reaches_railway_and_the_volume_deletion_never_does() {
 }
 
 #[test]
+fn a_second_request_on_one_http2_connection_is_judged_like_the_first() {
+    let lab = Lab::new();
+    let api = TlsApi::start_http2(&lab.dns.netns, RAILWAY);
+    // One curl, one connection: the mutation is the connection's second
+    // stream, and names its host by the first one's HPACK entry. Its body
+    // comes from a file, so curl's argv does not show it.
+    let body = lab.path("mutation.json");
+    write(
+        &body,
+        &format!("{{\"query\":\"{}\"}}", MUTATION.replace('"', "\\\"")),
+    );
+    let post = |data: &str| {
+        format!(
+            "-sk --http2 -o /dev/null https://backboard.railway.app/graphql/v2 \
+             -H 'Content-Type: application/json' -d {data}"
+        )
+    };
+    let script = format!(
+        "cat ~/.railway/config.json >/dev/null\ncurl {} --next {}; echo curl=$?\n",
+        post(&format!("'{{\"query\":\"{QUERY}\"}}'")),
+        post(&format!("@{}", body.display()))
+    );
+    let watched = lab.run(&[], &[], &script);
+    let requests = api.requests();
+    assert_eq!(
+        requests.len(),
+        1,
+        "only the query arrived: {requests:?}\n{}\n{}\n{:?}",
+        watched.stdout,
+        watched.stderr,
+        watched.of_kind("operation")
+    );
+    assert!(
+        requests[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("deployments")
+    );
+    assert_ne!(
+        status(&watched.stdout, "curl"),
+        Some(0),
+        "{}",
+        watched.stdout
+    );
+    expect_event!(watched.events, "operation", {
+        "host" => "backboard.railway.app",
+        "operation/kind" => "graphql-query",
+        "decision" => "pass",
+    });
+    expect_event!(watched.events, "operation", {
+        "host" => "backboard.railway.app",
+        "operation/name" => "volumeDelete",
+        "operation/class" => "destructive",
+        "decision" => "block",
+    });
+}
+
+#[test]
 fn under_kill_the_deleting_client_dies_before_its_request_is_encrypted() {
     let lab = lab_with_client();
     let api = TlsApi::start(&lab.dns.netns, RAILWAY);

@@ -255,6 +255,20 @@ pub enum OperationDecision {
 }
 
 impl OperationDecision {
+    /// How far it stops a call, for the one decision a write of several
+    /// requests gets: passing least, then recording, asking, refusing, and
+    /// killing most.
+    pub fn strictness(self) -> u8 {
+        match self {
+            OperationDecision::Pass => 0,
+            OperationDecision::Action(Action::Observe) => 1,
+            OperationDecision::Action(Action::Alert) => 2,
+            OperationDecision::Action(Action::Ask) => 3,
+            OperationDecision::Action(Action::Block) => 4,
+            OperationDecision::Action(Action::Kill) => 5,
+        }
+    }
+
     /// Every decision: pass, then each action.
     pub fn all() -> impl Iterator<Item = OperationDecision> {
         std::iter::once(OperationDecision::Pass)

@@ -1142,15 +1142,25 @@ pub struct TlsApi {
 }
 
 impl TlsApi {
-    /// Serves on `addr` (`IP:PORT`) inside `netns`.
+    /// Serves HTTP/1.1 on `addr` (`IP:PORT`) inside `netns`.
     pub fn start(netns: &NetNs, addr: &str) -> Self {
+        Self::serve(netns, addr, "python3", "support/tls_server.py")
+    }
+
+    /// Serves HTTP/2 (ALPN `h2`) on `addr` inside `netns`, with Debian's
+    /// python3 and its h2 module.
+    pub fn start_http2(netns: &NetNs, addr: &str) -> Self {
+        Self::serve(netns, addr, "/usr/bin/python3", "support/h2_server.py")
+    }
+
+    fn serve(netns: &NetNs, addr: &str, python: &str, server: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (cert, key) = self_signed_certificate(dir.path()).expect("a certificate");
         let log = dir.path().join("requests.jsonl");
         let (ip, port) = addr.rsplit_once(':').expect("IP:PORT");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/tls_server.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(server);
         let mut server = Command::new("ip")
-            .args(["netns", "exec", &netns.name, "python3"])
+            .args(["netns", "exec", &netns.name, python])
             .arg(script)
             .args([&cert, &key])
             .args([ip, port])

@@ -33,6 +33,8 @@ const TEST_PACKAGES: &[&str] = &[
     "dbus-daemon",
     "python3-dbus",
     "python3-gi",
+    // The HTTP/2 API the operation tests call with curl.
+    "python3-h2",
 ];
 /// Extra packages for the VM lane (`cargo xtask test` runs its quick lane):
 /// qemu, the initramfs's busybox, depmod for the kernel packages' modules.

@@ -19,37 +19,95 @@ use crate::{
     decode::TlsWrite,
     event::{Alert, Body, Event, Exec, OperationCall, OperationDecision, OperationSeen},
     kernel::probes::Probes,
-    operation::{Catalog, Operation, Request, parse_request},
+    operation::{Catalog, HTTP2_PREFACE, Http2Connection, Operation, Request, parse_request},
     policy::{Action, Policy},
 };
 
-/// Request heads awaiting their body, kept at most this many (the oldest
-/// goes first): a client that writes a head and never its body leaves one.
+/// Request heads awaiting their body, and HTTP/2 connections followed,
+/// each kept at most this many (the oldest goes first): a client that
+/// writes a head and never its body leaves one.
 const HEADS_CAP: usize = 1024;
 /// Bytes of a body kept across writes.
 const BODY_CAP: usize = 64 << 10;
 
-/// Requests whose head was written apart from their body, by (pid, `SSL *`).
+/// What is known of each connection between writes, by (pid, `SSL *`):
+/// HTTP/1 requests whose head was written apart from their body, and the
+/// HTTP/2 connections seen from their preface on.
 #[derive(Default)]
 pub struct RequestHeads {
-    heads: HashMap<(u32, u64), (u64, Request)>,
+    heads: Bounded<Request>,
+    http2: Bounded<Http2Connection>,
+}
+
+/// A map by (pid, `SSL *`) of at most HEADS_CAP entries, the oldest
+/// dropped first.
+struct Bounded<V> {
+    entries: HashMap<(u32, u64), (u64, V)>,
     next: u64,
 }
 
+impl<V> Default for Bounded<V> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<V> Bounded<V> {
+    fn insert(&mut self, key: (u32, u64), value: V) {
+        if self.entries.len() >= HEADS_CAP
+            && let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (order, _))| *order)
+                .map(|(key, _)| *key)
+        {
+            self.entries.remove(&oldest);
+        }
+        self.next += 1;
+        self.entries.insert(key, (self.next, value));
+    }
+
+    fn remove(&mut self, key: &(u32, u64)) -> Option<V> {
+        self.entries.remove(key).map(|(_, value)| value)
+    }
+
+    fn get_mut(&mut self, key: &(u32, u64)) -> Option<&mut V> {
+        self.entries.get_mut(key).map(|(_, value)| value)
+    }
+}
+
 impl RequestHeads {
-    /// What `write` shows: a request to judge, one whose body is still to
-    /// come (the head alone does nothing: it goes, and the body is judged
-    /// with it), or nothing.
-    fn request(&mut self, write: &TlsWrite) -> Seen {
+    /// What `write` shows: requests to judge, or nothing yet (a head whose
+    /// body is still to come goes, and the body is judged with it; frames
+    /// that carry no request).
+    fn requests(&mut self, write: &TlsWrite) -> Seen {
         let key = (write.pid, write.ssl);
         let cut = write.data.len() < write.len as usize;
+        if let Some(frames) = write.data.strip_prefix(HTTP2_PREFACE) {
+            let mut connection = Http2Connection::new();
+            let seen = http2_requests(&mut connection, frames, cut);
+            self.http2.insert(key, connection);
+            return seen;
+        }
+        if let Some(connection) = self.http2.get_mut(&key) {
+            return http2_requests(connection, &write.data, cut);
+        }
         let request = match parse_request(&write.data) {
             Ok(request) => {
                 self.heads.remove(&key);
                 request
             }
             Err(_) => {
-                let Some((_, mut request)) = self.heads.remove(&key) else {
+                let Some(mut request) = self.heads.remove(&key) else {
+                    // An HTTP/2 request on a connection whose start went by
+                    // unseen (before the session held a credential): its
+                    // headers cannot be read.
+                    if Http2Connection::looks_like_a_request(&write.data) {
+                        return Seen::Requests(vec![Request::default()]);
+                    }
                     return Seen::Nothing;
                 };
                 let room = BODY_CAP.saturating_sub(request.body.len());
@@ -62,30 +120,29 @@ impl RequestHeads {
         };
         // A body cut by the kernel's bound is judged with what it shows.
         if !request.body_complete && !cut && request.body.len() < BODY_CAP {
-            self.remember(key, request);
-            return Seen::Awaiting;
+            self.heads.insert(key, request);
+            return Seen::Nothing;
         }
-        Seen::Request(request)
+        Seen::Requests(vec![request])
     }
+}
 
-    fn remember(&mut self, key: (u32, u64), request: Request) {
-        if self.heads.len() >= HEADS_CAP
-            && let Some(oldest) = self
-                .heads
-                .iter()
-                .min_by_key(|(_, (order, _))| *order)
-                .map(|(key, _)| *key)
-        {
-            self.heads.remove(&oldest);
+/// The requests the next write on an HTTP/2 connection completes. Frames
+/// that cannot be read leave the connection's later requests unreadable:
+/// one request whose operation cannot be seen stands for them.
+fn http2_requests(connection: &mut Http2Connection, frames: &[u8], cut: bool) -> Seen {
+    match connection.requests(frames, cut) {
+        Ok(requests) if requests.is_empty() => Seen::Nothing,
+        Ok(requests) => Seen::Requests(requests),
+        Err(error) => {
+            warn!("an HTTP/2 connection's writes cannot be read: {error}");
+            Seen::Requests(vec![connection.unreadable()])
         }
-        self.next += 1;
-        self.heads.insert(key, (self.next, request));
     }
 }
 
 enum Seen {
-    Request(Request),
-    Awaiting,
+    Requests(Vec<Request>),
     Nothing,
 }
 
@@ -143,39 +200,27 @@ impl Core {
         }
     }
 
-    /// A tainted session's TLS request; its writer is stopped.
+    /// A tainted session's TLS write; its writer is stopped. Every request
+    /// it completes is judged, and the write gets the strictest decision.
     pub(super) fn tls_write(&mut self, write: TlsWrite, out: &mut Vec<Event>) {
-        let Seen::Request(request) = self.heads.request(&write) else {
-            // Not a request (TLS records of another protocol, an HTTP/2
-            // frame after the first request), or a head whose body follows:
-            // nothing names an operation yet.
+        let Seen::Requests(requests) = self.heads.requests(&write) else {
+            // Not a request (TLS records of another protocol), a head whose
+            // body follows, or frames that carry no request: nothing names
+            // an operation yet.
             resume(write.pid);
             return;
         };
-        let (operation, held) = match request.host.as_deref() {
-            Some(host) => {
-                let domain = self.enrich.tables.lookup(host);
-                let Some(domain) =
-                    domain.filter(|d| write.held & d.host.classes & !d.host.allowed != 0)
-                else {
-                    resume(write.pid);
-                    return;
-                };
-                let catalog = Catalog::new(&self.policy);
-                let operation = catalog.classify_request(&domain.provider, &request);
-                (operation, write.held & domain.host.classes)
-            }
-            // A request that does not say where it goes (an HTTP/2 header
-            // block referring to an earlier request's): it may be an
-            // infrastructure call, and what it does cannot be judged.
-            None => (unseen_host(&request), write.held),
-        };
-        let decision = decide(
-            operation.class,
-            self.session_action(write.session),
-            &self.policy,
-        );
-        match decision {
+        let session_action = self.session_action(write.session);
+        let judged: Vec<(OperationCall, u64)> = requests
+            .into_iter()
+            .filter_map(|request| self.judge_request(&write, request, session_action))
+            .collect();
+        let strictest = judged
+            .iter()
+            .map(|(call, _)| call.decision)
+            .max_by_key(|decision| decision.strictness())
+            .unwrap_or(OperationDecision::Pass);
+        match strictest {
             OperationDecision::Pass
             | OperationDecision::Action(Action::Observe | Action::Alert) => resume(write.pid),
             OperationDecision::Action(Action::Block) => {
@@ -189,23 +234,60 @@ impl Core {
             // The responder kills the session, or asks with the writer stopped.
             OperationDecision::Action(Action::Kill | Action::Ask) => {}
         }
-        let call = OperationCall {
-            seen: OperationSeen::Tls,
-            operation,
-            decision,
-            host: request.host,
+        let ppid = self.enrich.procs.get(write.pid).map_or(0, |p| p.ppid);
+        for (call, held) in judged {
+            let event = Event {
+                ts: write.ts,
+                session: write.session,
+                pid: write.pid,
+                tid: write.tid,
+                ppid,
+                uid: write.uid,
+                comm: write.comm.clone(),
+                body: Body::Operation(call),
+            };
+            self.report(event, held, out);
+        }
+    }
+
+    /// What one request of a tainted session does, and what the policy
+    /// decides of it; None for a request to a host none of the session's
+    /// credentials count against. Also the classes that counted.
+    fn judge_request(
+        &self,
+        write: &TlsWrite,
+        request: Request,
+        session_action: Action,
+    ) -> Option<(OperationCall, u64)> {
+        let (operation, held) = match request.host.as_deref() {
+            Some(host) => {
+                let domain = self
+                    .enrich
+                    .tables
+                    .lookup(host)
+                    .filter(|d| write.held & d.host.classes & !d.host.allowed != 0)?;
+                let operation = if request.method.is_empty() {
+                    unreadable(&request)
+                } else {
+                    Catalog::new(&self.policy).classify_request(&domain.provider, &request)
+                };
+                (operation, write.held & domain.host.classes)
+            }
+            // A request that does not say where it goes (an HTTP/2 header
+            // block that could not be read): it may be an infrastructure
+            // call, and what it does cannot be judged.
+            None => (unreadable(&request), write.held),
         };
-        let event = Event {
-            ts: write.ts,
-            session: write.session,
-            pid: write.pid,
-            tid: write.tid,
-            ppid: self.enrich.procs.get(write.pid).map_or(0, |p| p.ppid),
-            uid: write.uid,
-            comm: write.comm,
-            body: Body::Operation(call),
-        };
-        self.report(event, held, out);
+        let decision = decide(operation.class, session_action, &self.policy);
+        Some((
+            OperationCall {
+                seen: OperationSeen::Tls,
+                operation,
+                decision,
+                host: request.host,
+            },
+            held,
+        ))
     }
 
     /// A cataloged command the kernel stopped at exec.
@@ -321,10 +403,16 @@ impl Core {
     }
 }
 
-fn unseen_host(request: &Request) -> Operation {
+/// A request whose host or headers cannot be read: what it does is unknown.
+fn unreadable(request: &Request) -> Operation {
+    let name = if request.method.is_empty() {
+        "HTTP/2 request (headers not readable)".to_string()
+    } else {
+        format!("{} {} (host not visible)", request.method, request.path())
+    };
     Operation {
         kind: OperationKind::Http,
-        name: format!("{} {} (host not visible)", request.method, request.path()),
+        name,
         class: OperationClass::Unknown,
         provider: None,
     }
@@ -401,31 +489,130 @@ mod tests {
         );
     }
 
+    /// The one request `seen` holds.
+    fn one(seen: Seen) -> Request {
+        match seen {
+            Seen::Requests(mut requests) if requests.len() == 1 => requests.remove(0),
+            Seen::Requests(requests) => panic!("{} requests", requests.len()),
+            Seen::Nothing => panic!("no request"),
+        }
+    }
+
     #[test]
     fn a_head_written_apart_from_its_body_is_judged_with_the_body() {
         let mut heads = RequestHeads::default();
         let head = b"POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\n\
             Content-Type: application/json\r\nContent-Length: 43\r\n\r\n";
-        assert!(matches!(heads.request(&write(1, head)), Seen::Awaiting));
+        assert!(matches!(heads.requests(&write(1, head)), Seen::Nothing));
         // Another connection's writes do not complete it.
-        assert!(matches!(heads.request(&write(2, b"{}")), Seen::Nothing));
+        assert!(matches!(heads.requests(&write(2, b"{}")), Seen::Nothing));
         let body = br#"{"query":"mutation { volumeDelete(x: 1) }"}"#;
         assert_eq!(body.len(), 43);
-        let Seen::Request(request) = heads.request(&write(1, body)) else {
-            panic!("the body completes the request");
-        };
+        let request = one(heads.requests(&write(1, body)));
         assert!(request.body_complete);
         assert_eq!(request.host.as_deref(), Some("backboard.railway.app"));
-        assert!(matches!(heads.request(&write(1, b"more")), Seen::Nothing));
+        assert!(matches!(heads.requests(&write(1, b"more")), Seen::Nothing));
     }
 
     #[test]
     fn a_write_that_is_no_request_shows_nothing() {
         let mut heads = RequestHeads::default();
         assert!(matches!(
-            heads.request(&write(1, b"\x16\x03\x01 binary")),
+            heads.requests(&write(1, b"\x16\x03\x01 binary")),
             Seen::Nothing
         ));
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A POST on `stream` to backboard.railway.app, as nghttp2 encodes it:
+    /// the first of a connection names its `:authority` and adds it to the
+    /// dynamic table; the later ones refer to that entry (index 62). Its
+    /// HEADERS (END_HEADERS) and, when `body` is given, its DATA (END_STREAM).
+    fn http2_post(first: bool, stream: u32, path: &str, body: Option<&str>) -> Vec<u8> {
+        // :method POST, :scheme https (static entries 3 and 7).
+        let mut block = vec![0x83, 0x87];
+        if first {
+            let host = b"backboard.railway.app";
+            block.extend([0x41, host.len() as u8]);
+            block.extend(host);
+        } else {
+            block.push(0x80 | 62);
+        }
+        // :path, a literal not indexed (static name 4).
+        block.extend([0x04, path.len() as u8]);
+        block.extend(path.as_bytes());
+        let mut out = frame(0x1, 0x4, stream, &block);
+        if let Some(body) = body {
+            out.extend(frame(0x0, 0x1, stream, body.as_bytes()));
+        }
+        out
+    }
+
+    const QUERY: &str = r#"{"query":"query { me { id } }"}"#;
+    const DELETION: &str = r#"{"query":"mutation { volumeDelete(volumeId: \"v\") }"}"#;
+
+    #[test]
+    fn every_request_on_an_http2_connection_is_read_through_its_hpack_state() {
+        let mut heads = RequestHeads::default();
+        let mut first = HTTP2_PREFACE.to_vec();
+        first.extend(frame(0x4, 0, 0, &[]));
+        first.extend(http2_post(true, 1, "/graphql/v2", Some(QUERY)));
+        let query = one(heads.requests(&write(1, &first)));
+        assert_eq!(query.body, QUERY.as_bytes());
+        // The second names its host by the dynamic table's index alone.
+        let second = http2_post(false, 3, "/graphql/v2", Some(DELETION));
+        let deletion = one(heads.requests(&write(1, &second)));
+        assert_eq!(deletion.host.as_deref(), Some("backboard.railway.app"));
+        assert_eq!(deletion.method, "POST");
+        assert_eq!(deletion.body, DELETION.as_bytes());
+        // A head, then its body in the next write: judged with the body.
+        assert!(matches!(
+            heads.requests(&write(1, &http2_post(false, 5, "/graphql/v2", None))),
+            Seen::Nothing
+        ));
+        let body = one(heads.requests(&write(1, &frame(0x0, 0x1, 5, DELETION.as_bytes()))));
+        assert_eq!(body.body, DELETION.as_bytes());
+        assert!(body.body_complete);
+        // A frame split across writes is read whole.
+        let split = http2_post(false, 7, "/graphql/v2", Some(QUERY));
+        assert!(matches!(
+            heads.requests(&write(1, &split[..5])),
+            Seen::Nothing
+        ));
+        assert_eq!(
+            one(heads.requests(&write(1, &split[5..]))).body,
+            QUERY.as_bytes()
+        );
+    }
+
+    #[test]
+    fn an_http2_request_whose_headers_cannot_be_read_is_no_pass() {
+        let mut first = HTTP2_PREFACE.to_vec();
+        first.extend(http2_post(true, 1, "/graphql/v2", Some(QUERY)));
+        let second = http2_post(false, 3, "/graphql/v2", Some(DELETION));
+
+        // Its connection started before the session held a credential, so
+        // its preface was never seen.
+        let mut heads = RequestHeads::default();
+        let unseen = one(heads.requests(&write(1, &second)));
+        assert!(unseen.method.is_empty() && unseen.host.is_none());
+
+        // A write cut by the kernel's bound: what followed is unknown, and
+        // later header blocks are not guessed at.
+        let mut heads = RequestHeads::default();
+        let mut cut = write(1, &first);
+        cut.len += 100;
+        let _ = heads.requests(&cut);
+        let after = one(heads.requests(&write(1, &second)));
+        assert!(after.method.is_empty(), "{after:?}");
+        assert_eq!(after.host.as_deref(), Some("backboard.railway.app"));
     }
 
     #[test]

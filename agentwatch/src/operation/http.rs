@@ -3,6 +3,8 @@
 //! still gives what it shows: the method, path and host when they are in it, and the part of
 //! the body that is (with `body_complete` false when more was to come).
 
+use std::collections::HashMap;
+
 use loona_hpack::Decoder;
 
 /// What a client asked for.
@@ -63,10 +65,10 @@ pub enum ParseError {
 
 /// Reads a request from the first bytes a client wrote on a connection.
 pub fn parse_request(bytes: &[u8]) -> Result<Request, ParseError> {
-    if let Some(frames) = bytes.strip_prefix(PREFACE) {
+    if let Some(frames) = bytes.strip_prefix(HTTP2_PREFACE) {
         return http2(frames);
     }
-    if !bytes.is_empty() && PREFACE.starts_with(bytes) {
+    if !bytes.is_empty() && HTTP2_PREFACE.starts_with(bytes) {
         return Err(ParseError::Truncated("HTTP/2 connection preface"));
     }
     http1(bytes)
@@ -181,7 +183,8 @@ fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
     }
 }
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// What a client writes first on an HTTP/2 connection.
+pub const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
@@ -192,77 +195,241 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 
 /// The first request stream of a connection: its header block (HEADERS and CONTINUATION
-/// frames) and its DATA frames.
-fn http2(mut frames: &[u8]) -> Result<Request, ParseError> {
-    let mut stream = None;
-    let (mut block, mut block_done) = (Vec::new(), false);
-    let (mut body, mut ended) = (Vec::new(), false);
-    while frames.len() >= 9 && !ended {
-        let len =
-            usize::from(frames[0]) << 16 | usize::from(frames[1]) << 8 | usize::from(frames[2]);
-        let (kind, flags) = (frames[3], frames[4]);
-        let id = u32::from_be_bytes([frames[5], frames[6], frames[7], frames[8]]) & 0x7fff_ffff;
-        let whole = frames.len() >= 9 + len;
-        let payload = &frames[9..frames.len().min(9 + len)];
-        frames = if whole { &frames[9 + len..] } else { &[] };
-        match kind {
-            HEADERS if stream.is_none() => {
-                stream = Some(id);
-                let fragment = unpad(payload, flags, whole)?;
-                let fragment = if flags & PRIORITY != 0 {
-                    fragment.get(5..).unwrap_or_default()
-                } else {
-                    fragment
-                };
-                block.extend_from_slice(fragment);
-                block_done = whole && flags & END_HEADERS != 0;
-                ended = whole && flags & END_STREAM != 0;
-            }
-            CONTINUATION if stream == Some(id) && !block_done => {
-                block.extend_from_slice(payload);
-                block_done = whole && flags & END_HEADERS != 0;
-            }
-            DATA if stream == Some(id) => {
-                body.extend_from_slice(unpad(payload, flags, whole)?);
-                ended = whole && flags & END_STREAM != 0;
-            }
-            // SETTINGS, WINDOW_UPDATE, PRIORITY, other streams: nothing about this request.
-            _ => {}
+/// frames) and its DATA frames, complete or not.
+fn http2(frames: &[u8]) -> Result<Request, ParseError> {
+    let mut connection = Http2Connection::new();
+    // Nothing follows: a frame cut at the end is read as far as it goes.
+    let mut requests = connection.requests(frames, true)?;
+    if requests.is_empty() {
+        requests.extend(
+            connection
+                .open
+                .into_values()
+                .next()
+                .map(|open| open.request),
+        );
+    }
+    requests
+        .into_iter()
+        .next()
+        .ok_or(ParseError::Truncated("first HEADERS frame"))
+}
+
+/// Bytes of one stream's body kept until it ends.
+const STREAM_BODY_CAP: usize = 64 << 10;
+/// Streams of one connection whose body is still to come, at most.
+const OPEN_STREAMS_CAP: usize = 64;
+/// The largest HPACK dynamic table a client may ask for (the default is
+/// 4 KiB; a peer that allows more is rare).
+const HPACK_TABLE_CAP: usize = 64 << 10;
+/// A frame longer than this is no frame a client sends (2^24 - 1 is the
+/// protocol's bound; 16 KiB the default most peers keep).
+const FRAME_CAP: usize = 1 << 24;
+
+/// The client side of one HTTP/2 connection, as seen write by write from its
+/// preface on: every header block goes through one HPACK decoder, so a
+/// request that refers to an earlier one's headers (its `:authority`, most
+/// often) is read as the server reads it.
+pub struct Http2Connection {
+    decoder: Decoder<'static>,
+    /// The end of the last write, when it ended inside a frame.
+    carry: Vec<u8>,
+    /// Requests whose header block was seen and whose body is still coming.
+    open: HashMap<u32, OpenStream>,
+    /// The header block being read when a write ended inside it.
+    block: Option<(u32, Vec<u8>, bool)>,
+    /// The host the connection's first request named: a later request that
+    /// names none goes there too.
+    host: Option<String>,
+    /// Bytes of the connection went unseen (a write cut by the kernel's
+    /// bound): its HPACK state is unknown, and so is every later header block.
+    lost: bool,
+}
+
+struct OpenStream {
+    request: Request,
+}
+
+impl Default for Http2Connection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http2Connection {
+    pub fn new() -> Self {
+        let mut decoder = Decoder::new();
+        decoder.set_max_allowed_table_size(HPACK_TABLE_CAP);
+        Self {
+            decoder,
+            carry: Vec::new(),
+            open: HashMap::new(),
+            block: None,
+            host: None,
+            lost: false,
         }
     }
-    if stream.is_none() {
-        return Err(ParseError::Truncated("first HEADERS frame"));
-    }
-    let mut request = Request {
-        body,
-        body_complete: ended,
-        ..Request::default()
-    };
-    // A block cut short still yields the fields before the cut (the pseudo-headers first).
-    let mut decoder = Decoder::new();
-    let decoded = decoder.decode_with_cb(&block, |name, value| {
-        let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
-        let value = String::from_utf8_lossy(&value).into_owned();
-        match name.as_str() {
-            ":method" => request.method = value,
-            ":path" => request.target = value,
-            ":authority" => request.host = authority_host(&value),
-            _ if name.starts_with(':') => {}
-            _ => request.headers.push((name, value)),
+
+    /// Whether `bytes`, written on a connection whose start was not seen,
+    /// are HTTP/2 frames carrying a request: whole frames to the last byte,
+    /// a HEADERS frame among them. (Other binary protocols rarely frame that
+    /// way by chance.)
+    pub fn looks_like_a_request(mut bytes: &[u8]) -> bool {
+        let mut headers = false;
+        while !bytes.is_empty() {
+            let Some((header, rest)) = bytes.split_first_chunk::<9>() else {
+                return false;
+            };
+            let len =
+                usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            if header[3] > CONTINUATION || header[5] & 0x80 != 0 || rest.len() < len {
+                return false;
+            }
+            headers |= header[3] == HEADERS;
+            bytes = &rest[len..];
         }
-    });
-    if let Err(e) = decoded
-        && block_done
-    {
-        return Err(ParseError::Http2(format!("bad header block: {e:?}")));
+        headers
     }
-    if request.method.is_empty() {
-        return Err(ParseError::Truncated(":method header"));
+
+    /// The requests the next write on the connection completes, in order:
+    /// each once its header block and body are whole (or its body reached
+    /// the cap, or `cut`: the kernel's bound ended the write early). A
+    /// request whose headers cannot be read (the connection's HPACK state is
+    /// lost) comes with no method and only the connection's host.
+    pub fn requests(&mut self, write: &[u8], cut: bool) -> Result<Vec<Request>, ParseError> {
+        let mut bytes = std::mem::take(&mut self.carry);
+        bytes.extend_from_slice(write);
+        let mut done = Vec::new();
+        let mut frames = bytes.as_slice();
+        while frames.len() >= 9 {
+            let len =
+                usize::from(frames[0]) << 16 | usize::from(frames[1]) << 8 | usize::from(frames[2]);
+            if len >= FRAME_CAP {
+                return Err(ParseError::Http2(format!("a frame of {len} bytes")));
+            }
+            if frames.len() < 9 + len && !cut {
+                break;
+            }
+            let (kind, flags) = (frames[3], frames[4]);
+            let id = u32::from_be_bytes([frames[5], frames[6], frames[7], frames[8]]) & 0x7fff_ffff;
+            let whole = frames.len() >= 9 + len;
+            let payload = &frames[9..frames.len().min(9 + len)];
+            frames = if whole { &frames[9 + len..] } else { &[] };
+            match kind {
+                HEADERS => {
+                    let fragment = unpad(payload, flags, whole)?;
+                    let fragment = if flags & PRIORITY != 0 {
+                        fragment.get(5..).unwrap_or_default()
+                    } else {
+                        fragment
+                    };
+                    let ends = flags & END_STREAM != 0;
+                    self.block = Some((id, fragment.to_vec(), ends));
+                    if flags & END_HEADERS != 0 || !whole {
+                        self.end_block(whole, &mut done)?;
+                    }
+                }
+                CONTINUATION => {
+                    if let Some((stream, block, _)) = &mut self.block
+                        && *stream == id
+                    {
+                        block.extend_from_slice(payload);
+                        if flags & END_HEADERS != 0 || !whole {
+                            self.end_block(whole, &mut done)?;
+                        }
+                    }
+                }
+                DATA => {
+                    let data = unpad(payload, flags, whole)?;
+                    let ends = whole && flags & END_STREAM != 0;
+                    if let Some(open) = self.open.get_mut(&id) {
+                        let room = STREAM_BODY_CAP.saturating_sub(open.request.body.len());
+                        open.request
+                            .body
+                            .extend_from_slice(&data[..data.len().min(room)]);
+                        if ends || !whole || open.request.body.len() >= STREAM_BODY_CAP {
+                            let mut open = self.open.remove(&id).expect("an open stream");
+                            open.request.body_complete = ends;
+                            done.push(open.request);
+                        }
+                    }
+                }
+                // SETTINGS, WINDOW_UPDATE, PING, RST_STREAM, GOAWAY, PRIORITY:
+                // nothing a request does.
+                _ => {}
+            }
+        }
+        if cut {
+            // What came after the bound never reached us: later header
+            // blocks cannot be read, and neither can the frames' bounds.
+            self.lost = true;
+            for (_, open) in self.open.drain() {
+                done.push(open.request);
+            }
+        } else {
+            self.carry = frames.to_vec();
+        }
+        Ok(done)
     }
-    if request.host.is_none() {
-        request.host = request.header("host").and_then(authority_host);
+
+    /// A request on this connection whose headers could not be read: it
+    /// goes where the connection does, doing what cannot be seen. The
+    /// connection's later header blocks cannot be read either.
+    pub fn unreadable(&mut self) -> Request {
+        self.lost = true;
+        Request {
+            host: self.host.clone(),
+            ..Request::default()
+        }
     }
-    Ok(request)
+
+    /// Decodes the header block just read; a request without a body to come
+    /// is done, one with a body stays open for its DATA frames.
+    fn end_block(&mut self, whole: bool, done: &mut Vec<Request>) -> Result<(), ParseError> {
+        let Some((stream, block, ends)) = self.block.take() else {
+            return Ok(());
+        };
+        let mut request = Request::default();
+        if !self.lost {
+            let decoded = self.decoder.decode_with_cb(&block, |name, value| {
+                let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
+                let value = String::from_utf8_lossy(&value).into_owned();
+                match name.as_str() {
+                    ":method" => request.method = value,
+                    ":path" => request.target = value,
+                    ":authority" => request.host = authority_host(&value),
+                    _ if name.starts_with(':') => {}
+                    _ => request.headers.push((name, value)),
+                }
+            });
+            match decoded {
+                // A block cut short still yields the fields before the cut;
+                // the decoder's state after it is unknown.
+                Err(_) if !whole => self.lost = true,
+                Err(e) => return Err(ParseError::Http2(format!("bad header block: {e:?}"))),
+                Ok(()) => {}
+            }
+        }
+        if request.host.is_none() {
+            request.host = request.header("host").and_then(authority_host);
+        }
+        if request.host.is_none() {
+            request.host.clone_from(&self.host);
+        }
+        if self.host.is_none() {
+            self.host.clone_from(&request.host);
+        }
+        if ends || !whole {
+            request.body_complete = ends;
+            done.push(request);
+        } else if self.open.len() >= OPEN_STREAMS_CAP {
+            // Too many bodies pending: judged by the head alone.
+            done.push(request);
+        } else {
+            self.open.insert(stream, OpenStream { request });
+        }
+        Ok(())
+    }
 }
 
 /// A padded frame's payload without its pad length and padding.
