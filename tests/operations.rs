@@ -176,6 +176,59 @@ fn a_second_request_on_one_http2_connection_is_judged_like_the_first() {
     });
 }
 
+/// A raw TLS client that writes a GraphQL query and a mutation pipelined in
+/// one `SSL_write`, then prints how many responses it read.
+const PIPELINING_CLIENT: &str = "import json, socket, ssl, sys
+def post(document):
+    body = json.dumps({'query': document}).encode()
+    head = ('POST /graphql/v2 HTTP/1.1\\r\\nHost: backboard.railway.app\\r\\n'
+            'Content-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n' % len(body))
+    return head.encode() + body
+context = ssl._create_unverified_context()
+tls = context.wrap_socket(socket.create_connection(('backboard.railway.app', 443)),
+    server_hostname='backboard.railway.app')
+try:
+    tls.sendall(post(sys.argv[1]) + post(sys.argv[2]))
+    print('responses', tls.recv(65536).count(b'HTTP/1.1 200'))
+    print('pipelined=0')
+except OSError as error:
+    print('refused:', error)
+    print('pipelined=1')
+";
+
+#[test]
+fn requests_pipelined_in_one_write_are_each_judged() {
+    let lab = Lab::new();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    write(&lab.path("pipelined.py"), PIPELINING_CLIENT);
+    let script = format!(
+        "cat ~/.railway/config.json >/dev/null\npython3 \"$HOME/pipelined.py\" '{QUERY}' '{MUTATION}'\n"
+    );
+    let watched = lab.run(&[], &[], &script);
+    let bodies = bodies(&api);
+    assert!(
+        bodies.is_empty(),
+        "the write carrying the mutation never left: {bodies:?}\n{}\n{}",
+        watched.stdout,
+        watched.stderr
+    );
+    assert_eq!(
+        status(&watched.stdout, "pipelined"),
+        Some(1),
+        "{}\n{}",
+        watched.stdout,
+        watched.stderr
+    );
+    expect_event!(watched.events, "operation", {
+        "operation/kind" => "graphql-query",
+        "decision" => "pass",
+    });
+    expect_event!(watched.events, "operation", {
+        "operation/name" => "volumeDelete",
+        "decision" => "block",
+    });
+}
+
 #[test]
 fn under_kill_the_deleting_client_dies_before_its_request_is_encrypted() {
     let lab = lab_with_client();

@@ -19,7 +19,7 @@ use crate::{
     decode::TlsWrite,
     event::{Alert, Body, Event, Exec, OperationCall, OperationDecision, OperationSeen},
     kernel::probes::Probes,
-    operation::{Catalog, HTTP2_PREFACE, Http2Connection, Operation, Request, parse_request},
+    operation::{Catalog, HTTP2_PREFACE, Http2Connection, Operation, Request, parse_pipelined},
     policy::{Action, Policy},
 };
 
@@ -95,10 +95,10 @@ impl RequestHeads {
         if let Some(connection) = self.http2.get_mut(&key) {
             return http2_requests(connection, &write.data, cut);
         }
-        let request = match parse_request(&write.data) {
-            Ok(request) => {
+        let mut requests = match parse_pipelined(&write.data) {
+            Ok(requests) => {
                 self.heads.remove(&key);
-                request
+                requests
             }
             Err(_) => {
                 let Some(mut request) = self.heads.remove(&key) else {
@@ -106,24 +106,42 @@ impl RequestHeads {
                     // unseen (before the session held a credential): its
                     // headers cannot be read.
                     if Http2Connection::looks_like_a_request(&write.data) {
-                        return Seen::Requests(vec![Request::default()]);
+                        return Seen::Requests(vec![Request::unreadable(None)]);
                     }
                     return Seen::Nothing;
                 };
                 let room = BODY_CAP.saturating_sub(request.body.len());
-                request
-                    .body
-                    .extend_from_slice(&write.data[..write.data.len().min(room)]);
+                let taken = body_missing(&request)
+                    .unwrap_or(usize::MAX)
+                    .min(room)
+                    .min(write.data.len());
+                request.body.extend_from_slice(&write.data[..taken]);
                 request.body_complete = body_complete(&request);
-                request
+                let after = &write.data[taken..];
+                let mut requests = vec![request];
+                // What follows the body: the next requests, pipelined.
+                if requests[0].body_complete && !after.is_empty() {
+                    let host = requests[0].host.clone();
+                    requests.extend(
+                        parse_pipelined(after).unwrap_or_else(|_| vec![Request::unreadable(host)]),
+                    );
+                }
+                requests
             }
         };
         // A body cut by the kernel's bound is judged with what it shows.
-        if !request.body_complete && !cut && request.body.len() < BODY_CAP {
-            self.heads.insert(key, request);
+        if let Some(last) = requests.last()
+            && !last.body_complete
+            && !cut
+            && last.body.len() < BODY_CAP
+        {
+            let last = requests.pop().expect("a last request");
+            self.heads.insert(key, last);
+        }
+        if requests.is_empty() {
             return Seen::Nothing;
         }
-        Seen::Requests(vec![request])
+        Seen::Requests(requests)
     }
 }
 
@@ -148,10 +166,15 @@ enum Seen {
 
 /// Whether the body holds all its `Content-Length` says.
 fn body_complete(request: &Request) -> bool {
+    body_missing(request) == Some(0)
+}
+
+/// Bytes of the body its `Content-Length` says are still to come.
+fn body_missing(request: &Request) -> Option<usize> {
     request
         .header("content-length")
         .and_then(|len| len.trim().parse::<usize>().ok())
-        .is_some_and(|len| request.body.len() >= len)
+        .map(|len| len.saturating_sub(request.body.len()))
 }
 
 /// What the policy does with an operation of `class` in a session acting
@@ -512,6 +535,41 @@ mod tests {
         assert!(request.body_complete);
         assert_eq!(request.host.as_deref(), Some("backboard.railway.app"));
         assert!(matches!(heads.requests(&write(1, b"more")), Seen::Nothing));
+    }
+
+    #[test]
+    fn every_request_pipelined_in_one_write_is_judged() {
+        let mut heads = RequestHeads::default();
+        let body = br#"{"query":"mutation { volumeDelete(x: 1) }"}"#;
+        let mut pipelined =
+            b"GET /graphql/v2?query=me HTTP/1.1\r\nHost: backboard.railway.app\r\n\r\n\
+            POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\n\
+            Content-Type: application/json\r\nContent-Length: 43\r\n\r\n"
+                .to_vec();
+        pipelined.extend_from_slice(body);
+        pipelined.extend_from_slice(b"\r\n");
+        let Seen::Requests(requests) = heads.requests(&write(1, &pipelined)) else {
+            panic!("no requests");
+        };
+        let methods: Vec<&str> = requests.iter().map(|r| r.method.as_str()).collect();
+        assert_eq!(methods, ["GET", "POST"]);
+        assert_eq!(requests[1].body, body);
+        // After a body completed in a later write, what follows is read too.
+        let head = b"POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\n\
+            Content-Length: 43\r\n\r\n";
+        assert!(matches!(heads.requests(&write(2, head)), Seen::Nothing));
+        let mut rest = body.to_vec();
+        rest.extend_from_slice(b"\x00 not a request");
+        let Seen::Requests(requests) = heads.requests(&write(2, &rest)) else {
+            panic!("no requests");
+        };
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert!(
+            requests[1].method.is_empty(),
+            "unreadable: {:?}",
+            requests[1]
+        );
+        assert_eq!(requests[1].host.as_deref(), Some("backboard.railway.app"));
     }
 
     #[test]

@@ -23,6 +23,16 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request whose headers cannot be read, on a connection to `host`
+    /// (when known): no method, nothing more to wait for.
+    pub fn unreadable(host: Option<String>) -> Self {
+        Self {
+            host,
+            body_complete: true,
+            ..Self::default()
+        }
+    }
+
     /// The first header called `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -71,7 +81,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, ParseError> {
     if !bytes.is_empty() && HTTP2_PREFACE.starts_with(bytes) {
         return Err(ParseError::Truncated("HTTP/2 connection preface"));
     }
-    http1(bytes)
+    http1(bytes).map(|(request, _)| request)
 }
 
 /// The host of an authority (`Host: a.b:443`, `[::1]:8080`), lower case without port.
@@ -89,7 +99,36 @@ fn absolute_host(target: &str) -> Option<String> {
 /// Headers beyond this many are an error: no real client request has them.
 const MAX_HEADERS: usize = 96;
 
-fn http1(bytes: &[u8]) -> Result<Request, ParseError> {
+/// Every request in what a client wrote on an HTTP/1.x connection, in
+/// order: requests may be pipelined, several in one write. Bytes after a
+/// whole request that are no request's start are one request that cannot be
+/// read, to the first one's host.
+pub fn parse_pipelined(bytes: &[u8]) -> Result<Vec<Request>, ParseError> {
+    let (first, mut used) = http1(bytes)?;
+    let host = first.host.clone();
+    let mut requests = vec![first];
+    while used < bytes.len() && requests.last().is_some_and(|r| r.body_complete) {
+        // Empty lines between requests are allowed (RFC 9112 2.2).
+        if bytes[used..].iter().all(u8::is_ascii_whitespace) {
+            break;
+        }
+        match http1(&bytes[used..]) {
+            Ok((request, more)) => {
+                requests.push(request);
+                used += more.max(1);
+            }
+            Err(_) => {
+                requests.push(Request::unreadable(host));
+                break;
+            }
+        }
+    }
+    Ok(requests)
+}
+
+/// One request from the start of `bytes`, and the bytes it took (all of
+/// them when its head or body is cut).
+fn http1(bytes: &[u8]) -> Result<(Request, usize), ParseError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let bad = |e: httparse::Error| ParseError::NotHttp(e.to_string());
@@ -111,12 +150,16 @@ fn http1(bytes: &[u8]) -> Result<Request, ParseError> {
             }
         }
     };
+    let mut used = bytes.len();
     if let Some(len) = head_len {
-        let (body, complete) = http1_body(&request, &bytes[len..]);
+        let (body, complete, body_len) = http1_body(&request, &bytes[len..]);
         request.body = body;
         request.body_complete = complete;
+        if complete {
+            used = len + body_len;
+        }
     }
-    Ok(request)
+    Ok((request, used))
 }
 
 fn convert(req: &httparse::Request<'_, '_>) -> Request {
@@ -145,8 +188,9 @@ fn convert(req: &httparse::Request<'_, '_>) -> Request {
     }
 }
 
-/// The body after a complete head: by `Content-Length`, or chunks as far as they are there.
-fn http1_body(request: &Request, rest: &[u8]) -> (Vec<u8>, bool) {
+/// The body after a complete head: by `Content-Length`, or chunks as far as
+/// they are there; whether it is whole, and the bytes it took.
+fn http1_body(request: &Request, rest: &[u8]) -> (Vec<u8>, bool, usize) {
     let chunked = request
         .header("transfer-encoding")
         .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
@@ -157,26 +201,35 @@ fn http1_body(request: &Request, rest: &[u8]) -> (Vec<u8>, bool) {
         .header("content-length")
         .and_then(|cl| cl.trim().parse::<usize>().ok())
     {
-        Some(len) => (rest[..len.min(rest.len())].to_vec(), rest.len() >= len),
+        Some(len) => {
+            let taken = len.min(rest.len());
+            (rest[..taken].to_vec(), rest.len() >= len, taken)
+        }
         // A request without either has no body.
-        None => (Vec::new(), true),
+        None => (Vec::new(), true, 0),
     }
 }
 
-fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
+fn dechunk(chunks: &[u8]) -> (Vec<u8>, bool, usize) {
     let mut body = Vec::new();
+    let mut rest = chunks;
     loop {
         let Ok(httparse::Status::Complete((used, size))) = httparse::parse_chunk_size(rest) else {
-            return (body, false);
+            return (body, false, chunks.len());
         };
-        if size == 0 {
-            return (body, true);
-        }
         rest = &rest[used..];
+        if size == 0 {
+            // The last chunk, then (trailers and) the empty line.
+            let end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(rest.len(), |at| at + 2);
+            return (body, true, chunks.len() - rest.len() + end);
+        }
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         if rest.len() < size {
             body.extend_from_slice(rest);
-            return (body, false);
+            return (body, false, chunks.len());
         }
         body.extend_from_slice(&rest[..size]);
         rest = rest[size..].strip_prefix(b"\r\n").unwrap_or_default();
@@ -377,10 +430,7 @@ impl Http2Connection {
     /// connection's later header blocks cannot be read either.
     pub fn unreadable(&mut self) -> Request {
         self.lost = true;
-        Request {
-            host: self.host.clone(),
-            ..Request::default()
-        }
+        Request::unreadable(self.host.clone())
     }
 
     /// Decodes the header block just read; a request without a body to come

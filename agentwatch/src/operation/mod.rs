@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 pub use agentwatch_common::names::{OperationClass, OperationKind};
 pub use command::HttpClient;
-pub use http::{HTTP2_PREFACE, Http2Connection, ParseError, Request, parse_request};
+pub use http::{
+    HTTP2_PREFACE, Http2Connection, ParseError, Request, parse_pipelined, parse_request,
+};
 
 use crate::policy::{CommandTool, Policy, Provider};
 use pattern::best;
