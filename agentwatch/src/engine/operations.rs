@@ -85,7 +85,9 @@ impl RequestHeads {
     /// that carry no request).
     fn requests(&mut self, write: &TlsWrite) -> Seen {
         let key = (write.pid, write.ssl);
-        let cut = write.data.len() < write.len as usize;
+        // Bytes of the write beyond what the kernel's bound let it copy.
+        let unseen = (write.len as usize).saturating_sub(write.data.len());
+        let cut = (unseen > 0).then_some(unseen);
         if let Some(frames) = write.data.strip_prefix(HTTP2_PREFACE) {
             let mut connection = Http2Connection::new();
             let seen = http2_requests(&mut connection, frames, cut);
@@ -132,11 +134,19 @@ impl RequestHeads {
         // A body cut by the kernel's bound is judged with what it shows.
         if let Some(last) = requests.last()
             && !last.body_complete
-            && !cut
+            && cut.is_none()
             && last.body.len() < BODY_CAP
         {
             let last = requests.pop().expect("a last request");
             self.heads.insert(key, last);
+        }
+        // Past the bound, more than the last request's body may follow: a
+        // request pipelined after it, which cannot be read.
+        if let Some(last) = requests.last()
+            && cut.is_some_and(|unseen| unseen > body_missing(last).unwrap_or(0))
+        {
+            let host = last.host.clone();
+            requests.push(Request::unreadable(host));
         }
         if requests.is_empty() {
             return Seen::Nothing;
@@ -148,7 +158,7 @@ impl RequestHeads {
 /// The requests the next write on an HTTP/2 connection completes. Frames
 /// that cannot be read leave the connection's later requests unreadable:
 /// one request whose operation cannot be seen stands for them.
-fn http2_requests(connection: &mut Http2Connection, frames: &[u8], cut: bool) -> Seen {
+fn http2_requests(connection: &mut Http2Connection, frames: &[u8], cut: Option<usize>) -> Seen {
     match connection.requests(frames, cut) {
         Ok(requests) if requests.is_empty() => Seen::Nothing,
         Ok(requests) => Seen::Requests(requests),
@@ -667,10 +677,57 @@ mod tests {
         let mut heads = RequestHeads::default();
         let mut cut = write(1, &first);
         cut.len += 100;
-        let _ = heads.requests(&cut);
+        let Seen::Requests(requests) = heads.requests(&cut) else {
+            panic!("no requests");
+        };
+        // The query, and whatever the unseen 100 bytes held.
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert!(requests[1].method.is_empty());
         let after = one(heads.requests(&write(1, &second)));
         assert!(after.method.is_empty(), "{after:?}");
         assert_eq!(after.host.as_deref(), Some("backboard.railway.app"));
+    }
+
+    #[test]
+    fn what_the_kernels_bound_hid_after_a_whole_request_is_no_pass() {
+        // A query padded to end where the copy ends, the mutation after it.
+        let mut heads = RequestHeads::default();
+        let query = b"GET /graphql/v2?query=me HTTP/1.1\r\nHost: backboard.railway.app\r\n\r\n";
+        let mut hidden = write(1, query);
+        hidden.len += 200;
+        let Seen::Requests(requests) = heads.requests(&hidden) else {
+            panic!("no requests");
+        };
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert!(requests[1].method.is_empty());
+        assert_eq!(requests[1].host.as_deref(), Some("backboard.railway.app"));
+
+        // A body that runs past the bound, and nothing after it: judged as
+        // the cut body it is, alone.
+        let head = b"POST /graphql/v2 HTTP/1.1\r\nHost: backboard.railway.app\r\n\
+            Content-Length: 300\r\n\r\n{\"query\":\"";
+        let mut long = write(2, head);
+        long.len += 300 - 10;
+        assert_eq!(one(heads.requests(&long)).method, "POST");
+        long.len += 1;
+        let Seen::Requests(requests) = heads.requests(&long) else {
+            panic!("no requests");
+        };
+        assert_eq!(
+            requests.len(),
+            2,
+            "one byte more than the body: {requests:?}"
+        );
+
+        // HTTP/2: frames past the one the cut fell in.
+        let mut frames = HTTP2_PREFACE.to_vec();
+        frames.extend(http2_post(true, 1, "/graphql/v2", Some(QUERY)));
+        let mut h2 = write(3, &frames);
+        h2.len += 9;
+        let Seen::Requests(requests) = heads.requests(&h2) else {
+            panic!("no requests");
+        };
+        assert_eq!(requests.len(), 2, "{requests:?}");
     }
 
     #[test]

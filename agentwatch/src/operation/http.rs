@@ -252,7 +252,7 @@ const PRIORITY: u8 = 0x20;
 fn http2(frames: &[u8]) -> Result<Request, ParseError> {
     let mut connection = Http2Connection::new();
     // Nothing follows: a frame cut at the end is read as far as it goes.
-    let mut requests = connection.requests(frames, true)?;
+    let mut requests = connection.requests(frames, Some(0))?;
     if requests.is_empty() {
         requests.extend(
             connection
@@ -346,26 +346,36 @@ impl Http2Connection {
 
     /// The requests the next write on the connection completes, in order:
     /// each once its header block and body are whole (or its body reached
-    /// the cap, or `cut`: the kernel's bound ended the write early). A
-    /// request whose headers cannot be read (the connection's HPACK state is
-    /// lost) comes with no method and only the connection's host.
-    pub fn requests(&mut self, write: &[u8], cut: bool) -> Result<Vec<Request>, ParseError> {
+    /// the cap, or the write was `cut`: the kernel's bound ended it early,
+    /// with `unseen` bytes of it never shown). A request whose headers
+    /// cannot be read (the connection's HPACK state is lost, or frames went
+    /// unseen after the cut) comes with no method and the connection's host.
+    pub fn requests(
+        &mut self,
+        write: &[u8],
+        cut: Option<usize>,
+    ) -> Result<Vec<Request>, ParseError> {
         let mut bytes = std::mem::take(&mut self.carry);
         bytes.extend_from_slice(write);
         let mut done = Vec::new();
         let mut frames = bytes.as_slice();
+        // Bytes of the frame the cut fell in that were never shown.
+        let mut cut_frame_missing = None;
         while frames.len() >= 9 {
             let len =
                 usize::from(frames[0]) << 16 | usize::from(frames[1]) << 8 | usize::from(frames[2]);
             if len >= FRAME_CAP {
                 return Err(ParseError::Http2(format!("a frame of {len} bytes")));
             }
-            if frames.len() < 9 + len && !cut {
+            if frames.len() < 9 + len && cut.is_none() {
                 break;
             }
             let (kind, flags) = (frames[3], frames[4]);
             let id = u32::from_be_bytes([frames[5], frames[6], frames[7], frames[8]]) & 0x7fff_ffff;
             let whole = frames.len() >= 9 + len;
+            if !whole {
+                cut_frame_missing = Some(9 + len - frames.len());
+            }
             let payload = &frames[9..frames.len().min(9 + len)];
             frames = if whole { &frames[9 + len..] } else { &[] };
             match kind {
@@ -412,15 +422,20 @@ impl Http2Connection {
                 _ => {}
             }
         }
-        if cut {
-            // What came after the bound never reached us: later header
-            // blocks cannot be read, and neither can the frames' bounds.
-            self.lost = true;
-            for (_, open) in self.open.drain() {
-                done.push(open.request);
-            }
-        } else {
+        let Some(unseen) = cut else {
             self.carry = frames.to_vec();
+            return Ok(done);
+        };
+        // What came after the bound never reached us: later header blocks
+        // cannot be read, and neither can the frames' bounds.
+        self.lost = true;
+        for (_, open) in self.open.drain() {
+            done.push(open.request);
+        }
+        // Frames beyond the one the cut fell in (or beyond the last whole
+        // one) may hold requests of their own.
+        if unseen > cut_frame_missing.unwrap_or(0) {
+            done.push(Request::unreadable(self.host.clone()));
         }
         Ok(done)
     }
