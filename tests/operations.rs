@@ -8,7 +8,9 @@
 
 use std::{process::Command, thread, time::Duration};
 
-use agentwatch_tests::{Lab, TlsApi, expect_event, output_with_timeout, python_graphql, write};
+use agentwatch_tests::{
+    Lab, TlsApi, expect_event, go_graphql_client, output_with_timeout, python_graphql, write,
+};
 use serde_json::Value;
 
 const RAILWAY: &str = "127.0.0.2:443";
@@ -224,6 +226,63 @@ fn requests_pipelined_in_one_write_are_each_judged() {
         "decision" => "pass",
     });
     expect_event!(watched.events, "operation", {
+        "operation/name" => "volumeDelete",
+        "decision" => "block",
+    });
+}
+
+#[test]
+fn a_go_programs_requests_are_judged_in_its_crypto_tls() {
+    let lab = Lab::new();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    let client = go_graphql_client();
+    let call = |name: &str, document: &str| {
+        format!(
+            "{} https://backboard.railway.app/graphql/v2 '{document}'; echo {name}=$?\n",
+            client.display()
+        )
+    };
+    // Its first run teaches agentwatch the program (a dial that fails), as
+    // its exec event arrives: every later run is stopped at its first dial
+    // until its probe is on.
+    let script = format!(
+        "{} https://127.0.0.1:1/ '{QUERY}'; echo first=$?\nsleep 0.5\n\
+         cat ~/.railway/config.json >/dev/null\n{}{}",
+        client.display(),
+        call("query", QUERY),
+        call("mutation", MUTATION)
+    );
+    let watched = lab.run(&[], &[], &script);
+    let bodies = bodies(&api);
+    assert_eq!(
+        bodies.len(),
+        1,
+        "the query alone arrived: {bodies:?}\n{}\n{}",
+        watched.stdout,
+        watched.stderr
+    );
+    assert!(bodies[0].contains("deployments"), "{bodies:?}");
+    assert_eq!(
+        status(&watched.stdout, "query"),
+        Some(0),
+        "{}",
+        watched.stdout
+    );
+    // Block kills a Go writer: its goroutine may write on another thread.
+    assert_eq!(
+        status(&watched.stdout, "mutation"),
+        Some(128 + 9),
+        "{}",
+        watched.stdout
+    );
+    expect_event!(watched.events, "operation", {
+        "seen" => "tls",
+        "comm" => "go_graphql",
+        "operation/kind" => "graphql-query",
+        "decision" => "pass",
+    });
+    expect_event!(watched.events, "operation", {
+        "comm" => "go_graphql",
         "operation/name" => "volumeDelete",
         "decision" => "block",
     });

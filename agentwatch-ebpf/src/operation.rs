@@ -1,6 +1,7 @@
 //! Operation sensor: what a session's call does, seen before it can act.
 //! A TLS request is read at `SSL_write`/`SSL_write_ex` (libssl, node's
-//! built-in OpenSSL), before it is encrypted: a tainted session's writer is
+//! built-in OpenSSL) or Go's `crypto/tls.(*Conn).Write`, before it is
+//! encrypted: a tainted session's writer is
 //! stopped there until user space has judged the request, and refused at
 //! the socket if the judgment says so. Those probes are attached per
 //! process, when a session's process first uses OpenSSL (it is stopped
@@ -72,6 +73,28 @@ pub fn tls_library(_ctx: ProbeContext) -> u32 {
 /// On `SSL_write(ssl, buf, num)` and `SSL_write_ex(ssl, buf, num, written)`.
 #[uprobe]
 pub fn tls_write(ctx: ProbeContext) -> u32 {
+    let ssl: u64 = ctx.arg(0).unwrap_or(0);
+    let buf: u64 = ctx.arg(1).unwrap_or(0);
+    // `int` for SSL_write, `size_t` for SSL_write_ex: the low 32 bits.
+    let len = ctx.arg::<u64>(2).unwrap_or(0) as u32;
+    judge_write(ssl, buf, len)
+}
+
+/// On Go's `crypto/tls.(*Conn).Write(b []byte)`, in Go's register ABI
+/// (Go 1.17 on amd64): the receiver in RAX, the slice's pointer and length
+/// in RBX and RCX. The `*Conn` stands for the `SSL *`.
+#[uprobe]
+pub fn go_tls_write(ctx: ProbeContext) -> u32 {
+    // SAFETY: the probe's own register snapshot, valid for this run.
+    let (conn, buf, len) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).rcx) };
+    // A write of 4 GiB or more is cut like any other beyond TLS_CAP.
+    judge_write(conn, buf, len.min(u64::from(u32::MAX)) as u32)
+}
+
+/// A TLS write of `len` bytes at `buf` on connection `ssl`: a tainted
+/// session's writer is stopped until user space has judged it.
+#[inline(always)]
+fn judge_write(ssl: u64, buf: u64, len: u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(member) = member((pid_tgid >> 32) as u32) else {
         return 0;
@@ -93,10 +116,6 @@ pub fn tls_write(ctx: ProbeContext) -> u32 {
     // SAFETY: the reserved record, written only by this program run.
     let event = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut event.header, Kind::TlsWrite, member.session);
-    let ssl: u64 = ctx.arg(0).unwrap_or(0);
-    let buf: u64 = ctx.arg(1).unwrap_or(0);
-    // `int` for SSL_write, `size_t` for SSL_write_ex: the low 32 bits.
-    let len = ctx.arg::<u64>(2).unwrap_or(0) as u32;
     event.ssl = ssl;
     event.held = held;
     event.len = len;

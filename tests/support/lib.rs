@@ -1094,6 +1094,32 @@ impl Lab {
     }
 }
 
+/// `support/go_graphql`, a GraphQL client in Go (net/http over
+/// crypto/tls), built once per test binary with the set-up's Go, offline.
+pub fn go_graphql_client() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/go_graphql");
+            let target = target_dir().join("go");
+            let binary = target.join("go_graphql");
+            run_ok(
+                Command::new("go")
+                    .args(["build", "-o"])
+                    .arg(&binary)
+                    .arg(".")
+                    .current_dir(&source)
+                    .env("GOCACHE", target.join("cache"))
+                    .env("GOPATH", target.join("path"))
+                    .env("GOPROXY", "off")
+                    .env("GOFLAGS", "-mod=mod")
+                    .env("CGO_ENABLED", "0"),
+            );
+            binary
+        })
+        .clone()
+}
+
 /// The GraphQL client's command line, for a script run in the lab's home.
 pub fn python_graphql(name: &str, document: &str) -> String {
     format!("python3 \"$HOME/graphql.py\" {name} '{document}'\n")

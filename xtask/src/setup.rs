@@ -35,6 +35,8 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-gi",
     // The HTTP/2 API the operation tests call with curl.
     "python3-h2",
+    // The Go client the operation tests build (crypto/tls, no libssl).
+    "golang-go",
 ];
 /// Extra packages for the VM lane (`cargo xtask test` runs its quick lane):
 /// qemu, the initramfs's busybox, depmod for the kernel packages' modules.

@@ -11,7 +11,7 @@ use crate::{
         btf::{KernelBtf, VMLINUX_BTF},
         mounts,
         probes::{LoadOptions, PROGRAMS, load_and_attach},
-        tls::TLS_WRITE_PROGRAM,
+        tls::{GO_WRITE_PROGRAM, TLS_WRITE_PROGRAM},
     },
     privileges::missing_capabilities,
 };
@@ -217,10 +217,18 @@ fn probe_programs(report: &mut Report) {
                     ),
                 );
             }
+            if attached.tls.go_loaded() {
+                report.add(
+                    Status::Ok,
+                    "operations of Go TLS requests",
+                    "read at crypto/tls.(*Conn).Write before encryption in each Go program a \
+                     session runs, when it kept its symbols",
+                );
+            }
             for failure in attached
                 .failures
                 .iter()
-                .filter(|failure| failure.program == TLS_WRITE_PROGRAM)
+                .filter(|failure| [TLS_WRITE_PROGRAM, GO_WRITE_PROGRAM].contains(&failure.program))
             {
                 report.add(
                     Status::Warn,

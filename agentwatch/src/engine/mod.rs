@@ -113,6 +113,8 @@ struct Core {
     /// Processes whose `SSL_write` probes are to be attached or detached
     /// (the probes belong to the loaded object, not to `Core`).
     tls_changes: Vec<operations::TlsProcessChange>,
+    /// Session processes whose Go `crypto/tls` writes are probed.
+    go_tls: HashSet<u32>,
     /// Session processes whose `SSL_write` probes could not be attached.
     tls_unprobed: u64,
     /// When the current catalog was put in the kernel's tables
@@ -196,6 +198,7 @@ impl Engine {
             hosts_file: HostsFile::new(HOSTS_PATH),
             heads: operations::RequestHeads::default(),
             tls_changes: Vec::new(),
+            go_tls: HashSet::new(),
             tls_unprobed: 0,
             catalog_loaded_ns,
         };
@@ -567,9 +570,19 @@ impl Core {
                 if let Some(job) = scan_job(&event) {
                     self.to_scan.push(job);
                 }
-                if matches!(event.body, Body::Exit(_)) {
-                    self.tls_changes
-                        .push(operations::TlsProcessChange::Exited(event.pid));
+                match &event.body {
+                    Body::Exit(_) => self
+                        .tls_changes
+                        .push(operations::TlsProcessChange::Exited(event.pid)),
+                    Body::Exec(exec) if exec.ret == 0 => {
+                        let program = Path::new(&exec.filename);
+                        self.tls_changes
+                            .push(operations::TlsProcessChange::Executed(
+                                event.pid,
+                                program.is_absolute().then(|| program.to_path_buf()),
+                            ));
+                    }
+                    _ => {}
                 }
                 if matches!(&event.body, Body::Exec(exec) if exec.held_command) {
                     self.held_command(event, out);

@@ -5,7 +5,12 @@
 //! refused or left for the session's action (kill, ask). Until this runs the
 //! process stays stopped, so nothing here races the call.
 
-use std::{collections::HashMap, io::Write as _, path::Path, time::SystemTime};
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
 
 use agentwatch_common::names::{NameSource, OperationClass, OperationKind, TlsProbeState};
 use nix::{
@@ -199,10 +204,13 @@ pub fn decide(class: OperationClass, session_action: Action, policy: &Policy) ->
     }
 }
 
-/// Which processes need `SSL_write` probes.
+/// Which processes need `SSL_write` (or Go `crypto/tls`) probes.
 pub enum TlsProcessChange {
     /// The kernel stopped a session's process at its first use of OpenSSL.
     Started(u32),
+    /// A session's process started a new program (at this path, when it
+    /// was given whole), which may be a Go one.
+    Executed(u32, Option<PathBuf>),
     /// A session's process exited.
     Exited(u32),
 }
@@ -214,7 +222,7 @@ impl Core {
     pub(super) fn apply_tls_change(&mut self, probes: &mut Probes, change: TlsProcessChange) {
         match change {
             TlsProcessChange::Started(pid) => {
-                let state = match probes.probe_tls_process(pid) {
+                let state = match self.probe_writes(probes, pid) {
                     Ok(()) => TlsProbeState::Probed,
                     Err(error) => {
                         warn!("pid {pid}'s TLS requests are judged by host: {error:#}");
@@ -229,8 +237,42 @@ impl Core {
                 }
                 resume(pid);
             }
-            TlsProcessChange::Exited(pid) => probes.forget_tls_process(pid),
+            // A Go program: until now its calls were judged by host; from
+            // now on by what they do.
+            TlsProcessChange::Executed(pid, program) => {
+                let probed = match probes.probe_go_process(pid, program.as_deref()) {
+                    Ok(false) => return,
+                    Ok(true) => self.probe_writes(probes, pid),
+                    Err(error) => Err(error),
+                };
+                match probed {
+                    Ok(()) => {
+                        if let Err(error) = self.maps.set_tls_state(pid, TlsProbeState::Probed) {
+                            warn!("{error:#}");
+                        }
+                    }
+                    Err(error) => {
+                        warn!("pid {pid}'s TLS requests are judged by host: {error:#}");
+                        self.tls_unprobed += 1;
+                    }
+                }
+            }
+            TlsProcessChange::Exited(pid) => {
+                self.go_tls.remove(&pid);
+                probes.forget_tls_process(pid);
+            }
         }
+    }
+
+    /// Attaches every write probe process `pid` needs before it may be
+    /// judged at its writes: libssl's, and its Go program's if it runs one.
+    fn probe_writes(&mut self, probes: &mut Probes, pid: u32) -> anyhow::Result<()> {
+        self.go_tls.remove(&pid);
+        let go = probes.probe_go_process(pid, None)?;
+        if go {
+            self.go_tls.insert(pid);
+        }
+        probes.probe_tls_process(pid)
     }
 
     /// A tainted session's TLS write; its writer is stopped. Every request
@@ -256,6 +298,11 @@ impl Core {
         match strictest {
             OperationDecision::Pass
             | OperationDecision::Action(Action::Observe | Action::Alert) => resume(write.pid),
+            // A Go program's goroutine may make the socket write on another
+            // thread than the one refused: it dies instead.
+            OperationDecision::Action(Action::Block) if self.go_tls.contains(&write.pid) => {
+                let _ = kill(Pid::from_raw(write.pid as i32), Signal::SIGKILL);
+            }
             OperationDecision::Action(Action::Block) => {
                 if let Err(error) = self.maps.refuse_writer(write.pid, write.tid) {
                     // Cannot refuse at the socket: the writer dies instead.

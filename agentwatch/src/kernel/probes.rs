@@ -348,6 +348,12 @@ impl Probes {
         self.tls.probe_process(&mut self.ebpf, pid)
     }
 
+    /// Attaches the Go `crypto/tls` probe for process `pid` if the program
+    /// it runs is Go with its symbols; whether it did.
+    pub fn probe_go_process(&mut self, pid: u32, program: Option<&Path>) -> Result<bool> {
+        self.tls.probe_go_process(&mut self.ebpf, pid, program)
+    }
+
     pub fn forget_tls_process(&mut self, pid: u32) {
         self.tls.forget_process(&mut self.ebpf, pid);
     }

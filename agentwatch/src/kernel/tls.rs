@@ -1,6 +1,7 @@
 //! Where TLS plaintext can be seen: every libssl the dynamic linker knows
-//! (`ldconfig -p`) and every `node` on `PATH` (node has OpenSSL built in and
-//! exports `SSL_write`).
+//! (`ldconfig -p`), every `node` on `PATH` (node has OpenSSL built in and
+//! exports `SSL_write`), and each Go program a session's process runs (its
+//! `crypto/tls.(*Conn).Write`, found in its symbol table at exec).
 //!
 //! Only the probes that notice a session's process starting to use OpenSSL
 //! (`OPENSSL_init_ssl`, `SSL_CTX_new`, `SSL_new`: once per connection) are
@@ -33,6 +34,13 @@ use super::probes::AttachFailure;
 
 /// The programs, and the functions each is attached to in every target.
 pub const TLS_WRITE_PROGRAM: &str = "tls_write";
+/// Go programs' `crypto/tls`, attached per process to the program it runs.
+pub const GO_WRITE_PROGRAM: &str = "go_tls_write";
+const GO_WRITE_FUNCTION: &str = "crypto/tls.(*Conn).Write";
+/// Where a Go program's session process is stopped, as at its first use of
+/// OpenSSL, until its write probe is attached: every TCP dial goes through
+/// it, before the connection and so before its TLS handshake.
+const GO_DIAL_FUNCTION: &str = "net.(*Dialer).DialContext";
 const WRITE_FUNCTIONS: [&str; 2] = ["SSL_write", "SSL_write_ex"];
 const LIBRARY_PROGRAM: &str = "tls_library";
 const LIBRARY_FUNCTIONS: [&str; 3] = ["OPENSSL_init_ssl", "SSL_CTX_new", "SSL_new"];
@@ -53,6 +61,15 @@ struct Target {
 pub struct TlsProbes {
     targets: Vec<Target>,
     processes: HashMap<u32, Vec<UProbeLinkId>>,
+    /// Each program file seen (by device and inode): where its
+    /// `crypto/tls.(*Conn).Write` starts, None for one that is not Go with
+    /// symbols. A Go one's dials stop session processes from then on.
+    go_programs: HashMap<(u64, u64), Option<u64>>,
+    /// The Go probe attached for each process, and the program it runs.
+    go_processes: HashMap<u32, ((u64, u64), UProbeLinkId)>,
+    /// Whether the Go probe loaded (it is no failure of its own: a Go
+    /// program's calls are then judged by host, as before).
+    go_loaded: bool,
 }
 
 impl TlsProbes {
@@ -62,6 +79,11 @@ impl TlsProbes {
 
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
+    }
+
+    /// Whether Go programs' `crypto/tls` writes can be probed.
+    pub fn go_loaded(&self) -> bool {
+        self.go_loaded
     }
 
     /// Attaches the `SSL_write` probes for process `pid` to every target
@@ -94,12 +116,98 @@ impl TlsProbes {
         Ok(())
     }
 
+    /// Learns the program at `program` (the path a session's process
+    /// exec'd): a Go one's dials stop session processes from now on, until
+    /// their write probe is attached. Then attaches that probe for process
+    /// `pid` if it still runs a Go program; whether it did. An earlier
+    /// program's probe goes.
+    pub fn probe_go_process(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pid: u32,
+        program_file: Option<&Path>,
+    ) -> Result<bool> {
+        if !self.go_loaded {
+            return Ok(false);
+        }
+        if let Some(path) = program_file
+            && let Ok(identity) = identity(path)
+        {
+            self.go_write_offset(ebpf, identity, path);
+        }
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let Ok(identity) = identity(&exe) else {
+            // It has exited (or exec'd again).
+            self.forget_go_process(ebpf, pid);
+            return Ok(false);
+        };
+        if self
+            .go_processes
+            .get(&pid)
+            .is_some_and(|(probed, _)| *probed == identity)
+        {
+            return Ok(true);
+        }
+        self.forget_go_process(ebpf, pid);
+        let Some(offset) = self.go_write_offset(ebpf, identity, &exe) else {
+            return Ok(false);
+        };
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        let attached = program(ebpf, GO_WRITE_PROGRAM)?.attach(
+            UProbeAttachLocation::AbsoluteOffset(offset),
+            &exe,
+            scope,
+        );
+        match attached {
+            Ok(link) => {
+                self.go_processes.insert(pid, (identity, link));
+                Ok(true)
+            }
+            // It exited meanwhile: nothing left to judge.
+            Err(_) if identity_of_pid(pid).is_none() => Ok(false),
+            Err(error) => Err(error).with_context(|| format!("{GO_WRITE_FUNCTION} in {exe:?}")),
+        }
+    }
+
+    /// Where the Go program file `identity` (at `path`) has its write
+    /// function, read once per file; a newly seen Go program gets its dial
+    /// probe.
+    fn go_write_offset(
+        &mut self,
+        ebpf: &mut Ebpf,
+        identity: (u64, u64),
+        path: &Path,
+    ) -> Option<u64> {
+        if let Some(offset) = self.go_programs.get(&identity) {
+            return *offset;
+        }
+        let offset = go_write_offset(path);
+        self.go_programs.insert(identity, offset);
+        if offset.is_some()
+            && let Err(error) = attach_go_dial_probe(ebpf, path)
+        {
+            // Its processes are then probed at exec only, as the exec
+            // event reaches user space (judged by host until then).
+            tracing::info!("{}: {error:#}", path.display());
+        }
+        offset
+    }
+
+    fn forget_go_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        if let Some((_, link)) = self.go_processes.remove(&pid)
+            && let Ok(uprobe) = program(ebpf, GO_WRITE_PROGRAM)
+        {
+            let _ = uprobe.detach(link);
+        }
+    }
+
     /// Detaches the probes of processes gone without an exit record (one
     /// lost to a full ring buffer).
     pub fn forget_vanished(&mut self, ebpf: &mut Ebpf) {
         let vanished: Vec<u32> = self
             .processes
             .keys()
+            .chain(self.go_processes.keys())
             .copied()
             .filter(|pid| !Path::new(&format!("/proc/{pid}")).exists())
             .collect();
@@ -110,6 +218,7 @@ impl TlsProbes {
 
     /// Detaches process `pid`'s probes once it has exited.
     pub fn forget_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        self.forget_go_process(ebpf, pid);
         let Some(links) = self.processes.remove(&pid) else {
             return;
         };
@@ -139,6 +248,11 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// The identity of the program file process `pid` runs, while it runs.
+fn identity_of_pid(pid: u32) -> Option<(u64, u64)> {
+    identity(Path::new(&format!("/proc/{pid}/exe"))).ok()
 }
 
 fn identity(path: &Path) -> Result<(u64, u64)> {
@@ -178,6 +292,38 @@ fn file_offsets<const N: usize>(path: &Path, functions: [&str; N]) -> Result<[u6
     Ok(offsets)
 }
 
+/// Attaches the library probe, for every process, to the Go program at
+/// `path`'s dial function.
+fn attach_go_dial_probe(ebpf: &mut Ebpf, path: &Path) -> Result<()> {
+    let [offset] = file_offsets(path, [GO_DIAL_FUNCTION])?;
+    program(ebpf, LIBRARY_PROGRAM)?
+        .attach(
+            UProbeAttachLocation::AbsoluteOffset(offset),
+            path,
+            UProbeScope::AllProcesses,
+        )
+        .with_context(|| format!("{GO_DIAL_FUNCTION} in {}", path.display()))?;
+    Ok(())
+}
+
+/// Where `crypto/tls.(*Conn).Write` starts in the program file at `path`,
+/// if it is a Go program that kept its symbol table.
+fn go_write_offset(path: &Path) -> Option<u64> {
+    let is_go = {
+        let file = File::open(path).ok()?;
+        // SAFETY: as in `file_offsets`.
+        let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let elf = object::File::parse(&*data).ok()?;
+        elf.section_by_name(".go.buildinfo").is_some()
+    };
+    if !is_go {
+        return None;
+    }
+    file_offsets(path, [GO_WRITE_FUNCTION])
+        .ok()
+        .map(|[offset]| offset)
+}
+
 /// Every libssl the dynamic linker resolves, and `node` on `PATH`.
 pub fn candidates() -> Vec<PathBuf> {
     let mut found = BTreeSet::new();
@@ -211,6 +357,14 @@ pub fn attach(ebpf: &mut Ebpf, failures: &mut Vec<AttachFailure>) -> TlsProbes {
     if let Err(error) = load(ebpf) {
         failures.push(failure(&error));
         return probes;
+    }
+    match program(ebpf, GO_WRITE_PROGRAM).and_then(|uprobe| Ok(uprobe.load()?)) {
+        Ok(()) => probes.go_loaded = true,
+        Err(error) => failures.push(AttachFailure {
+            program: GO_WRITE_PROGRAM,
+            required: false,
+            error: format!("loading {GO_WRITE_PROGRAM}: {error:#}"),
+        }),
     }
     for path in candidates() {
         let attached = Target::read(path.clone()).and_then(|target| {

@@ -1,0 +1,3 @@
+module agentwatch-tests/go_graphql
+
+go 1.19
