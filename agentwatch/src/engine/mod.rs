@@ -132,8 +132,17 @@ fn load_catalog(tables: &Tables, maps: &mut KernelMaps) -> Result<u64> {
 impl Engine {
     /// Loads and attaches the programs and fills the kernel's tables. The
     /// catalog's hostnames are resolved beside the event loop; a start waits
-    /// for the first answers for at most `START_RESOLUTION_WAIT`.
+    /// for the first answers until `START_RESOLUTION_WAIT` after the lookups
+    /// began.
     pub async fn start(options: EngineOptions) -> Result<Self> {
+        // The lookups begin before the programs load and run on the
+        // runtime's workers meanwhile: a resolver that never answers then
+        // costs the start only what is left of its wait once loading is
+        // done, not the whole wait after it.
+        let tables = Tables::compile(&options.policy);
+        let mut resolutions = Resolutions::default();
+        resolutions.start(&tables.exact_hosts);
+        let resolution_deadline = Instant::now() + START_RESOLUTION_WAIT;
         let mut probes = Probes::load(&LoadOptions {
             ring_buffer_bytes: options.ring_buffer_bytes,
             max_processes: options.max_processes,
@@ -164,7 +173,6 @@ impl Engine {
         let mut maps = KernelMaps::take(&mut probes.ebpf)?;
         maps.set_first_write(probes.first_write)?;
         let records = RecordStream::take(&mut probes.ebpf)?;
-        let tables = Tables::compile(&options.policy);
         let catalog_loaded_ns = load_catalog(&tables, &mut maps)?;
         for rule in &options.policy.allow {
             info!(
@@ -212,13 +220,11 @@ impl Engine {
         let mut watcher = DirWatcher::new()?;
         let _ = watcher.watch(&core.credential_dirs());
         core.refresh_hosts_file()?;
-        let mut resolutions = Resolutions::default();
-        resolutions.start(&core.enrich.tables.exact_hosts);
         // A session may connect to a catalog host's address without a DNS
         // lookup of its own (an address it was given): those addresses must
         // be known before it starts. A resolver that does not answer delays
         // the start by at most START_RESOLUTION_WAIT, and says so.
-        match tokio::time::timeout(START_RESOLUTION_WAIT, resolutions.next()).await {
+        match tokio::time::timeout_at(resolution_deadline, resolutions.next()).await {
             Ok(resolved) => core.learn_resolved(resolved)?,
             Err(_) => journal::info(format!(
                 "agentwatch: the system resolver has not answered for the catalog's hosts in {} ms; \
