@@ -9,7 +9,7 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     sync::{
-        Arc,
+        Arc, RwLock, RwLockReadGuard,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -19,6 +19,17 @@ use std::{
 use agentwatch_tests::{
     DnsLab, Lab, Resolver, Watched, assert_allowed, assert_blocked, expect_event,
 };
+
+/// The DNS sensor hears every answer on the machine: a test whose other
+/// lab resolves Railway in a loop would relabel how the hosts-file tests'
+/// address was learned. They never run at once.
+static LOOKUPS_ELSEWHERE: RwLock<()> = RwLock::new(());
+
+fn no_lookups_elsewhere() -> RwLockReadGuard<'static, ()> {
+    LOOKUPS_ELSEWHERE
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 const READ_AWS: &str = "cat ~/.aws/credentials >/dev/null\n";
 const READ_RAILWAY: &str = "cat ~/.railway/config.json >/dev/null\n";
@@ -234,6 +245,7 @@ fn a_cname_chain_into_the_catalog_makes_its_addresses_infrastructure() {
 
 #[test]
 fn hosts_file_entries_under_catalog_domains_are_infrastructure() {
+    let _quiet = no_lookups_elsewhere();
     // dnsmasq answers NXDOMAIN for everything: only /etc/hosts names these.
     let dns = DnsLab::with_resolver(
         &[],
@@ -289,6 +301,7 @@ fn hosts_file_entries_under_catalog_domains_are_infrastructure() {
 
 #[test]
 fn a_hosts_file_entry_added_during_a_session_counts() {
+    let _quiet = no_lookups_elsewhere();
     let lab = Lab::with_dns(DnsLab::with_resolver(
         &[],
         &Resolver {
@@ -315,6 +328,9 @@ fn a_hosts_file_entry_added_during_a_session_counts() {
 /// some other name (which would leave the connect to the first write).
 #[test]
 fn answers_seen_while_agentwatch_starts_do_not_make_an_address_shared() {
+    let _alone = LOOKUPS_ELSEWHERE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let other = Lab::new();
     let _asking = other
         .dns
