@@ -23,6 +23,7 @@
 //! The load is `xtask bench-load` (bench/load.rs), a separate process. All
 //! of it runs in a network namespace the bench creates (bench/lab.rs).
 
+mod bpfstats;
 mod e2e;
 mod lab;
 mod latency;
