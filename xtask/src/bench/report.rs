@@ -18,6 +18,40 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// A distribution-free confidence interval for the median of `values`:
+/// the order statistics x(k) and x(n+1-k) (1-based, sorted), with k the
+/// largest for which P(k <= B <= n-k) >= `level`, B ~ Binomial(n, 1/2).
+/// Returns (low, high, the interval's exact coverage). With fewer than 6
+/// values no pair reaches 95%: then it is the range, min to max, and its
+/// (smaller) coverage says so.
+pub fn median_interval(values: &[f64], level: f64) -> Option<(f64, f64, f64)> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    // P(B <= j) for B ~ Binomial(n, 1/2).
+    let cdf = |j: usize| -> f64 {
+        let mut term = 0.5f64.powi(n as i32); // C(n,0)/2^n
+        let mut sum = 0.0;
+        for i in 0..=j {
+            if i > 0 {
+                term *= (n + 1 - i) as f64 / i as f64;
+            }
+            sum += term;
+        }
+        sum
+    };
+    // Coverage of [x(k), x(n+1-k)] is 1 - 2 P(B <= k-1).
+    let coverage = |k: usize| 1.0 - 2.0 * cdf(k - 1);
+    let mut k = 1;
+    while k < n.div_ceil(2) && coverage(k + 1) >= level {
+        k += 1;
+    }
+    Some((sorted[k - 1], sorted[n - k], coverage(k)))
+}
+
 /// p50, p90, p99, min and max (nearest rank).
 pub fn percentiles(values: &[f64]) -> Value {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
@@ -266,6 +300,44 @@ fn tls_table(out: &mut String, r: &Value) {
             ratio_cell(s, key, "cpu")
         );
     }
+}
+
+/// An end-to-end row: medians, the median ratio of the pairs with its
+/// interval, and whether 1% is met (the interval's top within 1.01),
+/// missed (its bottom above 1.01) or unresolved (the interval holds 1.01).
+fn pairs_text(sum: &Value, what: &str) -> (String, &'static str) {
+    let ratio = sum["median_ratio"].as_f64();
+    let interval = &sum["interval"];
+    let (low, high, coverage) = (
+        interval["low"].as_f64(),
+        interval["high"].as_f64(),
+        interval["coverage"].as_f64(),
+    );
+    let interval_text = match (low, high, coverage) {
+        (Some(low), Some(high), Some(coverage)) => {
+            format!(", {:.1}% interval {low:.3}–{high:.3}", coverage * 100.0)
+        }
+        _ => String::new(),
+    };
+    let met = match (low, high, coverage) {
+        (Some(_), Some(high), Some(coverage)) if coverage >= 0.95 && high <= 1.01 => "met",
+        (Some(low), Some(_), Some(coverage)) if coverage >= 0.95 && low > 1.01 => "**missed**",
+        (Some(_), Some(_), Some(_)) => "not resolved",
+        _ => "not measured",
+    };
+    (
+        format!(
+            "{what}: unwatched {:.2} s, watched {:.2} s, median ratio {}{interval_text} ({} pairs)",
+            sum["median_unwatched_seconds"].as_f64().unwrap_or(f64::NAN),
+            sum["median_watched_seconds"].as_f64().unwrap_or(f64::NAN),
+            ratio.map_or("?".into(), |r| format!("{r:.3}x")),
+            sum["pairs_measured"].as_u64().map_or_else(
+                || sum["ratios"].as_array().map_or(0, Vec::len).to_string(),
+                |n| n.to_string()
+            ),
+        ),
+        met,
+    )
 }
 
 /// "Outside a session" is judged against the floor: within 5% of it.
@@ -679,34 +751,51 @@ pub fn table(r: &Value) -> String {
 
     let b = &r["build"];
     let (result, met) = match error_of(b) {
-        Some(error) => (format!("failed: {error}"), None),
-        None => {
-            let sum = &b["summary"];
-            let ratio = sum["median_ratio"].as_f64();
-            (
-                format!(
-                    "cargo build (regex, 5 crates): unwatched {:.2} s, watched {:.2} s, ratio {} (pairs {})",
-                    sum["median_unwatched_seconds"].as_f64().unwrap_or(f64::NAN),
-                    sum["median_watched_seconds"].as_f64().unwrap_or(f64::NAN),
-                    ratio.map_or("?".into(), |r| format!("{r:.3}x")),
-                    sum["ratios"]
-                        .as_array()
-                        .map(|ratios| ratios
-                            .iter()
-                            .filter_map(Value::as_f64)
-                            .map(|r| format!("{r:.3}"))
-                            .collect::<Vec<_>>()
-                            .join(", "))
-                        .unwrap_or_default(),
-                ),
-                ratio.map(|r| r <= 1.01),
-            )
-        }
+        Some(error) => (format!("failed: {error}"), "not measured"),
+        None => pairs_text(&b["summary"], "cargo build (regex, 5 crates)"),
     };
     let _ = writeln!(
         out,
-        "| end to end: a real build | {result} | within 1% | {} |",
-        verdict(met)
+        "| end to end: a real build | {result} | within 1% | {met} |"
+    );
+    let suite = &b["suite"];
+    let (result, met) = match error_of(b).or_else(|| error_of(suite)) {
+        Some(error) => (format!("failed: {error}"), "not measured"),
+        None => pairs_text(
+            &suite["summary"],
+            &format!(
+                "{} shell test scripts (short processes, small files)",
+                suite["tests"]
+            ),
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "| end to end: a test suite | {result} | within 1% | {met} |"
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_interval_uses_the_binomial_order_statistics() {
+        // n = 10: [x(2), x(9)], coverage 1 - 2 * 11/1024.
+        let values: Vec<f64> = (1..=10).rev().map(f64::from).collect();
+        let (low, high, coverage) = median_interval(&values, 0.95).unwrap();
+        assert_eq!((low, high), (2.0, 9.0));
+        assert!((coverage - (1.0 - 22.0 / 1024.0)).abs() < 1e-12);
+        // n = 20: [x(6), x(15)], coverage 0.9586.
+        let values: Vec<f64> = (1..=20).map(f64::from).collect();
+        let (low, high, coverage) = median_interval(&values, 0.95).unwrap();
+        assert_eq!((low, high), (6.0, 15.0));
+        assert!((coverage - 0.958_610_5).abs() < 1e-6);
+        // n = 3: the range, at 75%.
+        let (low, high, coverage) = median_interval(&[3.0, 1.0, 2.0], 0.95).unwrap();
+        assert_eq!((low, high), (1.0, 3.0));
+        assert!((coverage - 0.75).abs() < 1e-12);
+        assert_eq!(median_interval(&[], 0.95), None);
+    }
 }
