@@ -7,7 +7,7 @@
 //! (on a shared machine, other builds' opens), so `ns_per_op` is an upper
 //! bound of what the load itself paid.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -124,13 +124,17 @@ pub fn snapshot() -> BTreeMap<u32, ProgStat> {
     all
 }
 
-/// The ids of the programs `pid` holds: its program fds, and the programs
-/// of its link fds (`prog_id:` in their fdinfo).
-pub fn prog_ids_of(pid: u32) -> BTreeSet<u32> {
+/// The programs `pid` holds: its program fds, and the programs of its link
+/// fds (`prog_id:` in their fdinfo), by id, each with the tracepoint a link
+/// names (`tp_name:`), since the kernel keeps only 15 bytes of a
+/// program's own name (`sched_process_e` is exec or exit).
+pub fn prog_ids_of(pid: u32) -> BTreeMap<u32, Option<String>> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return BTreeSet::new();
+        return BTreeMap::new();
     };
-    dir.flatten()
+    let mut ids = BTreeMap::new();
+    let held = dir
+        .flatten()
         .filter(|entry| {
             std::fs::read_link(entry.path()).is_ok_and(|target| {
                 let target = target.to_string_lossy();
@@ -143,9 +147,15 @@ pub fn prog_ids_of(pid: u32) -> BTreeSet<u32> {
                 entry.file_name().to_string_lossy()
             ))
             .ok()?;
-            fdinfo_prog_id(&fdinfo)
-        })
-        .collect()
+            Some((fdinfo_prog_id(&fdinfo)?, fdinfo_tp_name(&fdinfo)))
+        });
+    for (id, tp_name) in held {
+        let entry = ids.entry(id).or_insert(None);
+        if entry.is_none() {
+            *entry = tp_name;
+        }
+    }
+    ids
 }
 
 fn fdinfo_prog_id(fdinfo: &str) -> Option<u32> {
@@ -154,13 +164,20 @@ fn fdinfo_prog_id(fdinfo: &str) -> Option<u32> {
         .find_map(|line| line.strip_prefix("prog_id:")?.trim().parse().ok())
 }
 
+fn fdinfo_tp_name(fdinfo: &str) -> Option<String> {
+    fdinfo
+        .lines()
+        .find_map(|line| Some(line.strip_prefix("tp_name:")?.trim().to_string()))
+}
+
 /// What `ids` ran between the snapshots, per iteration of a loop of
-/// `iterations`: each program that ran, the most expensive first, and the
-/// sum. Programs that did not run are left out.
+/// `iterations`: each program that ran (named by its tracepoint where a
+/// link gave one), the most expensive first, and the sum. Programs that
+/// did not run are left out.
 pub fn per_op(
     before: &BTreeMap<u32, ProgStat>,
     after: &BTreeMap<u32, ProgStat>,
-    ids: &BTreeSet<u32>,
+    ids: &BTreeMap<u32, Option<String>>,
     iterations: u64,
 ) -> Result<Value> {
     if iterations == 0 {
@@ -169,7 +186,7 @@ pub fn per_op(
     let n = iterations as f64;
     let mut programs: Vec<(f64, Value)> = ids
         .iter()
-        .filter_map(|id| {
+        .filter_map(|(id, tp_name)| {
             let (b, a) = (before.get(id)?, after.get(id)?);
             let runs = a.run_cnt.saturating_sub(b.run_cnt);
             let ns = a.run_time_ns.saturating_sub(b.run_time_ns);
@@ -177,7 +194,8 @@ pub fn per_op(
                 (
                     ns as f64 / n,
                     json!({
-                        "name": a.name,
+                        "name": tp_name.as_deref().unwrap_or(&a.name),
+                        "program": a.name,
                         "id": id,
                         "ns_per_op": ns as f64 / n,
                         "runs_per_op": runs as f64 / n,
@@ -207,6 +225,12 @@ mod tests {
                     link_id:\t12\nprog_tag:\tabc\nprog_id:\t4242\n";
         assert_eq!(fdinfo_prog_id(link), Some(4242));
         assert_eq!(fdinfo_prog_id("pos:\t0\n"), None);
+        let tracepoint = "link_type:\tperf\nprog_id:\t7\ntp_name:\tsched_process_exit\n";
+        assert_eq!(
+            fdinfo_tp_name(tracepoint).as_deref(),
+            Some("sched_process_exit")
+        );
+        assert_eq!(fdinfo_tp_name(link), None);
     }
 
     #[test]
@@ -239,12 +263,13 @@ mod tests {
             (3, stat("idle", 5, 1)),
             (9, stat("not ours", 9999, 99)),
         ]);
-        let ids = BTreeSet::from([1, 2, 3]);
+        let ids = BTreeMap::from([(1, None), (2, Some("b_tracepoint".to_string())), (3, None)]);
         let out = per_op(&before, &after, &ids, 100).unwrap();
         assert_eq!(out["ns_per_op"], 40.0);
         let programs = out["programs"].as_array().unwrap();
         assert_eq!(programs.len(), 2);
-        assert_eq!(programs[0]["name"], "b");
+        assert_eq!(programs[0]["name"], "b_tracepoint");
+        assert_eq!(programs[0]["program"], "b");
         assert_eq!(programs[0]["ns_per_run"], 30.0);
         assert_eq!(programs[1]["runs_per_op"], 1.0);
     }

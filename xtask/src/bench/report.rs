@@ -344,8 +344,10 @@ fn pairs_text(sum: &Value, what: &str) -> (String, &'static str) {
 const FLOOR_MARGIN: f64 = 1.05;
 
 /// The profile (bpf_stats) under the overhead table: per configuration and
-/// loop, the monitor's programs' ns per iteration, the costliest named,
-/// against the measured extra ns over no monitor.
+/// loop, the monitor's programs' ns per iteration, the costliest named with
+/// their runs per iteration (1 for the load's own calls; more is other
+/// processes, the floor's proving it is not filtered by pid), against the
+/// measured extra ns over no monitor.
 fn profile_lines(out: &mut String, p: &Value) {
     if p.is_null() {
         return;
@@ -376,8 +378,8 @@ fn profile_lines(out: &mut String, p: &Value) {
     }
 }
 
-/// `open+close: programs 412 ns/op (sys_exit_opena 250, sys_enter_open 160)
-/// of +620 ns measured, rest +208 ns`.
+/// `open+close: programs 412 ns/op (sys_exit_openat 250 ×1.00, …) of +620
+/// ns measured, rest +208 ns`: ns per iteration, and runs per iteration.
 fn profile_text(loop_: &Value, shown: &str) -> String {
     let Some(total) = loop_["ns_per_op"].as_f64() else {
         return format!("{shown}: not measured");
@@ -390,9 +392,10 @@ fn profile_text(loop_: &Value, shown: &str) -> String {
                 .take(4)
                 .map(|p| {
                     format!(
-                        "{} {:.0}",
+                        "{} {:.0} ×{:.2}",
                         p["name"].as_str().unwrap_or("?"),
-                        p["ns_per_op"].as_f64().unwrap_or(0.0)
+                        p["ns_per_op"].as_f64().unwrap_or(0.0),
+                        p["runs_per_op"].as_f64().unwrap_or(0.0)
                     )
                 })
                 .collect()
