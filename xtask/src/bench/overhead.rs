@@ -288,7 +288,11 @@ fn profile(ctx: &Ctx, millis: u64, configs: &[Config], summary: &Value) -> Resul
                 let mut session =
                     Proc::spawn_logged(&mut cmd, &ctx.dir, &ctx.name("profile-session"))?;
                 let child = wait_for_child(&session, Duration::from_secs(60))?;
-                let monitor = parent_of(child);
+                // `ip netns exec` execs agentwatch, so the session's pid is
+                // agentwatch's (its first child may be a short-lived helper).
+                let monitor = Some(session.pid())
+                    .filter(|&pid| !bpfstats::prog_ids_of(pid).is_empty())
+                    .or_else(|| parent_of(child));
                 let result = paused_load(ctx, ctx.load(&args), |_| monitor);
                 session.stop();
                 result

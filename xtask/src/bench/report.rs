@@ -389,6 +389,7 @@ fn profile_text(loop_: &Value, shown: &str) -> String {
         .map(|programs| {
             programs
                 .iter()
+                .filter(|p| p["runs_per_op"].as_f64().unwrap_or(0.0) >= 0.01)
                 .take(4)
                 .map(|p| {
                     format!(
