@@ -4,8 +4,12 @@
 //! Sections (each fails soft: its error is recorded and the others run):
 //! - `overhead`: open+close and connect loops, as ratios to no monitor, for
 //!   a process outside any session while one runs, inside a watched
-//!   session, with the daemon and no session, and under bpftrace and auditd
-//!   doing equivalent work; interleaved rounds, medians.
+//!   session, with the daemon and no session, at the floor (bpftrace
+//!   programs that return at once on the tracepoints agentwatch uses), and
+//!   under bpftrace and auditd doing equivalent work; interleaved rounds,
+//!   medians. Then a profile with `kernel.bpf_stats_enabled=1`: each BPF
+//!   program's ns per loop iteration (bench/bpfstats.rs), against the
+//!   measured extra ns.
 //! - `writes`: 64-byte writes to a loopback socket, as ratios to no
 //!   monitor, for a process outside any session while one runs, and inside
 //!   a watched session on a socket whose first write named a harmless host
@@ -18,11 +22,15 @@
 //! - `memory`: resident memory with 10,000 tracked processes and with none.
 //! - `latency`: from a blocked connect to its alert line on stderr.
 //! - `start`: `agentwatch run -- true`, standalone and through a daemon.
-//! - `build`: a real cargo build inside a watched session against unwatched.
+//! - `build`: a real cargo build, and a shell test suite (many short
+//!   processes, many small file opens), inside a watched session against
+//!   unwatched: interleaved pairs, the median ratio and a distribution-free
+//!   95% interval for it.
 //!
 //! The load is `xtask bench-load` (bench/load.rs), a separate process. All
 //! of it runs in a network namespace the bench creates (bench/lab.rs).
 
+mod bpfstats;
 mod e2e;
 mod lab;
 mod latency;
@@ -57,7 +65,7 @@ use procs::{Proc, check_interrupted};
 
 #[derive(Args)]
 pub struct Options {
-    /// A smoke run of about a minute (fewer rounds, shorter loops).
+    /// A smoke run of a few minutes (fewer rounds and pairs, shorter loops).
     #[arg(long)]
     quick: bool,
     /// Run only these sections.

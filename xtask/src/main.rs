@@ -73,6 +73,15 @@ enum Task {
         check: bool,
     },
     /// Set up, build release, and measure what agentwatch costs (as root; writes bench/results).
+    ///
+    /// Sections: overhead (syscall loops against no monitor, a floor of
+    /// bpftrace programs that return at once on agentwatch's tracepoints,
+    /// bpftrace and auditd doing agentwatch's work, then a bpf_stats profile
+    /// of each program's ns per open and per connect), writes, tls,
+    /// throughput, race, memory, latency, start, and build (a real cargo build
+    /// and a shell test suite, 10 interleaved watched/unwatched pairs each,
+    /// median ratio with a distribution-free 95% interval). The README's
+    /// Performance section describes the method.
     Bench(bench::Options),
     /// The bench's load generator (run by `bench`, inside watched sessions).
     #[command(hide = true)]

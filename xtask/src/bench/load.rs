@@ -113,6 +113,11 @@ struct LoopArgs {
     /// that a tracer can be attached to PID first.
     #[arg(long)]
     wait_stdin: bool,
+    /// Around each timed loop (after its warm-up, and after it), print
+    /// `{"before":LOOP,"pid":PID}` or `{"after":…}` and wait for a line on stdin,
+    /// so that the bench can read the BPF programs' counters there.
+    #[arg(long)]
+    pause_each: bool,
 }
 
 pub fn main(args: LoadArgs) -> Result<()> {
@@ -260,12 +265,15 @@ fn closed_port() -> Result<SocketAddrV4> {
 }
 
 /// Runs `op` for `args.iterations` or `args.millis`, after a short warm-up.
-fn measure(args: LoopArgs, mut op: impl FnMut() -> bool) -> Value {
+fn measure(args: LoopArgs, name: &str, mut op: impl FnMut() -> bool) -> Result<Value> {
     const WARMUP: u64 = 500;
     const CHUNK: u64 = 64;
     let mut failures = 0u64;
     for _ in 0..WARMUP {
         failures += u64::from(!op());
+    }
+    if args.pause_each {
+        pause("before", name)?;
     }
     let start = monotonic_ns();
     let cpu_start = thread_cpu_ns();
@@ -289,14 +297,29 @@ fn measure(args: LoopArgs, mut op: impl FnMut() -> bool) -> Value {
     }
     let ns = monotonic_ns() - start;
     let cpu_ns = thread_cpu_ns() - cpu_start;
-    json!({
+    if args.pause_each {
+        pause("after", name)?;
+    }
+    Ok(json!({
         "iterations": iterations,
         "ns": ns,
         "ns_per_op": ns as f64 / iterations.max(1) as f64,
         "cpu_ns": cpu_ns,
         "cpu_ns_per_op": cpu_ns as f64 / iterations.max(1) as f64,
         "failures": failures,
-    })
+    }))
+}
+
+/// Says where the load is (`{"before":"open_close","pid":PID}`) and waits
+/// for a line.
+fn pause(at: &str, name: &str) -> Result<()> {
+    println!("{}", json!({ at: name, "pid": std::process::id() }));
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line)? == 0 {
+        bail!("stdin closed while paused {at} {name}");
+    }
+    Ok(())
 }
 
 fn wait_for_go() -> Result<()> {
@@ -315,10 +338,12 @@ fn loops(args: LoopArgs, open: bool, connect: bool) -> Result<Value> {
     }
     let mut out = json!({ "pid": std::process::id() });
     if open {
-        out["open_close"] = measure(args, || file.open_close());
+        out["open_close"] = measure(args, "open_close", || file.open_close())?;
     }
     if connect {
-        out["connect"] = measure(args, || connect_once(&target) == -libc::ECONNREFUSED);
+        out["connect"] = measure(args, "connect", || {
+            connect_once(&target) == -libc::ECONNREFUSED
+        })?;
     }
     Ok(out)
 }
@@ -351,32 +376,34 @@ fn writes(
         "host": host,
         "size": size,
         "settle_ms": settle_ms,
-        "writes": sliced(args, write),
+        "writes": sliced(args, write)?,
     }))
 }
 
 /// [`measure`] in slices: the median slice leaves out a burst of the
 /// machine's other work (on a shared VM that inflates even CPU time).
-fn sliced(args: LoopArgs, op: impl Fn() -> bool) -> Value {
+fn sliced(args: LoopArgs, op: impl Fn() -> bool) -> Result<Value> {
     const SLICES: u64 = 5;
     let slice = LoopArgs {
         iterations: args.iterations.map(|n| n / SLICES),
         millis: args.millis / SLICES,
         ..args
     };
-    let slices: Vec<Value> = (0..SLICES).map(|_| measure(slice, &op)).collect();
+    let slices: Vec<Value> = (0..SLICES)
+        .map(|_| measure(slice, "writes", &op))
+        .collect::<Result<_>>()?;
     let median_of = |key: &str| {
         let values: Vec<f64> = slices.iter().filter_map(|s| s[key].as_f64()).collect();
         super::report::median(&values)
     };
     let total = |key: &str| slices.iter().filter_map(|s| s[key].as_u64()).sum::<u64>();
-    json!({
+    Ok(json!({
         "ns_per_op": median_of("ns_per_op"),
         "cpu_ns_per_op": median_of("cpu_ns_per_op"),
         "iterations": total("iterations"),
         "failures": total("failures"),
         "slices": slices,
-    })
+    }))
 }
 
 fn open_rate(rate: u64, millis: u64) -> Result<Value> {

@@ -153,6 +153,69 @@ pub enum BpftraceMode {
     Map,
     /// Each event printed to user space, as agentwatch sends each.
     Print,
+    /// The floor: programs that return at once, on every tracepoint
+    /// agentwatch attaches to (see [`FLOOR_TRACEPOINTS`]), for every process.
+    Floor,
+}
+
+/// The tracepoints agentwatch's programs attach to (agentwatch-ebpf/src:
+/// file.rs, net.rs, process.rs, uring.rs), as bpftrace names them. The
+/// sched ones agentwatch attaches as BTF tracepoints (tp_btf); bpftrace
+/// 0.17 has no raw tracepoints, so the floor uses the plain tracepoints of
+/// the same events. There is no close(2) tracepoint: agentwatch has none.
+/// Its cgroup hooks (connect4/6, sendmsg4/6, sock_create, skb egress and
+/// ingress, sock_ops) and its sk_msg program cannot be attached by
+/// bpftrace, so the floor lacks them.
+pub const FLOOR_TRACEPOINTS: [&str; 21] = [
+    "syscalls:sys_enter_openat",
+    "syscalls:sys_exit_openat",
+    "syscalls:sys_enter_openat2",
+    "syscalls:sys_exit_openat2",
+    "syscalls:sys_enter_open",
+    "syscalls:sys_exit_open",
+    "syscalls:sys_enter_creat",
+    "syscalls:sys_exit_creat",
+    "syscalls:sys_enter_open_by_handle_at",
+    "syscalls:sys_exit_open_by_handle_at",
+    "syscalls:sys_enter_connect",
+    "syscalls:sys_exit_connect",
+    "syscalls:sys_enter_execve",
+    "syscalls:sys_exit_execve",
+    "syscalls:sys_enter_execveat",
+    "syscalls:sys_exit_execveat",
+    "sched:sched_process_fork",
+    "sched:sched_process_exec",
+    "sched:sched_process_exit",
+    "io_uring:io_uring_submit_req",
+    "io_uring:io_uring_complete",
+];
+
+/// The floor's script: the tracepoints of [`FLOOR_TRACEPOINTS`] this
+/// kernel has, with an empty body each (bpftrace still loads and attaches
+/// a program for each, which returns at once), and no pid filter.
+fn floor_script() -> (String, Vec<&'static str>) {
+    let events = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|dir| dir.join("syscalls").is_dir());
+    let present: Vec<&'static str> = FLOOR_TRACEPOINTS
+        .into_iter()
+        .filter(|tp| events.is_none_or(|dir| dir.join(tp.replace(':', "/")).is_dir()))
+        .collect();
+    let probes: Vec<String> = present
+        .iter()
+        .map(|tp| format!("tracepoint:{tp}"))
+        .collect();
+    (
+        format!(
+            "BEGIN {{ printf(\"ready\\n\"); }}\n{} {{ }}\n",
+            probes.join(",\n")
+        ),
+        present,
+    )
 }
 
 const BPFTRACE_ENTER: &str = r#"
@@ -184,6 +247,8 @@ END { clear(@filename); clear(@sockaddr); }
 pub struct Bpftrace {
     proc: Proc,
     reader: JoinHandle<(u64, Vec<String>)>,
+    /// The floor's tracepoints, and the programs bpftrace holds once attached.
+    floor: Option<(Vec<&'static str>, usize)>,
 }
 
 impl Bpftrace {
@@ -192,12 +257,19 @@ impl Bpftrace {
         let script = ctx.dir.join(match mode {
             BpftraceMode::Map => "map.bt",
             BpftraceMode::Print => "print.bt",
+            BpftraceMode::Floor => "floor.bt",
         });
-        let body = match mode {
-            BpftraceMode::Map => BPFTRACE_MAP,
-            BpftraceMode::Print => BPFTRACE_PRINT,
+        let mut floor = None;
+        let text = match mode {
+            BpftraceMode::Map => format!("{BPFTRACE_ENTER}{BPFTRACE_MAP}"),
+            BpftraceMode::Print => format!("{BPFTRACE_ENTER}{BPFTRACE_PRINT}"),
+            BpftraceMode::Floor => {
+                let (text, tracepoints) = floor_script();
+                floor = Some((tracepoints, 0));
+                text
+            }
         };
-        std::fs::write(&script, format!("{BPFTRACE_ENTER}{body}"))?;
+        std::fs::write(&script, text)?;
         let name = ctx.name("bpftrace");
         let mut cmd = Command::new("bpftrace");
         cmd.arg(&script)
@@ -228,7 +300,31 @@ impl Bpftrace {
             (lines, maps)
         });
         match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(()) => Ok(Self { proc, reader }),
+            Ok(()) => {
+                if let Some((tracepoints, held)) = &mut floor {
+                    // A program per probe (BEGIN's may be gone by now).
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    loop {
+                        *held = super::bpfstats::prog_ids_of(proc.pid()).len();
+                        if *held >= tracepoints.len() || std::time::Instant::now() >= deadline {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    if *held < tracepoints.len() {
+                        proc.stop_with(libc::SIGINT);
+                        bail!(
+                            "bpftrace holds {held} programs for the floor's {} tracepoints",
+                            tracepoints.len()
+                        );
+                    }
+                }
+                Ok(Self {
+                    proc,
+                    reader,
+                    floor,
+                })
+            }
             Err(_) => {
                 proc.stop_with(libc::SIGINT);
                 let stderr = std::fs::read_to_string(ctx.dir.join(format!("{name}.stderr")))
@@ -261,7 +357,18 @@ impl Bpftrace {
                     .ok()
             })
             .sum();
-        json!({ "events_printed": printed, "events_counted": counted, "events_lost": lost })
+        let mut out =
+            json!({ "events_printed": printed, "events_counted": counted, "events_lost": lost });
+        if let Some((tracepoints, held)) = self.floor {
+            out["floor_tracepoints"] = json!(tracepoints);
+            out["floor_programs_held"] = json!(held);
+        }
+        out
+    }
+
+    /// bpftrace's own pid (its programs are the ones it holds).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 }
 
