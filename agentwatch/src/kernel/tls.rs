@@ -222,20 +222,32 @@ impl TlsProbes {
     /// Every probe's link, taken from its program: dropping one detaches
     /// it, so the caller chooses when and on which thread.
     pub fn take_links(&mut self, ebpf: &mut Ebpf) -> Vec<UProbeLink> {
+        let mut taken = Vec::new();
         let library = std::mem::take(&mut self.library);
+        if let Ok(uprobe) = program(ebpf, LIBRARY_PROGRAM) {
+            taken.extend(
+                library
+                    .into_iter()
+                    .filter_map(|link| uprobe.take_link(link).ok()),
+            );
+        }
         let processes = std::mem::take(&mut self.processes);
+        if let Ok(uprobe) = program(ebpf, TLS_WRITE_PROGRAM) {
+            taken.extend(
+                processes
+                    .into_values()
+                    .flatten()
+                    .filter_map(|link| uprobe.take_link(link).ok()),
+            );
+        }
         let go_processes = std::mem::take(&mut self.go_processes);
-        let mut taken = take(ebpf, LIBRARY_PROGRAM, library);
-        taken.extend(take(
-            ebpf,
-            TLS_WRITE_PROGRAM,
-            processes.into_values().flatten(),
-        ));
-        taken.extend(take(
-            ebpf,
-            GO_WRITE_PROGRAM,
-            go_processes.into_values().map(|(_, link)| link),
-        ));
+        if let Ok(uprobe) = program(ebpf, GO_WRITE_PROGRAM) {
+            taken.extend(
+                go_processes
+                    .into_values()
+                    .filter_map(|(_, link)| uprobe.take_link(link).ok()),
+            );
+        }
         taken
     }
 
@@ -271,21 +283,6 @@ impl Target {
         }
         Ok(())
     }
-}
-
-/// Program `name`'s `links`, taken from it.
-fn take(
-    ebpf: &mut Ebpf,
-    name: &str,
-    links: impl IntoIterator<Item = UProbeLinkId>,
-) -> Vec<UProbeLink> {
-    let Ok(uprobe) = program(ebpf, name) else {
-        return Vec::new();
-    };
-    links
-        .into_iter()
-        .filter_map(|link| uprobe.take_link(link).ok())
-        .collect()
 }
 
 /// The identity of the program file process `pid` runs, while it runs.
