@@ -185,13 +185,12 @@ impl TlsProbes {
         }
         let offset = go_write_offset(path);
         self.go_programs.insert(identity, offset);
-        if offset.is_some() {
-            match attach_go_dial_probe(ebpf, path) {
-                Ok(link) => self.library.push(link),
-                // Its processes are then probed at exec only, as the exec
-                // event reaches user space (judged by host until then).
-                Err(error) => tracing::info!("{}: {error:#}", path.display()),
-            }
+        if offset.is_some()
+            && let Err(error) = attach_go_dial_probe(ebpf, path)
+        {
+            // Its processes are then probed at exec only, as the exec
+            // event reaches user space (judged by host until then).
+            tracing::info!("{}: {error:#}", path.display());
         }
         offset
     }
@@ -238,14 +237,6 @@ impl TlsProbes {
                     .into_values()
                     .flatten()
                     .filter_map(|link| uprobe.take_link(link).ok()),
-            );
-        }
-        let go_processes = std::mem::take(&mut self.go_processes);
-        if let Ok(uprobe) = program(ebpf, GO_WRITE_PROGRAM) {
-            taken.extend(
-                go_processes
-                    .into_values()
-                    .filter_map(|(_, link)| uprobe.take_link(link).ok()),
             );
         }
         taken
@@ -329,7 +320,7 @@ fn file_offsets<const N: usize>(path: &Path, functions: [&str; N]) -> Result<[u6
 
 /// Attaches the library probe, for every process, to the Go program at
 /// `path`'s dial function.
-fn attach_go_dial_probe(ebpf: &mut Ebpf, path: &Path) -> Result<UProbeLinkId> {
+fn attach_go_dial_probe(ebpf: &mut Ebpf, path: &Path) -> Result<()> {
     let [offset] = file_offsets(path, [GO_DIAL_FUNCTION])?;
     program(ebpf, LIBRARY_PROGRAM)?
         .attach(
@@ -337,7 +328,8 @@ fn attach_go_dial_probe(ebpf: &mut Ebpf, path: &Path) -> Result<UProbeLinkId> {
             path,
             UProbeScope::AllProcesses,
         )
-        .with_context(|| format!("{GO_DIAL_FUNCTION} in {}", path.display()))
+        .with_context(|| format!("{GO_DIAL_FUNCTION} in {}", path.display()))?;
+    Ok(())
 }
 
 /// Where `crypto/tls.(*Conn).Write` starts in the program file at `path`,
