@@ -16,8 +16,7 @@ use aya::{
     maps::{MapData, SockHash, sock::SockMapFd},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
-        CgroupSockAddr, Program, ProgramError, SkMsg, SockOps, TracePoint,
-        trace_point::TracePointLinkId,
+        CgroupSockAddr, ProgramError, SkMsg, SockOps, TracePoint, trace_point::TracePointLinkId,
     },
 };
 use tracing::debug;
@@ -391,88 +390,6 @@ impl Probes {
         self.syscall_links = Some(links);
         Ok(())
     }
-}
-
-/// Threads detaching at once when the probes are dropped.
-const DETACH_THREADS: usize = 16;
-
-/// One thing to detach: a link taken from its program, or a program whose
-/// remaining links are detached as it is unloaded.
-enum Detach<'e> {
-    Link(Box<dyn Send>),
-    Program(&'e mut Program),
-}
-
-impl Drop for Probes {
-    /// Detaches everything before agentwatch goes on (and exits).
-    ///
-    /// Detaching a tracepoint's or a uprobe's perf link waits for RCU grace
-    /// periods, about 80 ms each here, one link after the other: 2 s for
-    /// the two dozen links. Part of that wait (for the program to be off the
-    /// tracepoint) is outside the kernel's `event_mutex`, so links detached
-    /// from several threads at once share those grace periods; the rest
-    /// (the tracepoint's own unregistration) is serialised by the kernel
-    /// whatever we do. Every thread is joined before this returns: nothing
-    /// of agentwatch stays attached once it has exited.
-    fn drop(&mut self) {
-        let mut links: Vec<Box<dyn Send>> = Vec::new();
-        for link in self.tls.take_links(&mut self.ebpf) {
-            links.push(Box::new(link));
-        }
-        let syscall_links = self.syscall_links.take().unwrap_or_default();
-        let kill_switch = self.kill_switch.take();
-        for (name, link) in syscall_links
-            .into_iter()
-            .chain(kill_switch.map(|link| (KILL_SWITCH, link)))
-        {
-            if let Ok(program) = self.tracepoint(name)
-                && let Ok(link) = program.take_link(link)
-            {
-                links.push(Box::new(link));
-            }
-        }
-        let work: Vec<Detach> = links
-            .into_iter()
-            .map(Detach::Link)
-            .chain(
-                self.ebpf
-                    .programs_mut()
-                    .map(|(_, program)| Detach::Program(program)),
-            )
-            .collect();
-        let work = std::sync::Mutex::new(work);
-        std::thread::scope(|scope| {
-            for _ in 0..DETACH_THREADS {
-                scope.spawn(|| {
-                    loop {
-                        let next = work.lock().map(|mut work| work.pop());
-                        match next {
-                            Ok(Some(Detach::Link(link))) => drop(link),
-                            Ok(Some(Detach::Program(program))) => unload(program),
-                            _ => break,
-                        }
-                    }
-                });
-            }
-        });
-    }
-}
-
-/// Detaches a program's links and unloads it (what dropping it would do).
-fn unload(program: &mut Program) {
-    let _ = match program {
-        Program::TracePoint(p) => p.unload(),
-        Program::BtfTracePoint(p) => p.unload(),
-        Program::UProbe(p) => p.unload(),
-        Program::CgroupSockAddr(p) => p.unload(),
-        Program::CgroupSkb(p) => p.unload(),
-        Program::CgroupSock(p) => p.unload(),
-        Program::SockOps(p) => p.unload(),
-        Program::SkMsg(p) => p.unload(),
-        // No other kind is in the object; what were would be detached when
-        // the object is dropped, on this thread.
-        _ => Ok(()),
-    };
 }
 
 /// What programs attach to besides tracepoints.

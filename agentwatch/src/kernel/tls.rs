@@ -25,7 +25,7 @@ use aya::{
     Ebpf,
     programs::{
         UProbe,
-        uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
     },
 };
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
@@ -60,8 +60,6 @@ struct Target {
 #[derive(Debug, Default)]
 pub struct TlsProbes {
     targets: Vec<Target>,
-    /// The library probes' links, every target's.
-    library: Vec<UProbeLinkId>,
     processes: HashMap<u32, Vec<UProbeLinkId>>,
     /// Each program file seen (by device and inode): where its
     /// `crypto/tls.(*Conn).Write` starts, None for one that is not Go with
@@ -218,30 +216,6 @@ impl TlsProbes {
         }
     }
 
-    /// Every probe's link, taken from its program: dropping one detaches
-    /// it, so the caller chooses when and on which thread.
-    pub fn take_links(&mut self, ebpf: &mut Ebpf) -> Vec<UProbeLink> {
-        let mut taken = Vec::new();
-        let library = std::mem::take(&mut self.library);
-        if let Ok(uprobe) = program(ebpf, LIBRARY_PROGRAM) {
-            taken.extend(
-                library
-                    .into_iter()
-                    .filter_map(|link| uprobe.take_link(link).ok()),
-            );
-        }
-        let processes = std::mem::take(&mut self.processes);
-        if let Ok(uprobe) = program(ebpf, TLS_WRITE_PROGRAM) {
-            taken.extend(
-                processes
-                    .into_values()
-                    .flatten()
-                    .filter_map(|link| uprobe.take_link(link).ok()),
-            );
-        }
-        taken
-    }
-
     /// Detaches process `pid`'s probes once it has exited.
     pub fn forget_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
         self.forget_go_process(ebpf, pid);
@@ -394,14 +368,11 @@ pub fn attach(ebpf: &mut Ebpf, failures: &mut Vec<AttachFailure>) -> TlsProbes {
     }
     for path in candidates() {
         let attached = Target::read(path.clone()).and_then(|target| {
-            let links = attach_library_probes(ebpf, &path)?;
-            Ok((target, links))
+            attach_library_probes(ebpf, &path)?;
+            Ok(target)
         });
         match attached {
-            Ok((target, links)) => {
-                probes.targets.push(target);
-                probes.library.extend(links);
-            }
+            Ok(target) => probes.targets.push(target),
             Err(error) => failures.push(failure(&error)),
         }
     }
@@ -435,7 +406,7 @@ fn load(ebpf: &mut Ebpf) -> Result<()> {
 /// Attaches the library probes to every function of [`LIBRARY_FUNCTIONS`]
 /// in `target`, or to none of them (the target is then reported as a
 /// failure, not half-watched).
-fn attach_library_probes(ebpf: &mut Ebpf, target: &Path) -> Result<Vec<UProbeLinkId>> {
+fn attach_library_probes(ebpf: &mut Ebpf, target: &Path) -> Result<()> {
     let uprobe = program(ebpf, LIBRARY_PROGRAM)?;
     let mut links = Vec::new();
     for function in LIBRARY_FUNCTIONS {
@@ -449,5 +420,5 @@ fn attach_library_probes(ebpf: &mut Ebpf, target: &Path) -> Result<Vec<UProbeLin
             }
         }
     }
-    Ok(links)
+    Ok(())
 }
