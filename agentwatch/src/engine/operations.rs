@@ -534,6 +534,7 @@ fn refuse_command(pid: u32, operation: &Operation) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operation::frame;
 
     fn write(ssl: u64, data: &[u8]) -> TlsWrite {
         TlsWrite {
@@ -636,14 +637,6 @@ mod tests {
             heads.requests(&write(1, b"\x16\x03\x01 binary")),
             Seen::Nothing
         ));
-    }
-
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len();
-        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-        out
     }
 
     /// A POST on `stream` to backboard.railway.app, as nghttp2 encodes it:

@@ -497,6 +497,16 @@ impl Http2Connection {
     }
 }
 
+/// An HTTP/2 frame as a client writes it, for the tests.
+#[cfg(test)]
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 /// A padded frame's payload without its pad length and padding.
 fn unpad(payload: &[u8], flags: u8, whole: bool) -> Result<&[u8], ParseError> {
     if flags & PADDED == 0 {

@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 pub use agentwatch_common::names::{OperationClass, OperationKind};
 pub use command::HttpClient;
+#[cfg(test)]
+pub use http::frame;
 pub use http::{
     HTTP2_PREFACE, Http2Connection, ParseError, Request, parse_pipelined, parse_request,
 };

@@ -27,14 +27,6 @@ fn http1(method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: &
     out.into_bytes()
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 /// What curl writes on a new HTTP/2 connection: preface, SETTINGS, WINDOW_UPDATE, HEADERS
 /// (split into a CONTINUATION), DATA.
 fn http2(method: &str, host: &str, path: &str, body: &str) -> Vec<u8> {
