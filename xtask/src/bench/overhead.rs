@@ -16,7 +16,7 @@
 
 use std::{
     io::{BufReader, Read as _},
-    process::Stdio,
+    process::{ChildStdin, ChildStdout, Stdio},
     time::Duration,
 };
 
@@ -231,23 +231,34 @@ fn plain(ctx: &Ctx, args: &[&str]) -> Result<Loops> {
     Loops::parse(result_of(ctx, ctx.load(args), "load")?)
 }
 
+/// Starts a load that is told on its stdin when to go on, its lines read
+/// from its stdout and its stderr kept in the scratch directory.
+fn spawn_told(
+    ctx: &Ctx,
+    mut cmd: std::process::Command,
+    what: &str,
+) -> Result<(Proc, ChildStdin, BufReader<ChildStdout>)> {
+    let name = ctx.name(what);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(
+            ctx.dir.join(format!("{name}.stderr")),
+        )?);
+    let mut proc = Proc::spawn(&mut cmd, &name)?;
+    let stdin = proc.stdin().context("the load's stdin")?;
+    let stdout = BufReader::new(proc.stdout().context("the load's stdout")?);
+    Ok((proc, stdin, stdout))
+}
+
 /// The load, started paused so that `attach` can trace its pid first.
 fn traced<T>(
     ctx: &Ctx,
     args: &[&str],
     attach: impl FnOnce(u32) -> Result<T>,
 ) -> Result<(Loops, T)> {
-    let name = ctx.name("traced-load");
     let mut cmd = ctx.load(args);
-    cmd.arg("--wait-stdin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(
-            ctx.dir.join(format!("{name}.stderr")),
-        )?);
-    let mut proc = Proc::spawn(&mut cmd, &name)?;
-    let mut stdin = proc.stdin().context("the load's stdin")?;
-    let mut stdout = BufReader::new(proc.stdout().context("the load's stdout")?);
+    cmd.arg("--wait-stdin");
+    let (mut proc, mut stdin, mut stdout) = spawn_told(ctx, cmd, "traced-load")?;
     let ready: Value = serde_json::from_str(&read_line(&mut stdout, "the load")?)?;
     let pid = ready["ready"].as_u64().context("no pid from the load")? as u32;
     let tracer = attach(pid)?;
@@ -331,18 +342,10 @@ fn profile(ctx: &Ctx, millis: u64, configs: &[Config], summary: &Value) -> Resul
 /// cost per iteration.
 fn paused_load(
     ctx: &Ctx,
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     monitor: impl Fn(u32) -> Option<u32>,
 ) -> Result<Value> {
-    let name = ctx.name("profiled-load");
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(
-            ctx.dir.join(format!("{name}.stderr")),
-        )?);
-    let mut proc = Proc::spawn(&mut cmd, &name)?;
-    let mut stdin = proc.stdin().context("the load's stdin")?;
-    let mut stdout = BufReader::new(proc.stdout().context("the load's stdout")?);
+    let (mut proc, mut stdin, mut stdout) = spawn_told(ctx, cmd, "profiled-load")?;
     let mut pending = None;
     let mut windows = Vec::new();
     let result = loop {
