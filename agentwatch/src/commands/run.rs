@@ -26,7 +26,7 @@ use crate::{
     engine::{Engine, EngineOptions},
     enrich::state::Process,
     event::{Body, Event},
-    feed::workspace::START_BUDGET,
+    feed::{tables::Tables, workspace::START_BUDGET},
     kernel::probes::kernel_process_capacity,
     policy::{Action, Policy},
     privileges::{Account, require_privileges},
@@ -259,17 +259,24 @@ fn publish(
     for event in events.drain(..) {
         if let Body::Alert(alert) = &event.body {
             responder.on_alert(engine, event.session, alert.action);
-            if let Some(line) = alert_line(&event, engine.tables())
-                && alert.action != Action::Observe
-            {
-                journal::warning(line);
-            }
         }
-        if let Some(sink) = sink.as_deref_mut()
-            && let Err(error) = sink.write(&event)
-        {
-            warn!("cannot write event: {error:#}");
-        }
+        write_event(sink.as_deref_mut(), &event, engine.tables());
+    }
+}
+
+/// Writes `event` to the events file, and an alert that acted (observe
+/// only records) as a line on stderr.
+fn write_event(sink: Option<&mut JsonLines>, event: &Event, tables: &Tables) {
+    if let Body::Alert(alert) = &event.body
+        && alert.action != Action::Observe
+        && let Some(line) = alert_line(event, tables)
+    {
+        journal::warning(line);
+    }
+    if let Some(sink) = sink
+        && let Err(error) = sink.write(event)
+    {
+        warn!("cannot write event: {error:#}");
     }
 }
 

@@ -222,39 +222,24 @@ impl Core {
     pub(super) fn apply_tls_change(&mut self, probes: &mut Probes, change: TlsProcessChange) {
         match change {
             TlsProcessChange::Started(pid) => {
-                let state = match self.probe_writes(probes, pid) {
-                    Ok(()) => TlsProbeState::Probed,
-                    Err(error) => {
-                        warn!("pid {pid}'s TLS requests are judged by host: {error:#}");
-                        self.tls_unprobed += 1;
-                        TlsProbeState::Unprobed
-                    }
-                };
-                // Left `Pending` if this fails, which the kernel also judges
-                // by host.
-                if let Err(error) = self.maps.set_tls_state(pid, state) {
-                    warn!("{error:#}");
-                }
+                let probed = self
+                    .probe_go(probes, pid, None)
+                    .and_then(|_| probes.probe_tls_process(pid));
+                self.judged_at_writes(pid, probed);
                 resume(pid);
             }
             // A Go program: until now its calls were judged by host; from
             // now on by what they do.
             TlsProcessChange::Executed(pid, program) => {
-                let probed = match probes.probe_go_process(pid, program.as_deref()) {
+                let probed = match self.probe_go(probes, pid, program.as_deref()) {
                     Ok(false) => return,
-                    Ok(true) => self.probe_writes(probes, pid),
+                    Ok(true) => probes.probe_tls_process(pid),
                     Err(error) => Err(error),
                 };
+                // Unprobed, it stays as the kernel has it: judged by host.
                 match probed {
-                    Ok(()) => {
-                        if let Err(error) = self.maps.set_tls_state(pid, TlsProbeState::Probed) {
-                            warn!("{error:#}");
-                        }
-                    }
-                    Err(error) => {
-                        warn!("pid {pid}'s TLS requests are judged by host: {error:#}");
-                        self.tls_unprobed += 1;
-                    }
+                    Ok(()) => self.set_tls_state(pid, TlsProbeState::Probed),
+                    Err(error) => self.unprobed(pid, &error),
                 }
             }
             TlsProcessChange::Exited(pid) => {
@@ -264,15 +249,48 @@ impl Core {
         }
     }
 
-    /// Attaches every write probe process `pid` needs before it may be
-    /// judged at its writes: libssl's, and its Go program's if it runs one.
-    fn probe_writes(&mut self, probes: &mut Probes, pid: u32) -> anyhow::Result<()> {
-        self.go_tls.remove(&pid);
-        let go = probes.probe_go_process(pid, None)?;
-        if go {
+    /// Attaches the Go write probe if process `pid` runs a Go program
+    /// (learning `program`, the path it exec'd, for its later runs);
+    /// whether it does.
+    fn probe_go(
+        &mut self,
+        probes: &mut Probes,
+        pid: u32,
+        program: Option<&Path>,
+    ) -> anyhow::Result<bool> {
+        let go = probes.probe_go_process(pid, program);
+        if matches!(go, Ok(true)) {
             self.go_tls.insert(pid);
+        } else {
+            self.go_tls.remove(&pid);
         }
-        probes.probe_tls_process(pid)
+        go
+    }
+
+    /// Tells the kernel whether process `pid`'s TLS requests are judged at
+    /// its writes from now on, or (its probes failed) by host.
+    fn judged_at_writes(&mut self, pid: u32, probed: anyhow::Result<()>) {
+        let state = match probed {
+            Ok(()) => TlsProbeState::Probed,
+            Err(error) => {
+                self.unprobed(pid, &error);
+                TlsProbeState::Unprobed
+            }
+        };
+        self.set_tls_state(pid, state);
+    }
+
+    /// Says, and counts, that process `pid`'s probes could not be attached.
+    fn unprobed(&mut self, pid: u32, error: &anyhow::Error) {
+        warn!("pid {pid}'s TLS requests are judged by host: {error:#}");
+        self.tls_unprobed += 1;
+    }
+
+    fn set_tls_state(&mut self, pid: u32, state: TlsProbeState) {
+        // Left `Pending` if this fails, which the kernel also judges by host.
+        if let Err(error) = self.maps.set_tls_state(pid, state) {
+            warn!("{error:#}");
+        }
     }
 
     /// A tainted session's TLS write; its writer is stopped. Every request

@@ -114,7 +114,8 @@ impl Agents {
 }
 
 /// What `comm` holds for an executable name.
-fn comm_of(name: &str) -> &str {
+/// `name` cut to the 15 bytes the kernel keeps of a command name.
+pub(super) fn comm_of(name: &str) -> &str {
     let mut end = name.len().min(15);
     while !name.is_char_boundary(end) {
         end -= 1;

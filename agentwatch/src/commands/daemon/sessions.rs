@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{
     Daemon, Session,
-    discovery::{ProcessView, descendants, read_process},
+    discovery::{ProcessView, comm_of, descendants, read_process},
     shared::RunRequest,
 };
 use crate::{
@@ -200,7 +200,7 @@ impl Daemon {
                 .and_then(|name| name.to_str())
                 .unwrap_or(arg0)
         });
-        let comm: String = program.chars().take(15).collect();
+        let comm = comm_of(program).to_string();
         let view = ProcessView {
             comm: comm.clone(),
             argv: argv.clone(),

@@ -23,7 +23,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{RunOptions, account_command, exit_code, forward, not_started};
+use super::{RunOptions, account_command, exit_code, forward, not_started, write_event};
 use crate::{
     control::{
         client::Subscription,
@@ -31,10 +31,9 @@ use crate::{
     },
     event::{Body, Event},
     feed::tables::Tables,
-    policy::{Action, Policy},
+    policy::Policy,
     privileges::Account,
     sinks::{
-        alert_line::alert_line,
         journal,
         json_lines::{FLUSH_INTERVAL, JsonLines},
     },
@@ -180,18 +179,9 @@ impl Report<'_> {
                 self.live.remove(&event.pid);
                 self.root_exited |= event.pid == event.session;
             }
-            Body::Alert(alert) if alert.action != Action::Observe => {
-                if let Some(line) = alert_line(event, self.tables) {
-                    journal::warning(line);
-                }
-            }
             _ => {}
         }
-        if let Some(sink) = self.sink.as_deref_mut()
-            && let Err(error) = sink.write(event)
-        {
-            tracing::warn!("cannot write event: {error:#}");
-        }
+        write_event(self.sink.as_deref_mut(), event, self.tables);
     }
 
     fn flush(&mut self) {
