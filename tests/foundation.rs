@@ -392,7 +392,7 @@ fn a_nameserver_that_never_answers_does_not_hold_the_command_back_and_run_says_s
     assert!(
         watched
             .stderr
-            .contains("the system resolver has not answered for the catalog's hosts"),
+            .contains("the system resolver gave no address for the catalog's hosts"),
         "{}",
         watched.stderr
     );

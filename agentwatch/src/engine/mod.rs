@@ -223,11 +223,12 @@ impl Engine {
         // A session may connect to a catalog host's address without a DNS
         // lookup of its own (an address it was given): those addresses must
         // be known before it starts. A resolver that does not answer delays
-        // the start by at most START_RESOLUTION_WAIT, and says so.
+        // the start by at most START_RESOLUTION_WAIT, and says so; so does
+        // one that fails every lookup at once (no route to it, say).
         match tokio::time::timeout_at(resolution_deadline, resolutions.next()).await {
-            Ok(resolved) => core.learn_resolved(resolved)?,
-            Err(_) => journal::info(format!(
-                "agentwatch: the system resolver has not answered for the catalog's hosts in {} ms; \
+            Ok(resolved) if !resolved.is_empty() => core.learn_resolved(resolved)?,
+            _ => journal::info(format!(
+                "agentwatch: the system resolver gave no address for the catalog's hosts in {} ms; \
                  their addresses count once it does, and as sessions' own DNS answers give them",
                 START_RESOLUTION_WAIT.as_millis()
             )),
