@@ -539,6 +539,77 @@ python3 \"$HOME/forked.py\"";
     );
 }
 
+/// A file of `lines` harmless log lines, then `last`: long enough that its
+/// content scan takes longer than a client takes to start and call.
+fn long_notes(dir: &std::path::Path, lines: usize, last: &str) -> String {
+    let path = dir.join("deploy-log.txt");
+    let filler = "2026-11-30 12:00:01 deploy step ok, nothing to see here\n".repeat(lines);
+    write(&path, &format!("{filler}{last}\n"));
+    path.display().to_string()
+}
+
+#[test]
+fn a_call_made_while_what_the_session_read_is_still_scanned_waits_for_the_scan() {
+    let lab = lab_with_client();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    // Outside the workspace (no walk at the start finds it), in no catalog.
+    let notes = tempfile::tempdir().expect("tempdir");
+    // Built at run time so this source does not look like it holds a secret.
+    let token = format!(
+        "{}-{}-4{}-a{}-{}",
+        "6f1c2e9d", "3b7a", "d21", "9c4", "0e8b5f7a2c61"
+    );
+    let harmless = long_notes(notes.path(), 400_000, "all done");
+    // Nothing to find: the request waits for the scan, then goes unchanged.
+    let script = format!(
+        "cat {harmless} >/dev/null\n{}",
+        python_graphql("mutation", MUTATION)
+    );
+    let watched = lab.run(&[], &[], &script);
+    assert_eq!(
+        status(&watched.stdout, "mutation"),
+        Some(0),
+        "{}",
+        watched.stderr
+    );
+    assert_eq!(bodies(&api).len(), 1, "the request arrived once");
+    assert!(
+        watched.of_kind("alert").is_empty(),
+        "{:?}",
+        watched.of_kind("alert")
+    );
+
+    let secret = long_notes(notes.path(), 400_000, &format!("RAILWAY_TOKEN={token}"));
+    let script = format!(
+        "cat {secret} >/dev/null\n{}",
+        python_graphql("mutation", MUTATION)
+    );
+    let watched = lab.run(&[], &[], &script);
+    assert_eq!(
+        bodies(&api).len(),
+        1,
+        "the deletion never arrived: {}\n{:?}",
+        watched.stderr,
+        watched.of_kind("found")
+    );
+    assert_ne!(
+        status(&watched.stdout, "mutation"),
+        Some(0),
+        "{}",
+        watched.stdout
+    );
+    expect_event!(watched.events, "found", {
+        "path" => secret.as_str(),
+        "provider" => "railway",
+    });
+    expect_event!(watched.events, "alert", {
+        "action" => "block",
+        "provider" => "railway",
+        "operation/name" => "volumeDelete",
+        "credential/source" => secret.as_str(),
+    });
+}
+
 #[test]
 fn processes_outside_the_session_are_untouched() {
     let lab = Lab::new();

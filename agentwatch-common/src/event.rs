@@ -45,6 +45,17 @@ pub struct EventHeader {
     pub comm: [u8; COMM_LEN],
 }
 
+/// Whether a session's open is a read user space may scan by content
+/// (it succeeded, is read-only, and is no known credential): until user
+/// space has handled it, the session's TLS requests wait (the scan fence:
+/// the kernel counts these opens in `SCANS_OWED`, user space what it has
+/// handled in `SCANS_PAID`).
+pub const fn owes_scan(ret: i64, flags: u32, cred_classes: u64) -> bool {
+    /// `O_WRONLY | O_RDWR`.
+    const WRITE_ACCESS: u32 = 0o3;
+    ret >= 0 && flags & WRITE_ACCESS == 0 && cred_classes == 0
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct OpenEvent {
@@ -179,7 +190,9 @@ pub struct TlsWriteEvent {
     /// The `SSL *`: a request's head and its body written apart are
     /// matched by it.
     pub ssl: u64,
-    /// Credential classes the session held at the write.
+    /// Credential classes the session held at the write; 0 when it held
+    /// none and the write waits for the scans of what it read (the scan
+    /// fence).
     pub held: u64,
     /// Bytes the caller asked to write.
     pub len: u32,

@@ -284,7 +284,10 @@ pub mod counter {
     /// completion: the file cannot be known, so the session was treated as
     /// holding every credential.
     pub const IOURING_UNSEEN_OPENS: u32 = 39;
-    pub const COUNT: u32 = 40;
+    /// TLS writes of untainted sessions stopped until the content scans of
+    /// what the session had read were done (the scan fence).
+    pub const TLS_WRITES_FENCED: u32 = 40;
+    pub const COUNT: u32 = 41;
 }
 
 #[cfg(feature = "user")]

@@ -282,6 +282,8 @@ pub mod map_name {
     pub const SPAWNERS: &str = "SPAWNERS";
     pub const SESSIONS: &str = "SESSIONS";
     pub const USER_TAINT: &str = "USER_TAINT";
+    pub const SCANS_OWED: &str = "SCANS_OWED";
+    pub const SCANS_PAID: &str = "SCANS_PAID";
     pub const CREDS: &str = "CREDS";
     pub const DOMAINS: &str = "DOMAINS";
     pub const INFRA4: &str = "INFRA4";
@@ -308,6 +310,8 @@ pub mod map_name {
         SPAWNERS,
         SESSIONS,
         USER_TAINT,
+        SCANS_OWED,
+        SCANS_PAID,
         CREDS,
         DOMAINS,
         INFRA4,

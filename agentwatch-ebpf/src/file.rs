@@ -3,7 +3,7 @@
 //! path, and the identity (device, inode) of the file actually opened.
 
 use agentwatch_common::{
-    event::{AT_FDCWD, OpenEvent, PATH_CAP, truncated},
+    event::{AT_FDCWD, OpenEvent, PATH_CAP, owes_scan, truncated},
     maps::{CredKey, OpenArgs, counter},
     names::{Kind, OpenSyscall},
 };
@@ -17,9 +17,9 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::{fill_header, send},
+    emit::{Urgency, fill_header, send_with},
     kernel::{fd_file, file_identity, off, read, read_ptr},
-    maps::{CREDS, ENV_CLASSES, PENDING_OPENS, count},
+    maps::{CREDS, ENV_CLASSES, PENDING_OPENS, count, owe_scan},
     path::{KPath, cwd_and_root, write_dir_path},
     process::string_len,
     scratch::{OPEN_SCRATCH, OpenScratch},
@@ -168,11 +168,7 @@ fn report_open(ctx: &TracePointContext) -> u32 {
             event.truncated |= truncated::BASE;
         }
     }
-    send(
-        &scratch.event as *const _,
-        scratch.event.wire_len(),
-        Kind::Open,
-    );
+    send_open(&scratch.event);
     0
 }
 
@@ -215,11 +211,22 @@ pub fn report_opened_descriptor(session: u32, result: i64, syscall: OpenSyscall)
     event.path_len = 0;
     event.base_len = 0;
     judge_opened(event, result, bpf_get_current_pid_tgid());
-    send(
-        &scratch.event as *const _,
-        scratch.event.wire_len(),
+    send_open(&scratch.event);
+}
+
+/// Sends an open's record; a read user space may scan is owed to the
+/// session's scan fence once user space is sure to see it.
+#[inline(always)]
+fn send_open(event: &OpenEvent) {
+    let sent = send_with(
+        event as *const _,
+        event.wire_len(),
         Kind::Open,
+        Urgency::Batched,
     );
+    if sent && owes_scan(event.ret, event.flags, event.cred_classes) {
+        owe_scan(event.header.session);
+    }
 }
 
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;

@@ -8,7 +8,7 @@ use agentwatch_common::maps::{
     SocketKey, SocketMark, SocketState, counter,
 };
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
@@ -34,6 +34,14 @@ pub static SESSIONS: HashMap<u32, SessionState> = HashMap::with_max_entries(4096
 /// value the kernel updates atomically.
 #[map]
 pub static USER_TAINT: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
+/// The scan fence, by session: reads the kernel reported that user space
+/// may scan (see `owes_scan`), and how many of them user space has handled
+/// (scanned, its findings applied, or found not worth scanning).
+#[map]
+pub static SCANS_OWED: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub static SCANS_PAID: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
 
 /// Credential files by identity → credential class.
 #[map]
@@ -116,13 +124,42 @@ pub static WATCHED: Array<u64> = Array::with_max_entries(1, 0);
 #[inline(always)]
 pub fn count_watched(delta: u64) {
     if let Some(watched) = WATCHED.get_ptr_mut(0) {
-        // SAFETY: a live map value; the add is atomic across CPUs.
-        unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                watched, delta,
-            )
-        };
+        atomic_add(watched, delta);
     }
+}
+
+/// Adds `delta` to a live map value, atomically across CPUs.
+#[inline(always)]
+fn atomic_add(value: *mut u64, delta: u64) {
+    // SAFETY: callers pass a pointer the map lookup just gave.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            value, delta,
+        )
+    };
+}
+
+/// Counts a reported read of `session` that user space may scan.
+#[inline(always)]
+pub fn owe_scan(session: u32) {
+    if let Some(owed) = SCANS_OWED.get_ptr_mut(session) {
+        atomic_add(owed, 1);
+    } else if SCANS_OWED.insert(session, 1, BPF_NOEXIST as u64).is_err()
+        && let Some(owed) = SCANS_OWED.get_ptr_mut(session)
+    {
+        // Another CPU created it meanwhile: add to its count.
+        atomic_add(owed, 1);
+    }
+}
+
+/// Whether `session` read something user space has not scanned yet.
+/// Read before the session's taint: user space pays a scan only after it
+/// has applied the scan's findings.
+#[inline(always)]
+pub fn scans_pending(session: u32) -> bool {
+    let owed = unsafe { SCANS_OWED.get(session) }.copied().unwrap_or(0);
+    let paid = unsafe { SCANS_PAID.get(session) }.copied().unwrap_or(0);
+    owed > paid
 }
 
 /// Whether a new socket would find `SOCKETS` full.

@@ -27,7 +27,7 @@ use aya_ebpf::{
 use crate::{
     emit::{fill_header, reserve, submit_now},
     judge::held_credentials,
-    maps::{COMMAND_GRANTS, COMMANDS, PROCS, REFUSED_WRITERS, TLS_PROCS, count},
+    maps::{COMMAND_GRANTS, COMMANDS, PROCS, REFUSED_WRITERS, TLS_PROCS, count, scans_pending},
     session::{SIGKILL, SIGSTOP, member},
 };
 
@@ -92,17 +92,25 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
 }
 
 /// A TLS write of `len` bytes at `buf` on connection `ssl`: a tainted
-/// session's writer is stopped until user space has judged it.
+/// session's writer, or one whose reads are still being scanned, is
+/// stopped until user space has judged it.
 #[inline(always)]
 fn judge_write(ssl: u64, buf: u64, len: u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(member) = member((pid_tgid >> 32) as u32) else {
         return 0;
     };
-    // An untainted session's requests cannot misuse a credential; a
-    // process a human approved may use what its session holds.
+    // An untainted session's requests cannot misuse a credential, unless
+    // a read it made is still being scanned (read before the taint: see
+    // `scans_pending`); a process a human approved may use what its
+    // session holds.
+    let fenced = scans_pending(member.session);
     let held = held_credentials(&member);
-    if held == 0 || granted(held) {
+    if held == 0 {
+        if !fenced {
+            return 0;
+        }
+    } else if granted(held) {
         return 0;
     }
     // Reserved first: once the writer is stopped, its record must reach
@@ -129,7 +137,11 @@ fn judge_write(ssl: u64, buf: u64, len: u32) -> u32 {
     let read =
         unsafe { bpf_probe_read_user(event.data.as_mut_ptr().cast(), copied, buf as *const _) };
     event.copied = if read == 0 { copied } else { 0 };
-    count(counter::TLS_WRITES_HELD);
+    count(if held == 0 {
+        counter::TLS_WRITES_FENCED
+    } else {
+        counter::TLS_WRITES_HELD
+    });
     // Delivered as the probe returns: the writer stops before `SSL_write`
     // has encrypted a byte.
     unsafe { bpf_send_signal(SIGSTOP) };

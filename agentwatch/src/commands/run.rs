@@ -193,7 +193,7 @@ async fn standalone(options: RunOptions) -> Result<i32> {
     // What the command left running (`setsid -f`, a daemon it started) is
     // still the session's: watched until the last of it exits, or until
     // agentwatch is told to stop.
-    engine.drain(&mut events);
+    engine.drain(&mut events)?;
     let left = engine.session_pids(SESSION);
     if !left.is_empty() {
         journal::info(format!(
@@ -220,7 +220,7 @@ async fn standalone(options: RunOptions) -> Result<i32> {
     }
     // The kernel wrote the command's last records before the wait returned;
     // what the scans of its last reads find still counts.
-    engine.drain(&mut events);
+    engine.drain(&mut events)?;
     engine.finish_scans(&mut events).await?;
     publish(sink.as_mut(), &mut events, &mut engine, &mut responder);
     responder.sweep(&mut engine).await;

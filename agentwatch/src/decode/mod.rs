@@ -51,7 +51,8 @@ pub struct TlsWrite {
     pub comm: String,
     /// The `SSL *` written to (a request's head and body are matched by it).
     pub ssl: u64,
-    /// Credential classes the session held.
+    /// Credential classes the session held; 0 when it held none and the
+    /// write was stopped by the scan fence (see `engine::fence`).
     pub held: u64,
     /// Bytes the caller asked to write; `data` holds the first of them.
     pub len: u32,

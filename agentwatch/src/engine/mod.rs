@@ -6,6 +6,7 @@
 //! on the path of a syscall, except the judgment of an operation whose
 //! caller the kernel stopped for it (`operations`).
 
+mod fence;
 mod operations;
 
 use std::{
@@ -18,6 +19,7 @@ use std::{
 };
 
 use agentwatch_common::{
+    event::owes_scan,
     maps::{Config, CredKey, HostClass, SessionState, session_flags},
     names::{NameSource, OpenSyscall, SocketJudgment},
 };
@@ -30,7 +32,7 @@ use crate::{
     enrich::{Enricher, state::Process},
     event::{Body, CredentialUse, Event, Found, Open},
     feed::{
-        content::{ContentScans, ScanJob, ScanResult, ScanStats, worth_scanning},
+        content::{ContentScans, ScanJob, ScanResult, ScanStats, Submitted, worth_scanning},
         credentials::{CredentialFile, expand, watch_dirs},
         environ,
         hostsfile::{self, HOSTS_PATH, HostsFile},
@@ -108,6 +110,8 @@ struct Core {
     decode_errors: u64,
     /// Files read by sessions, waiting to be handed to the scanner.
     to_scan: Vec<ScanJob>,
+    /// Sessions' TLS writes waiting for the scans of what they read.
+    fence: fence::ScanFence,
     hosts_file: HostsFile,
     heads: operations::RequestHeads,
     /// Processes whose `SSL_write` probes are to be attached or detached
@@ -203,6 +207,7 @@ impl Engine {
             policy_generation: 0,
             decode_errors: 0,
             to_scan: Vec::new(),
+            fence: fence::ScanFence::default(),
             hosts_file: HostsFile::new(HOSTS_PATH),
             heads: operations::RequestHeads::default(),
             tls_changes: Vec::new(),
@@ -344,11 +349,7 @@ impl Engine {
 
     /// Classes a session holds: what the kernel saw it read and what user space added.
     pub fn credentials_held(&self, session: u32) -> u64 {
-        self.core
-            .maps
-            .session(session)
-            .map_or(0, |state| state.creds)
-            | self.core.maps.user_taint(session)
+        self.core.maps.credentials_held(session)
     }
 
     /// Lets a stopped session's retry of its connect to `addr` through, once,
@@ -464,7 +465,7 @@ impl Engine {
                     credentials: Vec::new(),
                 }),
             });
-            if let Some(job) = scan_job(&event) {
+            if let Some(job) = scan_job(&event, false) {
                 self.core.to_scan.push(job);
             }
             out.push(event);
@@ -481,6 +482,7 @@ impl Engine {
     /// Forgets a session whose last process exited.
     pub fn end_session(&mut self, session: u32) {
         self.core.maps.remove_session(session);
+        self.core.fence.forget(session);
         self.core.enrich.credentials.forget(session);
     }
 
@@ -517,45 +519,51 @@ impl Engine {
             }
             resolved = self.resolutions.next() => self.core.learn_resolved(resolved)?,
             _ = self.hosts_poll.tick() => self.core.refresh_hosts_file()?,
-            result = self.scans.next() => self.core.found(result, out)?,
+            result = self.scans.next() => self.core.scanned(result, out)?,
             found = self.walks.next() => {
                 if found.generation == self.core.policy_generation {
                     self.core.add_finds(found.files)?;
                 }
             }
         }
-        self.after_records();
-        Ok(())
+        self.after_records(out)
     }
 
     /// Handles every record already in the ring buffer, without waiting.
-    pub fn drain(&mut self, out: &mut Vec<Event>) {
+    pub fn drain(&mut self, out: &mut Vec<Event>) -> Result<()> {
         self.records.drain(|record| self.core.handle(record, out));
-        self.after_records();
+        self.after_records(out)
     }
 
-    /// What the records handled asked of the probes and the scanner.
-    fn after_records(&mut self) {
+    /// What the records handled asked of the probes, the scanner and the
+    /// kernel's scan fence.
+    fn after_records(&mut self, out: &mut Vec<Event>) -> Result<()> {
         for change in std::mem::take(&mut self.core.tls_changes) {
             self.core.apply_tls_change(&mut self.probes, change);
         }
-        self.submit_scans();
+        self.submit_scans(out);
+        self.core.fence.flush(&mut self.core.maps)
     }
 
     /// Waits for every content scan submitted so far and applies what they
     /// found, so that a read just before the command's exit still counts.
     pub async fn finish_scans(&mut self, out: &mut Vec<Event>) -> Result<()> {
-        self.submit_scans();
+        self.submit_scans(out);
         while self.scans.pending() > 0 {
             let result = self.scans.next().await;
-            self.core.found(result, out)?;
+            self.core.scanned(result, out)?;
         }
-        Ok(())
+        self.core.fence.flush(&mut self.core.maps)
     }
 
-    fn submit_scans(&mut self) {
-        for job in self.core.to_scan.drain(..) {
-            self.scans.submit(job);
+    /// Hands the reads to the scanner; one it will not scan (scanned
+    /// already, or its queue is full: counted) is paid to the fence now.
+    fn submit_scans(&mut self, out: &mut Vec<Event>) {
+        for job in std::mem::take(&mut self.core.to_scan) {
+            let (session, owed) = (job.session, job.owed);
+            if self.scans.submit(job) == Submitted::Skipped && owed {
+                self.core.fence_scanned(session, out);
+            }
         }
     }
 
@@ -573,9 +581,13 @@ impl Core {
     fn handle(&mut self, record: &[u8], out: &mut Vec<Event>) {
         match decode(&self.clock, record) {
             Ok(Record::Event(event)) => {
+                let owed = owes_scan_of(&event);
                 let event = self.enrich.event(event);
-                if let Some(job) = scan_job(&event) {
+                if let Some(job) = scan_job(&event, owed) {
+                    self.fence.scanning(job.session);
                     self.to_scan.push(job);
+                } else if owed {
+                    self.fence.pay(event.session);
                 }
                 match &event.body {
                     Body::Exit(_) => self
@@ -789,12 +801,38 @@ impl Core {
         Ok(())
     }
 
+    /// A scan finished: its findings are applied, then the read is paid to
+    /// the session's fence.
+    /// The reads that joined the scan count what it found as well.
+    fn scanned(&mut self, result: ScanResult, out: &mut Vec<Event>) -> Result<()> {
+        let ScanResult {
+            job,
+            findings,
+            joined,
+            ..
+        } = result;
+        for job in std::iter::once(job).chain(joined) {
+            self.found(&job, &findings, out)?;
+            if job.owed {
+                self.fence_scanned(job.session, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// An owed read of `session` is done with: the writes that waited for
+    /// its last scan are judged now, with what the scans found.
+    fn fence_scanned(&mut self, session: u32, out: &mut Vec<Event>) {
+        for write in self.fence.scanned(session) {
+            self.tls_write(write, out);
+        }
+    }
+
     /// A scan finished: a hit taints the session (in the kernel, where
     /// connects are judged) with every provider its findings name, and
     /// makes the file a credential file for all.
-    fn found(&mut self, result: ScanResult, out: &mut Vec<Event>) -> Result<()> {
-        let ScanResult { job, findings, .. } = result;
-        let classes = self.classes_of(&findings)?;
+    fn found(&mut self, job: &ScanJob, findings: &[Finding], out: &mut Vec<Event>) -> Result<()> {
+        let classes = self.classes_of(findings)?;
         let Some(file_class) = self.file_class(&classes)? else {
             return Ok(());
         };
@@ -885,15 +923,22 @@ impl Core {
 
 /// A successful read-only open of an ordinary file that is not a known
 /// credential is worth a look at its content.
-fn scan_job(event: &Event) -> Option<ScanJob> {
+/// Whether `event` is an open the kernel owed to its session's scan fence.
+fn owes_scan_of(event: &Event) -> bool {
+    matches!(&event.body, Body::Open(open) if owes_scan(open.ret, open.flags, open.cred_classes))
+}
+
+/// The scan a read asks for; `owed` when the kernel counted it for the
+/// session's scan fence.
+fn scan_job(event: &Event, owed: bool) -> Option<ScanJob> {
     let Body::Open(open) = &event.body else {
         return None;
     };
-    let write = open.flags & (libc::O_WRONLY | libc::O_RDWR) as u32 != 0;
-    if open.ret < 0 || write || open.cred_classes != 0 || !worth_scanning(&open.resolved) {
+    if !owes_scan(open.ret, open.flags, open.cred_classes) || !worth_scanning(&open.resolved) {
         return None;
     }
     Some(ScanJob {
+        owed,
         session: event.session,
         path: open.resolved.clone(),
         key: agentwatch_common::maps::CredKey {

@@ -293,9 +293,27 @@ impl Core {
         }
     }
 
-    /// A tainted session's TLS write; its writer is stopped. Every request
-    /// it completes is judged, and the write gets the strictest decision.
-    pub(super) fn tls_write(&mut self, write: TlsWrite, out: &mut Vec<Event>) {
+    /// A tainted session's TLS write, or one the scan fence stopped; its
+    /// writer is stopped. A fenced write waits for its session's scans and
+    /// is then judged with what they found. Every request it completes is
+    /// judged, and the write gets the strictest decision.
+    pub(super) fn tls_write(&mut self, mut write: TlsWrite, out: &mut Vec<Event>) {
+        if write.held == 0 {
+            let Some(ready) = self.fence.wait(write) else {
+                return;
+            };
+            write = TlsWrite {
+                held: self.maps.credentials_held(ready.session),
+                ..ready
+            };
+            if write.held == 0 {
+                // The scans found nothing to misuse: the write is read only
+                // for its connection's state (HTTP/2's header table).
+                let _ = self.heads.requests(&write);
+                resume(write.pid);
+                return;
+            }
+        }
         let Seen::Requests(requests) = self.heads.requests(&write) else {
             // Not a request (TLS records of another protocol), a head whose
             // body follows, or frames that carry no request: nothing names

@@ -3,7 +3,7 @@
 //! taints the session and makes the file a credential file in the kernel.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
@@ -44,6 +44,9 @@ const SKIPPED_PREFIXES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct ScanJob {
     pub session: u32,
+    /// A read the kernel counted for the session's scan fence (not an
+    /// inherited descriptor's file): paid once the scan's findings are in.
+    pub owed: bool,
     pub path: String,
     pub key: CredKey,
     pub pid: u32,
@@ -58,6 +61,22 @@ pub struct ScanResult {
     /// Empty when the file could not be read (counted as failed).
     pub findings: Vec<Finding>,
     failed: bool,
+    /// Reads of the same file, by any session, while it was being scanned:
+    /// what the scan found counts for them too.
+    pub joined: Vec<ScanJob>,
+}
+
+/// What [`ContentScans::submit`] did with a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Queued: its result comes from [`ContentScans::next`].
+    Queued,
+    /// The file is being scanned already: the read comes back in that
+    /// scan's result (`joined`).
+    Joined,
+    /// Not scanned: scanned before (what it held is in the kernel's maps),
+    /// or the queue is full (counted as dropped).
+    Skipped,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -73,6 +92,8 @@ pub struct ContentScans {
     jobs: mpsc::Sender<ScanJob>,
     results: mpsc::Receiver<ScanResult>,
     seen: HashSet<CredKey>,
+    /// Files being scanned, with the reads that joined each.
+    in_flight: HashMap<CredKey, Vec<ScanJob>>,
     /// Submitted and not yet handed out by [`ContentScans::next`].
     pending: usize,
     stats: ScanStats,
@@ -112,6 +133,7 @@ impl ContentScans {
                     job,
                     findings,
                     failed,
+                    joined: Vec::new(),
                 };
                 if done.send(result).await.is_err() {
                     break;
@@ -122,22 +144,36 @@ impl ContentScans {
             jobs,
             results,
             seen: HashSet::new(),
+            in_flight: HashMap::new(),
             pending: 0,
             stats: ScanStats::default(),
         }
     }
 
-    /// Queues a file for scanning unless it was scanned already.
-    pub fn submit(&mut self, job: ScanJob) {
+    /// Queues a file for scanning unless it is being scanned or was
+    /// scanned already.
+    pub fn submit(&mut self, job: ScanJob) -> Submitted {
+        if let Some(joined) = self.in_flight.get_mut(&job.key) {
+            joined.push(job);
+            return Submitted::Joined;
+        }
         if self.seen.len() >= SEEN {
             self.seen.clear();
         }
         if !self.seen.insert(job.key) {
-            return;
+            return Submitted::Skipped;
         }
+        let key = job.key;
         match self.jobs.try_send(job) {
-            Ok(()) => self.pending += 1,
-            Err(_) => self.stats.dropped += 1,
+            Ok(()) => {
+                self.pending += 1;
+                self.in_flight.insert(key, Vec::new());
+                Submitted::Queued
+            }
+            Err(_) => {
+                self.stats.dropped += 1;
+                Submitted::Skipped
+            }
         }
     }
 
@@ -153,8 +189,9 @@ impl ContentScans {
     /// The next finished scan.
     pub async fn next(&mut self) -> ScanResult {
         match self.results.recv().await {
-            Some(result) => {
+            Some(mut result) => {
                 self.pending -= 1;
+                result.joined = self.in_flight.remove(&result.job.key).unwrap_or_default();
                 if result.failed {
                     self.stats.failed += 1;
                 } else {
@@ -174,6 +211,47 @@ impl ContentScans {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(session: u32, path: &Path) -> ScanJob {
+        ScanJob {
+            session,
+            owed: true,
+            path: path.display().to_string(),
+            key: CredKey {
+                dev: 1,
+                _pad: 0,
+                ino: 7,
+            },
+            pid: session,
+            uid: 0,
+            comm: "cat".into(),
+            at: SystemTime::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_of_a_file_being_scanned_gets_that_scans_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        // Built at run time so this source does not look like it holds a secret.
+        let token = format!(
+            "{}-{}-4{}-a{}-{}",
+            "6f1c2e9d", "3b7a", "d21", "9c4", "0e8b5f7a2c61"
+        );
+        std::fs::write(&path, format!("RAILWAY_TOKEN={token}\n")).unwrap();
+        let env = [("RAILWAY_TOKEN".to_string(), "railway".to_string())];
+        let mut scans = ContentScans::start(Arc::new(Scanner::new(&env)));
+        assert_eq!(scans.submit(job(1, &path)), Submitted::Queued);
+        assert_eq!(scans.submit(job(2, &path)), Submitted::Joined);
+        let result = scans.next().await;
+        assert_eq!(result.job.session, 1);
+        assert_eq!(result.findings.len(), 1, "{:?}", result.findings);
+        let joined: Vec<u32> = result.joined.iter().map(|job| job.session).collect();
+        assert_eq!(joined, [2]);
+        // Scanned: what it held is the kernel's to know from now on.
+        assert_eq!(scans.submit(job(3, &path)), Submitted::Skipped);
+        assert_eq!(scans.pending(), 0);
+    }
 
     #[test]
     fn system_files_and_dependencies_are_not_scanned() {

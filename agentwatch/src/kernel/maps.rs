@@ -41,6 +41,9 @@ pub struct KernelCounters {
     /// TLS writes stopped for their operation to be judged, refused at the
     /// socket after the judgment, and refused unjudged (ring buffer full).
     pub tls_writes_held: u64,
+    /// TLS writes of untainted sessions stopped until their reads' scans
+    /// were done (the scan fence).
+    pub tls_writes_fenced: u64,
     pub tls_writes_refused: u64,
     pub tls_writes_unjudged: u64,
     /// Cataloged commands stopped at exec, and killed unjudged.
@@ -66,6 +69,8 @@ pub struct KernelMaps {
     spawners: HashMap<MapData, u32, u32>,
     sessions: HashMap<MapData, u32, SessionState>,
     user_taint: HashMap<MapData, u32, u64>,
+    scans_owed: HashMap<MapData, u32, u64>,
+    scans_paid: HashMap<MapData, u32, u64>,
     creds: HashMap<MapData, CredKey, u32>,
     domains: HashMap<MapData, u64, HostClass>,
     infra4: HashMap<MapData, u32, HostClass>,
@@ -145,6 +150,8 @@ impl KernelMaps {
             spawners: take(ebpf, map_name::SPAWNERS)?,
             sessions: take(ebpf, map_name::SESSIONS)?,
             user_taint: take(ebpf, map_name::USER_TAINT)?,
+            scans_owed: take(ebpf, map_name::SCANS_OWED)?,
+            scans_paid: take(ebpf, map_name::SCANS_PAID)?,
             creds: take(ebpf, map_name::CREDS)?,
             domains: take(ebpf, map_name::DOMAINS)?,
             infra4: take(ebpf, map_name::INFRA4)?,
@@ -211,9 +218,20 @@ impl KernelMaps {
             .collect()
     }
 
-    /// Credential classes user space found for `session` (content scans).
-    pub fn user_taint(&self, session: u32) -> u64 {
-        self.user_taint.get(&session, 0).unwrap_or(0)
+    /// Every credential class `session` holds now: what the kernel saw it
+    /// take and what its content scans found.
+    pub fn credentials_held(&self, session: u32) -> u64 {
+        self.session(session).map_or(0, |state| state.creds)
+            | self.user_taint.get(&session, 0).unwrap_or(0)
+    }
+
+    /// Tells the kernel how many of `session`'s scannable reads user space
+    /// has handled (the scan fence): after their findings are applied.
+    pub fn set_scans_paid(&mut self, session: u32, paid: u64) -> Result<()> {
+        update(
+            self.scans_paid.insert(session, paid, 0),
+            "the scan fence map",
+        )
     }
 
     /// Processes the kernel currently counts as members of `session`.
@@ -332,6 +350,8 @@ impl KernelMaps {
     pub fn remove_session(&mut self, session: u32) {
         let _ = self.sessions.remove(&session);
         let _ = self.user_taint.remove(&session);
+        let _ = self.scans_owed.remove(&session);
+        let _ = self.scans_paid.remove(&session);
     }
 
     /// Replaces a session's flags (the session is stopped or dead, so the
@@ -478,6 +498,7 @@ impl KernelMaps {
         counters.nameless_writes = sum(counter::NAMELESS_WRITES)?;
         counters.write_unreadable = sum(counter::WRITE_UNREADABLE)?;
         counters.tls_writes_held = sum(counter::TLS_WRITES_HELD)?;
+        counters.tls_writes_fenced = sum(counter::TLS_WRITES_FENCED)?;
         counters.tls_writes_refused = sum(counter::TLS_WRITES_REFUSED)?;
         counters.tls_writes_unjudged = sum(counter::TLS_WRITES_UNJUDGED)?;
         counters.commands_held = sum(counter::COMMANDS_HELD)?;

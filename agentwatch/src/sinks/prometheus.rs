@@ -55,6 +55,7 @@ pub struct Metrics {
     kernel_drops: IntCounterVec,
     content_scans: IntCounterVec,
     first_writes: IntCounterVec,
+    tls_writes_stopped: IntCounterVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
     probe_attach_failures: IntGaugeVec,
@@ -211,6 +212,14 @@ impl Metrics {
                  or by address (it named nothing, or could not be read)",
                 &["by"],
             ),
+            tls_writes_stopped: counter(
+                &registry,
+                "agentwatch_tls_writes_stopped_total",
+                "Sessions' TLS writes stopped before encryption: to judge their operation \
+                 (a tainted session), or until the content scans of what the session read \
+                 were done (pending_scans)",
+                &["reason"],
+            ),
             map_entries: gauge_vec(
                 &registry,
                 "agentwatch_kernel_map_entries",
@@ -283,14 +292,13 @@ impl Metrics {
     /// Brings the event log's counter up to its writer's totals.
     pub fn update_log_failures(&mut self, failures: LogFailures) {
         let before = self.exported_log_failures;
-        for (reason, now, before) in [
-            ("write_failed", failures.write_failed, before.write_failed),
-            ("queue_full", failures.queue_full, before.queue_full),
-        ] {
-            self.event_log_failures
-                .with_label_values(&[reason])
-                .inc_by(now.saturating_sub(before));
-        }
+        advance(
+            &self.event_log_failures,
+            &[
+                ("write_failed", failures.write_failed, before.write_failed),
+                ("queue_full", failures.queue_full, before.queue_full),
+            ],
+        );
         self.exported_log_failures = failures;
     }
 
@@ -394,7 +402,7 @@ impl Metrics {
                 .inc_by(delta);
         }
         let (now, before) = (&losses.kernel, &self.exported.kernel);
-        for (reason, now, before) in [
+        let drops = [
             ("process_map_full", now.procs_full, before.procs_full),
             ("pending_map_full", now.pending_full, before.pending_full),
             ("kernel_read_failed", now.read_failed, before.read_failed),
@@ -437,12 +445,9 @@ impl Metrics {
                 losses.decode_errors,
                 self.exported.decode_errors,
             ),
-        ] {
-            self.kernel_drops
-                .with_label_values(&[reason])
-                .inc_by(now.saturating_sub(before));
-        }
-        for (reason, now, before) in [
+        ];
+        advance(&self.kernel_drops, &drops);
+        let unjudged = [
             (
                 "tls_write_refused_unjudged",
                 now.tls_writes_unjudged,
@@ -463,31 +468,41 @@ impl Metrics {
                 losses.tls_unprobed_total(),
                 self.exported.tls_unprobed_total(),
             ),
-        ] {
-            self.kernel_drops
-                .with_label_values(&[reason])
-                .inc_by(now.saturating_sub(before));
-        }
-        for (by, now, before) in [
-            ("name", now.named_writes, before.named_writes),
-            ("address", now.nameless_writes, before.nameless_writes),
-            ("unreadable", now.write_unreadable, before.write_unreadable),
-        ] {
-            self.first_writes
-                .with_label_values(&[by])
-                .inc_by(now.saturating_sub(before));
-        }
+        ];
+        advance(&self.kernel_drops, &unjudged);
+        advance(
+            &self.first_writes,
+            &[
+                ("name", now.named_writes, before.named_writes),
+                ("address", now.nameless_writes, before.nameless_writes),
+                ("unreadable", now.write_unreadable, before.write_unreadable),
+            ],
+        );
+        advance(
+            &self.tls_writes_stopped,
+            &[
+                (
+                    "judge_operation",
+                    now.tls_writes_held,
+                    before.tls_writes_held,
+                ),
+                (
+                    "pending_scans",
+                    now.tls_writes_fenced,
+                    before.tls_writes_fenced,
+                ),
+            ],
+        );
         let (now, before) = (&losses.scans, &self.exported.scans);
-        for (result, now, before) in [
-            ("scanned", now.scanned, before.scanned),
-            ("credential_found", now.hits, before.hits),
-            ("dropped_queue_full", now.dropped, before.dropped),
-            ("unreadable", now.failed, before.failed),
-        ] {
-            self.content_scans
-                .with_label_values(&[result])
-                .inc_by(now.saturating_sub(before));
-        }
+        advance(
+            &self.content_scans,
+            &[
+                ("scanned", now.scanned, before.scanned),
+                ("credential_found", now.hits, before.hits),
+                ("dropped_queue_full", now.dropped, before.dropped),
+                ("unreadable", now.failed, before.failed),
+            ],
+        );
         self.exported = losses;
     }
 
@@ -627,6 +642,16 @@ fn respond(
     }
 }
 
+/// Advances each labelled counter of `counter` from its exported total
+/// (`before`) to the engine's (`now`).
+fn advance(counter: &IntCounterVec, rows: &[(&str, u64, u64)]) {
+    for &(label, now, before) in rows {
+        counter
+            .with_label_values(&[label])
+            .inc_by(now.saturating_sub(before));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,6 +673,7 @@ mod tests {
             "agentwatch_kernel_drops_total{reason=\"undecodable_record\"} 0",
             "agentwatch_content_scans_total{result=\"credential_found\"} 0",
             "agentwatch_first_writes_total{by=\"unreadable\"} 0",
+            "agentwatch_tls_writes_stopped_total{reason=\"pending_scans\"} 0",
             "agentwatch_operations_total{class=\"destructive\",decision=\"kill\",seen=\"exec\"} 0",
             "agentwatch_requests_resolved_total{verdict=\"timeout\"} 0",
             "agentwatch_build_info{version=\"",
