@@ -154,6 +154,40 @@ fn claude_codes_own_binary_started_by_its_path_is_found() {
 }
 
 #[test]
+fn a_native_installs_versioned_binary_is_found_by_its_directories() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let listener = lab.listen(EC2);
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    // The native installer's layout: an executable named by its version
+    // (its comm is "2.1.197") in ~/.local/share/claude/versions; here a
+    // copy of sh, running the agent's steps from a script.
+    let binary = lab.path(".local/share/claude/versions/2.1.197");
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    std::fs::copy("/bin/sh", &binary).unwrap();
+    let steps = lab.path("steps.sh");
+    write(&steps, READ_AWS_THEN_CALL_EC2);
+    let script = format!("\"{}\" \"{}\"", binary.display(), steps.display());
+    let output = output_with_timeout(&mut lab.command(&[], &script));
+    assert_eq!(results(&output), [-1], "refused: {output:?}");
+    assert_eq!(listener.connections(), 0);
+    let alert = alert_for(&daemon, "block");
+    expect_event!(daemon.events(), "session", {
+        "session" => alert["session"],
+        "state" => "start",
+        "agent" => "Claude Code",
+        "found_by" => "exec",
+    });
+    // The same binary elsewhere is no agent.
+    let elsewhere = lab.path("versions/2.1.197");
+    std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    std::fs::copy("/bin/sh", &elsewhere).unwrap();
+    let script = format!("\"{}\" \"{}\"", elsewhere.display(), steps.display());
+    let output = output_with_timeout(&mut lab.command(&[], &script));
+    assert_eq!(results(&output), [0], "not watched: {output:?}");
+}
+
+#[test]
 fn an_agent_named_claude_is_blocked_without_a_wrapper_and_an_ordinary_process_is_not() {
     let _serial = serial();
     let lab = Lab::new();

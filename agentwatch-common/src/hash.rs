@@ -47,6 +47,52 @@ pub fn executable_hash(name: &str) -> u64 {
     fnv1a(&bytes[..bytes.len().min(COMM_LEN - 1)])
 }
 
+/// Bytes of a directory name the kernel reads for agent matching; a longer
+/// name matches no `directories` entry (the policy refuses longer ones).
+pub const DIR_NAME_CAP: usize = 32;
+
+/// Adds a directory name of `len` bytes (at most [`DIR_NAME_CAP`]), read
+/// eight bytes at a time by `word(offset)` (little-endian): each word
+/// masked to the name's bytes, then the length. The exec program reads
+/// dentry names this way, with no buffer on its stack and no loop whose
+/// bound the verifier must follow.
+#[inline(always)]
+pub fn dir_name_step(mut hash: u64, len: usize, word: impl Fn(usize) -> u64) -> u64 {
+    let mut offset = 0;
+    while offset < DIR_NAME_CAP {
+        let left = len.saturating_sub(offset);
+        let mask = if left >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * left)) - 1
+        };
+        hash = (hash ^ (word(offset) & mask)).wrapping_mul(FNV_PRIME);
+        offset += 8;
+    }
+    (hash ^ len as u64).wrapping_mul(FNV_PRIME)
+}
+
+/// Hash of an executable's two innermost directories, `grandparent/parent`
+/// (`claude/versions` for `~/.local/share/claude/versions/2.1.197`); None
+/// when a name is longer than the kernel reads.
+pub fn directory_pair_hash(grandparent: &str, parent: &str) -> Option<u64> {
+    let mut hash = fnv_start();
+    for name in [grandparent, parent] {
+        let bytes = name.as_bytes();
+        if bytes.len() > DIR_NAME_CAP {
+            return None;
+        }
+        hash = dir_name_step(hash, bytes.len(), |offset| {
+            let mut word = [0u8; 8];
+            for (slot, byte) in word.iter_mut().zip(bytes.iter().skip(offset)) {
+                *slot = *byte;
+            }
+            u64::from_le_bytes(word)
+        });
+    }
+    Some(hash)
+}
+
 /// ASCII lower case: DNS names compare case-insensitively.
 #[inline(always)]
 pub const fn lower(byte: u8) -> u8 {
@@ -93,6 +139,42 @@ pub fn domain_hash(name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directory_names_hash_by_their_bytes_whatever_follows_them() {
+        let hash = directory_pair_hash("claude", "versions").unwrap();
+        // The kernel reads whole words: bytes past a name's end do not count.
+        let padded = |name: &'static [u8]| {
+            move |offset: usize| {
+                let mut word = [0xffu8; 8];
+                for (i, byte) in word.iter_mut().enumerate() {
+                    if let Some(b) = name.get(offset + i) {
+                        *byte = *b;
+                    }
+                }
+                u64::from_le_bytes(word)
+            }
+        };
+        let read = dir_name_step(
+            dir_name_step(fnv_start(), 6, padded(b"claude")),
+            8,
+            padded(b"versions"),
+        );
+        assert_eq!(read, hash);
+        // Names of 8, 9 and 32 bytes cross the word reads; each differs.
+        let long = "a".repeat(DIR_NAME_CAP);
+        let names = ["claude", "versions", "versionsx", "claud", long.as_str()];
+        let mut seen = std::collections::HashSet::new();
+        for grandparent in names {
+            for parent in names {
+                assert!(seen.insert(directory_pair_hash(grandparent, parent).unwrap()));
+            }
+        }
+        assert_eq!(
+            directory_pair_hash("x", &"a".repeat(DIR_NAME_CAP + 1)),
+            None
+        );
+    }
 
     #[test]
     fn executable_names_hash_as_comm_holds_them() {

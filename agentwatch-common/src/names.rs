@@ -292,6 +292,7 @@ pub mod map_name {
     pub const ENV_CLASSES: &str = "ENV_CLASSES";
     pub const AGENT_COMMS: &str = "AGENT_COMMS";
     pub const AGENT_MARKERS: &str = "AGENT_MARKERS";
+    pub const AGENT_DIRS: &str = "AGENT_DIRS";
     pub const HELD: &str = "HELD";
     pub const ALLOW_ONCE: &str = "ALLOW_ONCE";
     pub const SOCKET_MARKS: &str = "SOCKET_MARKS";
@@ -320,6 +321,7 @@ pub mod map_name {
         ENV_CLASSES,
         AGENT_COMMS,
         AGENT_MARKERS,
+        AGENT_DIRS,
         HELD,
         ALLOW_ONCE,
         SOCKET_MARKS,

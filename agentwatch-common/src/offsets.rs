@@ -45,6 +45,7 @@ pub struct KernelOffsets {
     pub mount_mnt_parent: u32,
     pub mount_mnt_mountpoint: u32,
     pub bprm_filename: u32,
+    pub bprm_file: u32,
     /// `struct io_open` inside `struct io_kiocb`, and its `file_slot`
     /// (zero when the kernel has no io_uring: its programs are not attached).
     pub io_kiocb_cmd: u32,

@@ -41,6 +41,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     mount_mnt_parent: 0,
     mount_mnt_mountpoint: 0,
     bprm_filename: 0,
+    bprm_file: 0,
     io_kiocb_cmd: 0,
     io_open_file_slot: 0,
     valid: 0,

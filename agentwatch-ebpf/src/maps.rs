@@ -70,6 +70,11 @@ pub static AGENT_COMMS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static AGENT_MARKERS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 
+/// Hash of an executable's two innermost directory names → agent id (a
+/// native install's versioned binary, whose name is its version).
+#[map]
+pub static AGENT_DIRS: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
+
 /// Interpreters stopped at exec for user space to match their argv:
 /// tgid → 1. User space resumes and removes each, from its exec event or,
 /// if that event was lost, from this map.

@@ -78,7 +78,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         let _ = ENV_CLASSES.insert(tgid, environment.classes, 0);
     }
     let agent = if discover {
-        discover_agent(tgid, environment.agent, &config)
+        discover_agent(tgid, environment.agent, &config, ctx.arg(2))
     } else {
         0
     };

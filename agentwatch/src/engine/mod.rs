@@ -319,6 +319,12 @@ impl Engine {
         self.core.maps.add_agent_marker(hash, agent)
     }
 
+    /// An executable's two innermost directories (`hash`) that mark `agent`
+    /// at exec.
+    pub fn add_agent_directory(&mut self, hash: u64, agent: u32) -> Result<()> {
+        self.core.maps.add_agent_directory(hash, agent)
+    }
+
     /// While registered, whatever `tgid` forks joins `session` from its first instruction.
     pub fn add_spawner(&mut self, tgid: u32, session: u32) -> Result<()> {
         self.core.maps.add_spawner(tgid, session)

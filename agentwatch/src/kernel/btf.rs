@@ -102,6 +102,7 @@ impl KernelBtf {
             mount_mnt_parent: o("mount", "mnt_parent")?,
             mount_mnt_mountpoint: o("mount", "mnt_mountpoint")?,
             bprm_filename: o("linux_binprm", "filename")?,
+            bprm_file: o("linux_binprm", "file")?,
             // Optional: without them the io_uring programs are not attached.
             io_kiocb_cmd: o("io_kiocb", "cmd").unwrap_or(0),
             io_open_file_slot: o("io_open", "file_slot").unwrap_or(0),

@@ -79,6 +79,7 @@ pub struct KernelMaps {
     env_classes: HashMap<MapData, u32, u64>,
     agent_comms: HashMap<MapData, u64, u32>,
     agent_markers: HashMap<MapData, u64, u32>,
+    agent_dirs: HashMap<MapData, u64, u32>,
     allow_once: HashMap<MapData, AllowKey, u8>,
     held: HashMap<MapData, u32, u32>,
     config: Array<MapData, Config>,
@@ -160,6 +161,7 @@ impl KernelMaps {
             env_classes: take(ebpf, map_name::ENV_CLASSES)?,
             agent_comms: take(ebpf, map_name::AGENT_COMMS)?,
             agent_markers: take(ebpf, map_name::AGENT_MARKERS)?,
+            agent_dirs: take(ebpf, map_name::AGENT_DIRS)?,
             allow_once: take(ebpf, map_name::ALLOW_ONCE)?,
             held: take(ebpf, map_name::HELD)?,
             config: take(ebpf, map_name::CONFIG)?,
@@ -334,6 +336,13 @@ impl KernelMaps {
         update(
             self.agent_markers.insert(hash, agent, 0),
             "the agent-marker map",
+        )
+    }
+
+    pub fn add_agent_directory(&mut self, hash: u64, agent: u32) -> Result<()> {
+        update(
+            self.agent_dirs.insert(hash, agent, 0),
+            "the agent-directory map",
         )
     }
 

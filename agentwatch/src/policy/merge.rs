@@ -206,6 +206,7 @@ impl Merged {
                 executables: a.executables.unwrap_or_default(),
                 argv: a.argv.unwrap_or_default(),
                 env: a.env.unwrap_or_default(),
+                directories: a.directories.unwrap_or_default(),
             })
             .collect();
 

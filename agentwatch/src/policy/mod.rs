@@ -143,6 +143,26 @@ pub struct AgentMatcher {
     /// Substrings matched against any argv element (for node/python-run agents).
     pub argv: Vec<String>,
     pub env: Vec<EnvMarker>,
+    /// The executable's two innermost directories, for binaries named by
+    /// their version (a native install's `claude/versions/2.1.197`).
+    pub directories: Vec<DirectoryPair>,
+}
+
+/// `grandparent/parent`: the two directories an executable lies in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryPair {
+    pub grandparent: String,
+    pub parent: String,
+}
+
+impl DirectoryPair {
+    /// Whether `executable` (a path) lies directly in these directories.
+    pub fn contains(&self, executable: &std::path::Path) -> bool {
+        let parent = executable.parent();
+        let grandparent = parent.and_then(std::path::Path::parent);
+        parent.and_then(std::path::Path::file_name) == Some(self.parent.as_ref())
+            && grandparent.and_then(std::path::Path::file_name) == Some(self.grandparent.as_ref())
+    }
 }
 
 /// A command-line tool whose invocations are judged at exec (`[commands.<id>]`).

@@ -124,6 +124,7 @@ pub(super) struct AgentPatch {
     pub(super) executables: List,
     pub(super) argv: List,
     pub(super) env: Option<Vec<EnvMarker>>,
+    pub(super) directories: Option<Vec<DirectoryPair>>,
 }
 
 /// Field-level override: what `other` sets replaces what `self` had.
@@ -166,7 +167,7 @@ patch!(ProviderPatch: enabled, name, hosts, domains, exclude_domains, credential
 patch!(CommandPatch: enabled, provider, executables, value_flags, default, http_client;
     rules: operations);
 patch!(ClassPatch: enabled, name, providers, files, exclude_files, env, workspace_names);
-patch!(AgentPatch: enabled, name, executables, argv, env);
+patch!(AgentPatch: enabled, name, executables, argv, env, directories);
 
 pub(super) struct RawAllow {
     pub(super) host: HostPattern,
@@ -516,7 +517,14 @@ impl Reader<'_, '_> {
     }
 
     fn agent(&mut self, table: &DeTable<'_>) -> AgentPatch {
-        const KEYS: &[&str] = &["enabled", "name", "executables", "argv", "env"];
+        const KEYS: &[&str] = &[
+            "enabled",
+            "name",
+            "executables",
+            "argv",
+            "env",
+            "directories",
+        ];
         let mut a = AgentPatch::default();
         for (key, value) in entries(table) {
             let k = key.get_ref().as_ref();
@@ -526,6 +534,7 @@ impl Reader<'_, '_> {
                 "executables" => a.executables = self.checked(value, k, executable),
                 "argv" => a.argv = self.checked(value, k, argv_substring),
                 "env" => a.env = self.checked(value, k, env_marker),
+                "directories" => a.directories = self.checked(value, k, directory_pair),
                 _ => self.unknown_key(key, "an agent", KEYS),
             }
         }

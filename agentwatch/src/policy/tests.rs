@@ -310,6 +310,13 @@ env = ["MYBOT"]
         .unwrap();
     assert_eq!(claude.executables, ["claude", "claude.exe"]);
     assert_eq!(claude.argv, ["claude-wrapper"]);
+    assert_eq!(
+        claude.directories,
+        [DirectoryPair {
+            grandparent: "claude".into(),
+            parent: "versions".into()
+        }]
+    );
     let mybot = policy.agents.last().unwrap();
     assert_eq!(mybot.id, "mybot");
     assert_eq!(mybot.name, "mybot");
@@ -421,6 +428,7 @@ credential = "nosuch-class"
 [agents.bot]
 env = ["", "=1", "BOT=1"]
 executables = [1]
+directories = ["versions", "a/b/c", "claude/versions"]
 "#;
     let found = problems(text);
     let places: Vec<_> = found.iter().map(|(l, c, _)| (*l, *c)).collect();
@@ -444,6 +452,8 @@ executables = [1]
             (22, 8),
             (22, 12),
             (23, 16),
+            (24, 16),
+            (24, 28),
         ],
         "{found:#?}"
     );
@@ -465,6 +475,8 @@ executables = [1]
         "empty environment marker",
         "empty variable name",
         "\"executables\" must contain only strings",
+        "directories entry \"versions\" must be two directory names",
+        "directories entry \"a/b/c\" must be two directory names",
     ];
     for ((_, _, message), want) in found.iter().zip(expect) {
         assert!(message.contains(want), "{message:?} lacks {want:?}");

@@ -113,6 +113,31 @@ pub(super) fn executable(raw: &str) -> Result<String, String> {
     Ok(raw.to_string())
 }
 
+/// `grandparent/parent`, each a directory name the kernel reads whole.
+pub(super) fn directory_pair(raw: &str) -> Result<DirectoryPair, String> {
+    let named = |name: &str| {
+        !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name.len() <= agentwatch_common::hash::DIR_NAME_CAP
+    };
+    match raw.split_once('/') {
+        Some((grandparent, parent))
+            if named(grandparent) && named(parent) && !parent.contains('/') =>
+        {
+            Ok(DirectoryPair {
+                grandparent: grandparent.to_string(),
+                parent: parent.to_string(),
+            })
+        }
+        _ => Err(format!(
+            "directories entry {raw:?} must be two directory names, \"grandparent/parent\", \
+             each of 1 to {} bytes",
+            agentwatch_common::hash::DIR_NAME_CAP
+        )),
+    }
+}
+
 pub(super) fn argv_substring(raw: &str) -> Result<String, String> {
     if raw.is_empty() {
         return Err("empty argv substring (it would match every process)".into());

@@ -1,19 +1,20 @@
 //! Recognising agent processes by the policy's matchers: compiled into the
-//! kernel's exec-time tables (executable names, environment markers), and
+//! kernel's exec-time tables (executable names and directories, environment
+//! markers), and
 //! applied in user space to argv (interpreters held at exec) and to the
 //! processes already running when the daemon starts.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::PathBuf};
 
 use agentwatch_common::{
     event::agent::HELD,
-    hash::{executable_hash, fnv1a},
+    hash::{directory_pair_hash, executable_hash, fnv1a},
 };
 use anyhow::Result;
 
 use crate::{
     engine::Engine,
-    policy::{AgentMatcher, EnvMarker},
+    policy::{AgentMatcher, DirectoryPair, EnvMarker},
     sys::proc::{self, ProcError},
 };
 
@@ -35,6 +36,8 @@ pub struct ProcessView {
     pub argv: Vec<String>,
     /// `NAME=value` entries.
     pub environ: Vec<String>,
+    /// The executable's path (`/proc/PID/exe`), when it could be read.
+    pub exe: Option<PathBuf>,
 }
 
 impl Agents {
@@ -69,6 +72,9 @@ impl Agents {
             }
             for marker in &matcher.env {
                 engine.add_agent_marker(marker_hash(marker), id)?;
+            }
+            for hash in matcher.directories.iter().filter_map(directories_hash) {
+                engine.add_agent_directory(hash, id)?;
             }
             holds |= !matcher.argv.is_empty();
         }
@@ -108,6 +114,9 @@ impl Agents {
                         .env
                         .iter()
                         .any(|marker| env_matches(marker, &process.environ))
+                    || process.exe.as_deref().is_some_and(|exe| {
+                        matcher.directories.iter().any(|dirs| dirs.contains(exe))
+                    })
             })
             .map(|(id, _)| id)
     }
@@ -148,6 +157,12 @@ fn marker_hash(marker: &EnvMarker) -> u64 {
     }
 }
 
+/// The hash the exec program computes for an executable's directories;
+/// None for a name longer than it reads (which the policy refuses).
+fn directories_hash(dirs: &DirectoryPair) -> Option<u64> {
+    directory_pair_hash(&dirs.grandparent, &dirs.parent)
+}
+
 /// A running process as the matchers see it.
 pub fn read_process(pid: u32) -> Result<ProcessView, ProcError> {
     // A kernel thread or a zombie has no argv or environment to read: it is
@@ -156,6 +171,7 @@ pub fn read_process(pid: u32) -> Result<ProcessView, ProcError> {
         comm: proc::comm(pid)?,
         argv: proc::cmdline(pid).unwrap_or_default(),
         environ: proc::environ(pid).unwrap_or_default(),
+        exe: std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
     })
 }
 
@@ -190,6 +206,7 @@ mod tests {
             comm: comm.into(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             environ: environ.iter().map(|s| s.to_string()).collect(),
+            exe: None,
         }
     }
 
@@ -212,6 +229,17 @@ mod tests {
         assert_eq!(agents.match_argv(&node.argv), Some(claude));
         let marked = view("bash", &["bash"], &["HOME=/root", "CLAUDECODE=1"]);
         assert_eq!(agents.match_process(&marked), Some(claude));
+        // A native install's binary, named by its version.
+        let native = ProcessView {
+            exe: Some("/home/u/.local/share/claude/versions/2.1.197".into()),
+            ..view("2.1.197", &["claude"], &[])
+        };
+        assert_eq!(agents.match_process(&native), Some(claude));
+        let elsewhere = ProcessView {
+            exe: Some("/home/u/versions/2.1.197".into()),
+            ..view("2.1.197", &["2.1.197"], &[])
+        };
+        assert_eq!(agents.match_process(&elsewhere), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
 
@@ -205,6 +205,8 @@ impl Daemon {
             comm: comm.clone(),
             argv: argv.clone(),
             environ: Vec::new(),
+            // Held before its exec: the program it is about to run.
+            exe: argv.first().map(PathBuf::from),
         };
         let name = match self.agents.match_process(&view) {
             Some(agent) => self.agents.name(agent),
