@@ -610,6 +610,45 @@ fn a_call_made_while_what_the_session_read_is_still_scanned_waits_for_the_scan()
     });
 }
 
+/// `railway login` as the session runs it: the credential file written
+/// anew (a new inode no expansion has seen), read back, and the GraphQL
+/// client run at once in the same process with the document in argv[1].
+const LOGIN_THEN_CALL: &str = "import os, runpy, sys
+path = os.path.expanduser('~/.railway/config.json')
+os.remove(path)
+with open(path, 'w') as login:
+    login.write('{\"projects\": {}}')
+with open(path) as config:
+    config.read()
+sys.argv = ['graphql.py', 'mutation', sys.argv[1]]
+runpy.run_path(os.path.expanduser('~/graphql.py'))
+";
+
+#[test]
+fn a_credential_file_written_anew_and_read_at_once_counts() {
+    let lab = lab_with_client();
+    let api = TlsApi::start(&lab.dns.netns, RAILWAY);
+    write(&lab.path("login_then_call.py"), LOGIN_THEN_CALL);
+    for round in 0..3 {
+        let script = format!("python3 \"$HOME/login_then_call.py\" '{MUTATION}'\n");
+        let watched = lab.run(&[], &[], &script);
+        assert_ne!(
+            status(&watched.stdout, "mutation"),
+            Some(0),
+            "round {round}: {}\n{}",
+            watched.stdout,
+            watched.stderr
+        );
+        expect_event!(watched.events, "alert", {
+            "action" => "block",
+            "provider" => "railway",
+            "operation/name" => "volumeDelete",
+            "credential/source" => lab.railway_config(),
+        });
+    }
+    assert!(bodies(&api).is_empty(), "{:?}", bodies(&api));
+}
+
 #[test]
 fn processes_outside_the_session_are_untouched() {
     let lab = Lab::new();

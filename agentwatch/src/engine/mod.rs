@@ -33,7 +33,7 @@ use crate::{
     event::{Body, CredentialUse, Event, Found, Open},
     feed::{
         content::{ContentScans, ScanJob, ScanResult, ScanStats, Submitted, worth_scanning},
-        credentials::{CredentialFile, expand, watch_dirs},
+        credentials::{CatalogPaths, CredentialFile, expand, watch_dirs},
         environ,
         hostsfile::{self, HOSTS_PATH, HostsFile},
         resolver::{REFRESH_INTERVAL, Resolutions, Resolved, is_localhost},
@@ -48,7 +48,7 @@ use crate::{
     },
     operation::Catalog,
     policy::{Action, Policy},
-    scan::{Finding, Scanner},
+    scan::{CATALOG_FILE_RULE, Finding, Scanner},
     sinks::journal,
 };
 use agentwatch_common::hash::executable_hash;
@@ -103,6 +103,8 @@ struct Core {
     /// The files the catalog names under the homes: a workspace walk's
     /// find among them keeps the catalog's class.
     catalog: HashSet<CredKey>,
+    /// The catalog's patterns, for a file read before an expansion found it.
+    catalog_paths: CatalogPaths,
     workspaces: BTreeSet<PathBuf>,
     /// Bumped by every policy change: a background walk's finds carry class
     /// indices of the policy it started under, and stale ones are dropped.
@@ -203,6 +205,7 @@ impl Engine {
             clock: Clock::now(),
             homes: options.homes,
             catalog: HashSet::new(),
+            catalog_paths: CatalogPaths::default(),
             workspaces: BTreeSet::new(),
             policy_generation: 0,
             decode_errors: 0,
@@ -697,6 +700,7 @@ impl Core {
             .flat_map(|home| expand(classes, home))
             .collect();
         self.catalog = files.iter().map(|file| file.key).collect();
+        self.catalog_paths = CatalogPaths::new(classes, &self.homes);
         self.add_files(files)
     }
 
@@ -836,12 +840,29 @@ impl Core {
 
     /// A scan finished: a hit taints the session (in the kernel, where
     /// connects are judged) with every provider its findings name, and
-    /// makes the file a credential file for all.
+    /// makes the file a credential file for all. A file the catalog names
+    /// by its path (created after the last expansion, and read at once) is
+    /// its class's credential whatever it holds.
     fn found(&mut self, job: &ScanJob, findings: &[Finding], out: &mut Vec<Event>) -> Result<()> {
-        let classes = self.classes_of(findings)?;
-        let Some(file_class) = self.file_class(&classes)? else {
-            return Ok(());
+        let mut classes = self.classes_of(findings)?;
+        let named = self.catalog_paths.class_of(Path::new(&job.path));
+        let file_class = match named {
+            Some(class) => class,
+            None => match self.file_class(&classes)? {
+                Some(class) => class,
+                None => return Ok(()),
+            },
         };
+        let by_path;
+        if let Some(class) = named.filter(|named| classes.iter().all(|(c, _)| c != named)) {
+            by_path = Finding {
+                line: 0,
+                rule: CATALOG_FILE_RULE.into(),
+                provider: None,
+                redacted: String::new(),
+            };
+            classes.insert(0, (class, &by_path));
+        }
         let mask = classes
             .iter()
             .fold(0u64, |mask, (class, _)| mask | 1 << class);
@@ -927,15 +948,14 @@ impl Core {
     }
 }
 
-/// A successful read-only open of an ordinary file that is not a known
-/// credential is worth a look at its content.
 /// Whether `event` is an open the kernel owed to its session's scan fence.
 fn owes_scan_of(event: &Event) -> bool {
     matches!(&event.body, Body::Open(open) if owes_scan(open.ret, open.flags, open.cred_classes))
 }
 
-/// The scan a read asks for; `owed` when the kernel counted it for the
-/// session's scan fence.
+/// The scan a read asks for (a successful read-only open of a file that is
+/// not a known credential is worth a look at its content); `owed` when the
+/// kernel counted it for the session's scan fence.
 fn scan_job(event: &Event, owed: bool) -> Option<ScanJob> {
     let Body::Open(open) = &event.body else {
         return None;

@@ -46,15 +46,57 @@ pub(super) fn identity(path: &Path) -> Option<CredKey> {
     })
 }
 
+/// A class's `exclude_files` patterns for `home`.
+fn excluded(entry: &CredentialClass, home: &Path) -> Vec<Pattern> {
+    entry
+        .exclude_files
+        .iter()
+        .filter_map(|pattern| Pattern::new(&expand_home(pattern, home).to_string_lossy()).ok())
+        .collect()
+}
+
+/// The catalog's path patterns compiled for the homes, to know a file by
+/// its path before an expansion has found it (one created and read at once).
+#[derive(Debug, Default)]
+pub struct CatalogPaths {
+    /// (class, pattern, the class's exclusions for that home).
+    patterns: Vec<(usize, Pattern, Vec<Pattern>)>,
+}
+
+impl CatalogPaths {
+    pub fn new(classes: &[CredentialClass], homes: &[PathBuf]) -> Self {
+        let mut patterns = Vec::new();
+        for home in homes {
+            for (class, entry) in classes.iter().enumerate() {
+                let excluded = excluded(entry, home);
+                for pattern in &entry.files {
+                    if let Ok(pattern) = Pattern::new(&expand_home(pattern, home).to_string_lossy())
+                    {
+                        patterns.push((class, pattern, excluded.clone()));
+                    }
+                }
+            }
+        }
+        Self { patterns }
+    }
+
+    /// The class whose `files` name `path`, if one does.
+    pub fn class_of(&self, path: &Path) -> Option<usize> {
+        self.patterns
+            .iter()
+            .find(|(_, pattern, excluded)| {
+                pattern.matches_path_with(path, MATCH)
+                    && !excluded.iter().any(|ex| ex.matches_path_with(path, MATCH))
+            })
+            .map(|(class, _, _)| *class)
+    }
+}
+
 /// Every existing regular file the classes' `files` patterns name under `home`.
 pub fn expand(classes: &[CredentialClass], home: &Path) -> Vec<CredentialFile> {
     let mut found = Vec::new();
     for (class, entry) in classes.iter().enumerate() {
-        let excluded: Vec<Pattern> = entry
-            .exclude_files
-            .iter()
-            .filter_map(|pattern| Pattern::new(&expand_home(pattern, home).to_string_lossy()).ok())
-            .collect();
+        let excluded = excluded(entry, home);
         for pattern in &entry.files {
             let full = expand_home(pattern, home);
             let Ok(paths) = glob::glob_with(&full.to_string_lossy(), MATCH) else {
@@ -132,6 +174,28 @@ mod tests {
         let rsa = found.iter().find(|f| f.path.ends_with("id_rsa")).unwrap();
         assert_eq!(rsa.key.ino, meta.ino());
         assert_eq!(rsa.key.dev, kernel_dev(meta.dev()));
+    }
+
+    #[test]
+    fn a_catalog_file_is_known_by_its_path_before_it_exists() {
+        let home = PathBuf::from("/home/u");
+        let classes = [
+            class(&["~/.ssh/id_*"], &["~/.ssh/*.pub"], &[]),
+            class(&["~/.railway/config.json"], &[], &[]),
+        ];
+        let paths = CatalogPaths::new(&classes, std::slice::from_ref(&home));
+        assert_eq!(
+            paths.class_of(Path::new("/home/u/.railway/config.json")),
+            Some(1)
+        );
+        assert_eq!(paths.class_of(Path::new("/home/u/.ssh/id_rsa")), Some(0));
+        for other in [
+            "/home/u/.ssh/id_rsa.pub",
+            "/home/v/.railway/config.json",
+            "/home/u/.railway/x/config.json",
+        ] {
+            assert_eq!(paths.class_of(Path::new(other)), None, "{other}");
+        }
     }
 
     #[test]

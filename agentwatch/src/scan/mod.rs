@@ -34,13 +34,19 @@ use text::{contains_ci, entropy, redact};
 pub struct Finding {
     /// 1-based line of the secret's first byte.
     pub line: usize,
-    /// Rule id: a `patterns.toml` id, "env-credential" or "generic-assignment".
+    /// Rule id: a `patterns.toml` id, "env-credential", "generic-assignment",
+    /// or [`CATALOG_FILE_RULE`].
     pub rule: String,
     /// Policy provider id; `None` when provenance is unknown.
     pub provider: Option<String>,
     /// First 4 chars + "…" + last 2 (or "****" below 12): never the secret.
     pub redacted: String,
 }
+
+/// The rule of a file the catalog names by its path, found by a scan of a
+/// read before an expansion had put it in the kernel's maps: a credential
+/// whatever it holds (line 0, nothing redacted).
+pub const CATALOG_FILE_RULE: &str = "catalog-file";
 /// Files are scanned in windows of this size...
 const WINDOW_BYTES: usize = 1 << 20;
 /// ...each overlapping the last by this much, so a secret across a
