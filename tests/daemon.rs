@@ -154,6 +154,64 @@ fn claude_codes_own_binary_started_by_its_path_is_found() {
 }
 
 #[test]
+fn a_file_a_process_opens_again_and_again_is_reported_once_and_counted() {
+    let _serial = serial();
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab.dns, lab.home.path(), &[]);
+    let notes = lab.path("notes.txt");
+    write(&notes, "hello\n");
+    // The agent's shell opens one file 50 times; two `cat`s read a credential.
+    let claude = agent_script(
+        &lab,
+        "claude",
+        "for i in $(seq 50); do read line < \"$HOME/notes.txt\"; done\n\
+         cat \"$HOME/.aws/credentials\" >/dev/null\ncat \"$HOME/.aws/credentials\" >/dev/null\n\
+         echo $$ >\"$HOME/shell.pid\"",
+    );
+    let output = output_with_timeout(&mut lab.command(&[], &claude));
+    assert!(output.status.success(), "{output:?}");
+    let shell: u64 = std::fs::read_to_string(lab.path("shell.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let notes = notes.display().to_string();
+    let opened = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "open" && e["pid"] == shell && e["resolved"] == notes.as_str())
+            .count()
+    };
+    daemon.wait_for_event("the shell's open of notes.txt", |e| {
+        opened(std::slice::from_ref(e)) > 0
+    });
+    // The 49 repeats are counted (with whatever else the session's
+    // processes opened twice, such as a library's data files).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http_get(&lab, METRICS);
+        let repeated = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("agentwatch_opens_repeated_total "))
+            .and_then(|value| value.parse::<u64>().ok());
+        if repeated.is_some_and(|repeated| repeated >= 49) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(opened(&daemon.events()), 1, "reported once");
+    // A credential's every read is reported (each `cat` is its own process).
+    let credential = lab.path(".aws/credentials").display().to_string();
+    let reads = daemon
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "open" && e["resolved"] == credential.as_str())
+        .count();
+    assert_eq!(reads, 2);
+}
+
+#[test]
 fn a_native_installs_versioned_binary_is_found_by_its_directories() {
     let _serial = serial();
     let lab = Lab::new();

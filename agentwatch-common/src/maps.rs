@@ -182,6 +182,24 @@ pub struct Config {
     pub max_sockets: u32,
 }
 
+/// Key of `REPORTED_OPENS`: an open a task reported, by the file it opened
+/// and how. The task is named by its thread id, start time and exec count,
+/// so a reused id or a new program reports its opens afresh.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenedKey {
+    pub start_ns: u64,
+    pub exec_id: u64,
+    pub ino: u64,
+    pub tid: u32,
+    pub dev: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Entries of `REPORTED_OPENS` (least recently used ones make room).
+pub const REPORTED_OPENS_ENTRIES: u32 = 16384;
+
 /// Arguments of an open call in flight, saved at syscall entry for the exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -287,7 +305,10 @@ pub mod counter {
     /// TLS writes of untainted sessions stopped until the content scans of
     /// what the session had read were done (the scan fence).
     pub const TLS_WRITES_FENCED: u32 = 40;
-    pub const COUNT: u32 = 41;
+    /// Opens of a file a task had already reported with the same flags:
+    /// judged like any open (a credential's taints), counted, not sent.
+    pub const OPENS_REPEATED: u32 = 41;
+    pub const COUNT: u32 = 42;
 }
 
 #[cfg(feature = "user")]
@@ -296,6 +317,7 @@ mod pod {
     unsafe impl aya::Pod for super::ProcInfo {}
     unsafe impl aya::Pod for super::SessionState {}
     unsafe impl aya::Pod for super::CredKey {}
+    unsafe impl aya::Pod for super::OpenedKey {}
     unsafe impl aya::Pod for super::HostClass {}
     unsafe impl aya::Pod for super::EnvName {}
     unsafe impl aya::Pod for super::Config {}

@@ -284,6 +284,7 @@ pub mod map_name {
     pub const USER_TAINT: &str = "USER_TAINT";
     pub const SCANS_OWED: &str = "SCANS_OWED";
     pub const SCANS_PAID: &str = "SCANS_PAID";
+    pub const REPORTED_OPENS: &str = "REPORTED_OPENS";
     pub const CREDS: &str = "CREDS";
     pub const DOMAINS: &str = "DOMAINS";
     pub const INFRA4: &str = "INFRA4";
@@ -313,6 +314,7 @@ pub mod map_name {
         USER_TAINT,
         SCANS_OWED,
         SCANS_PAID,
+        REPORTED_OPENS,
         CREDS,
         DOMAINS,
         INFRA4,

@@ -4,7 +4,7 @@
 
 use agentwatch_common::{
     event::{AT_FDCWD, OpenEvent, PATH_CAP, owes_scan, truncated},
-    maps::{CredKey, OpenArgs, counter},
+    maps::{CredKey, OpenArgs, OpenedKey, counter},
     names::{Kind, OpenSyscall},
 };
 use aya_ebpf::{
@@ -18,8 +18,8 @@ use aya_ebpf::{
 
 use crate::{
     emit::{Urgency, fill_header, send_with},
-    kernel::{fd_file, file_identity, off, read, read_ptr},
-    maps::{CREDS, ENV_CLASSES, PENDING_OPENS, count, owe_scan},
+    kernel::{current_task, fd_file, file_identity, off, read, read_ptr},
+    maps::{CREDS, ENV_CLASSES, PENDING_OPENS, REPORTED_OPENS, count, owe_scan},
     path::{KPath, cwd_and_root, write_dir_path},
     process::string_len,
     scratch::{OPEN_SCRATCH, OpenScratch},
@@ -138,10 +138,17 @@ fn report_open(ctx: &TracePointContext) -> u32 {
     };
     let scratch: &mut OpenScratch = unsafe { &mut *scratch };
     let event = &mut scratch.event;
-    fill_header(&mut event.header, Kind::Open, args.session);
     let result = ret(ctx);
     event.ret = result;
     event.flags = args.flags;
+    judge_opened(event, result, pid_tgid);
+    let opened = opened_key(event, pid_tgid);
+    if let Some(key) = &opened
+        && repeated(key)
+    {
+        return 0;
+    }
+    fill_header(&mut event.header, Kind::Open, args.session);
     event.dirfd = args.dirfd;
     event.syscall = args.syscall;
     event.truncated = 0;
@@ -153,7 +160,6 @@ fn report_open(ctx: &TracePointContext) -> u32 {
         )
     };
     event.path_len = string_len(len, PATH_CAP, &mut event.truncated, truncated::PATH);
-    judge_opened(event, result, pid_tgid);
     event.base_len = 0;
     if event.path_len > 0 && event.path[0] != b'/' {
         let (cwd, root) = cwd_and_root();
@@ -168,8 +174,45 @@ fn report_open(ctx: &TracePointContext) -> u32 {
             event.truncated |= truncated::BASE;
         }
     }
-    send_open(&scratch.event);
+    if send_open(&scratch.event)
+        && let Some(key) = opened
+    {
+        let _ = REPORTED_OPENS.insert(key, 0, 0);
+    }
     0
+}
+
+/// What names an open for coalescing: the task, the file and the flags;
+/// None for a failed open and for a credential's (always reported).
+#[inline(always)]
+fn opened_key(event: &OpenEvent, pid_tgid: u64) -> Option<OpenedKey> {
+    if event.ret < 0 || event.cred_classes != 0 {
+        return None;
+    }
+    let task = current_task();
+    Some(OpenedKey {
+        start_ns: read::<u64>(task, off!(task_start_time)),
+        exec_id: read::<u64>(task, off!(task_self_exec_id)),
+        ino: event.ino,
+        tid: pid_tgid as u32,
+        dev: event.dev,
+        flags: event.flags,
+        _pad: 0,
+    })
+}
+
+/// Whether the task reported this open already: counted, not sent again.
+/// Its judgment (a credential's taint) was made all the same.
+#[inline(always)]
+fn repeated(key: &OpenedKey) -> bool {
+    let Some(repeats) = REPORTED_OPENS.get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: a live map value of this task's key; only this task
+    // repeats this open, so a plain add does not race.
+    unsafe { *repeats += 1 };
+    count(counter::OPENS_REPEATED);
+    true
 }
 
 /// Names the file descriptor `result` refers to by its identity and taints
@@ -214,10 +257,11 @@ pub fn report_opened_descriptor(session: u32, result: i64, syscall: OpenSyscall)
     send_open(&scratch.event);
 }
 
-/// Sends an open's record; a read user space may scan is owed to the
-/// session's scan fence once user space is sure to see it.
+/// Sends an open's record, returning whether it was sent; a read user
+/// space may scan is owed to the session's scan fence once user space is
+/// sure to see it.
 #[inline(always)]
-fn send_open(event: &OpenEvent) {
+fn send_open(event: &OpenEvent) -> bool {
     let sent = send_with(
         event as *const _,
         event.wire_len(),
@@ -227,6 +271,7 @@ fn send_open(event: &OpenEvent) {
     if sent && owes_scan(event.ret, event.flags, event.cred_classes) {
         owe_scan(event.header.session);
     }
+    sent
 }
 
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;

@@ -4,8 +4,8 @@
 
 use agentwatch_common::maps::{
     AllowKey, Config, ConnectArgs, CredKey, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS,
-    DEFAULT_RING_BUFFER_BYTES, EnvName, ExecArgs, HostClass, OpenArgs, ProcInfo, SessionState,
-    SocketKey, SocketMark, SocketState, counter,
+    DEFAULT_RING_BUFFER_BYTES, EnvName, ExecArgs, HostClass, OpenArgs, OpenedKey, ProcInfo,
+    REPORTED_OPENS_ENTRIES, SessionState, SocketKey, SocketMark, SocketState, counter,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
@@ -185,6 +185,11 @@ pub static IOURING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(81
 /// Syscall arguments saved at entry, keyed by pid_tgid, removed at exit.
 #[map]
 pub static PENDING_OPENS: HashMap<u64, OpenArgs> = HashMap::with_max_entries(8192, 0);
+
+/// Opens a task has reported → how many times it repeated them since.
+#[map]
+pub static REPORTED_OPENS: LruHashMap<OpenedKey, u64> =
+    LruHashMap::with_max_entries(REPORTED_OPENS_ENTRIES, 0);
 #[map]
 pub static PENDING_CONNECTS: HashMap<u64, ConnectArgs> = HashMap::with_max_entries(4096, 0);
 #[map]

@@ -44,6 +44,9 @@ pub struct KernelCounters {
     /// TLS writes of untainted sessions stopped until their reads' scans
     /// were done (the scan fence).
     pub tls_writes_fenced: u64,
+    /// Opens a task had reported already (same file, same flags): judged,
+    /// counted here, not sent again.
+    pub opens_repeated: u64,
     pub tls_writes_refused: u64,
     pub tls_writes_unjudged: u64,
     /// Cataloged commands stopped at exec, and killed unjudged.
@@ -508,6 +511,7 @@ impl KernelMaps {
         counters.write_unreadable = sum(counter::WRITE_UNREADABLE)?;
         counters.tls_writes_held = sum(counter::TLS_WRITES_HELD)?;
         counters.tls_writes_fenced = sum(counter::TLS_WRITES_FENCED)?;
+        counters.opens_repeated = sum(counter::OPENS_REPEATED)?;
         counters.tls_writes_refused = sum(counter::TLS_WRITES_REFUSED)?;
         counters.tls_writes_unjudged = sum(counter::TLS_WRITES_UNJUDGED)?;
         counters.commands_held = sum(counter::COMMANDS_HELD)?;

@@ -19,8 +19,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder, process_collector::ProcessCollector,
+    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder, process_collector::ProcessCollector,
 };
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::warn;
@@ -56,6 +56,7 @@ pub struct Metrics {
     content_scans: IntCounterVec,
     first_writes: IntCounterVec,
     tls_writes_stopped: IntCounterVec,
+    opens_repeated: IntCounter,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
     probe_attach_failures: IntGaugeVec,
@@ -220,6 +221,19 @@ impl Metrics {
                  were done (pending_scans)",
                 &["reason"],
             ),
+            opens_repeated: {
+                let metric = IntCounter::new(
+                    "agentwatch_opens_repeated_total",
+                    "Opens of a file a session's process had reported already with the same \
+                     flags: judged like any open (a credential's still taints), counted here, \
+                     not sent again",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("unique metric");
+                metric
+            },
             map_entries: gauge_vec(
                 &registry,
                 "agentwatch_kernel_map_entries",
@@ -493,6 +507,8 @@ impl Metrics {
                 ),
             ],
         );
+        self.opens_repeated
+            .inc_by(now.opens_repeated.saturating_sub(before.opens_repeated));
         let (now, before) = (&losses.scans, &self.exported.scans);
         advance(
             &self.content_scans,
@@ -674,6 +690,7 @@ mod tests {
             "agentwatch_content_scans_total{result=\"credential_found\"} 0",
             "agentwatch_first_writes_total{by=\"unreadable\"} 0",
             "agentwatch_tls_writes_stopped_total{reason=\"pending_scans\"} 0",
+            "agentwatch_opens_repeated_total 0",
             "agentwatch_operations_total{class=\"destructive\",decision=\"kill\",seen=\"exec\"} 0",
             "agentwatch_requests_resolved_total{verdict=\"timeout\"} 0",
             "agentwatch_build_info{version=\"",
