@@ -14,9 +14,9 @@ use std::{
 };
 
 use agentwatch_tests::{
-    AGENT_PACKAGES, Daemon, DesktopUser, Lab, NotifySocket, TlsApi, agent_package_installed,
-    agent_packages_dir, agentwatch, expect, expect_event, output_with_timeout, python_graphql,
-    read_event_log, read_events, unit_command, write,
+    AGENT_PACKAGES, Daemon, DesktopUser, Lab, Listener, NotifySocket, TlsApi,
+    agent_package_installed, agent_packages_dir, agentwatch, expect, expect_event,
+    output_with_timeout, python_graphql, read_event_log, read_events, unit_command, write,
 };
 use serde_json::Value;
 
@@ -70,6 +70,22 @@ impl Drop for Background {
     fn drop(&mut self) {
         kill_group(&mut self.0);
     }
+}
+
+/// Runs `script` in the lab: its EC2 call is refused and never arrives, and
+/// the session the daemon opened for it is Claude Code's; returns that
+/// session's start event.
+fn refused_as_claude_code(lab: &Lab, daemon: &Daemon, listener: &Listener, script: &str) -> Value {
+    let output = output_with_timeout(&mut lab.command(&[], script));
+    assert_eq!(results(&output), [-1], "refused: {output:?}");
+    assert_eq!(listener.connections(), 0);
+    let alert = alert_for(daemon, "block");
+    expect_event!(daemon.events(), "session", {
+        "session" => alert["session"],
+        "state" => "start",
+        "agent" => "Claude Code",
+    })
+    .clone()
 }
 
 fn alert_for(daemon: &Daemon, action: &str) -> Value {
@@ -142,15 +158,7 @@ fn claude_codes_own_binary_started_by_its_path_is_found() {
         "node_modules/@anthropic-ai/claude-code/bin/claude.exe",
         READ_AWS_THEN_CALL_EC2,
     );
-    let output = output_with_timeout(&mut lab.command(&[], &binary));
-    assert_eq!(results(&output), [-1], "refused: {output:?}");
-    assert_eq!(listener.connections(), 0);
-    let alert = alert_for(&daemon, "block");
-    expect_event!(daemon.events(), "session", {
-        "session" => alert["session"],
-        "state" => "start",
-        "agent" => "Claude Code",
-    });
+    refused_as_claude_code(&lab, &daemon, &listener, &binary);
 }
 
 #[test]
@@ -226,16 +234,8 @@ fn a_native_installs_versioned_binary_is_found_by_its_directories() {
     let steps = lab.path("steps.sh");
     write(&steps, READ_AWS_THEN_CALL_EC2);
     let script = format!("\"{}\" \"{}\"", binary.display(), steps.display());
-    let output = output_with_timeout(&mut lab.command(&[], &script));
-    assert_eq!(results(&output), [-1], "refused: {output:?}");
-    assert_eq!(listener.connections(), 0);
-    let alert = alert_for(&daemon, "block");
-    expect_event!(daemon.events(), "session", {
-        "session" => alert["session"],
-        "state" => "start",
-        "agent" => "Claude Code",
-        "found_by" => "exec",
-    });
+    let session = refused_as_claude_code(&lab, &daemon, &listener, &script);
+    assert_eq!(session["found_by"], "exec", "{session}");
     // The same binary elsewhere is no agent.
     let elsewhere = lab.path("versions/2.1.197");
     std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
