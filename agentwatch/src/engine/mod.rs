@@ -811,9 +811,10 @@ impl Core {
         Ok(())
     }
 
-    /// A scan finished: its findings are applied, then the read is paid to
-    /// the session's fence.
-    /// The reads that joined the scan count what it found as well.
+    /// A scan finished: its findings are applied, for the read that asked
+    /// for it and the reads that joined it, then each read is paid to its
+    /// session's fence. Findings that cannot be applied pay nothing: the
+    /// writes waiting on them stay stopped.
     fn scanned(&mut self, result: ScanResult, out: &mut Vec<Event>) -> Result<()> {
         let ScanResult {
             job,
