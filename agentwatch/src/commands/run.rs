@@ -27,7 +27,7 @@ use crate::{
     enrich::state::Process,
     event::{Body, Event},
     feed::{tables::Tables, workspace::START_BUDGET},
-    kernel::probes::kernel_process_capacity,
+    kernel::{probes::kernel_process_capacity, teardown},
     policy::{Action, Policy},
     privileges::{Account, require_privileges},
     respond::Responder,
@@ -236,6 +236,11 @@ async fn standalone(options: RunOptions) -> Result<i32> {
             "agentwatch: stopped watching; {} processes of the session still run unwatched: {remaining:?}",
             remaining.len()
         );
+    }
+    // Detaching waits on the kernel's grace periods: done by a child once
+    // this process has exited, not by the caller's clock.
+    if let Err(error) = teardown::detach_after_exit() {
+        warn!("detaching as this process exits instead: {error:#}");
     }
     Ok(exit_code(status))
 }

@@ -7,6 +7,7 @@ pub mod maps;
 pub mod mounts;
 pub mod probes;
 pub mod ringbuf;
+pub mod teardown;
 pub mod tls;
 
 #[cfg(test)]

@@ -1,0 +1,80 @@
+//! Detaching without making the caller wait. Releasing a tracepoint's or a
+//! uprobe's perf link waits for RCU grace periods, one link after another:
+//! about 2 s for the two dozen `run` attaches, spent in the exit of
+//! whichever process closes a link's last descriptor. So `run` hands its
+//! programs' descriptors to a child that closes everything else, waits for
+//! `run` to have exited, and exits in turn: the detaching happens in the
+//! child's exit, after the caller (a shell, a test) has its status.
+
+use std::{os::fd::AsRawFd as _, path::Path};
+
+use anyhow::{Context as _, Result};
+use nix::unistd::{ForkResult, fork, pipe};
+
+/// What `/proc/self/fd/N` links to for the kernel objects a link's release
+/// needs: programs, maps, links and perf events.
+const KERNEL_OBJECTS: &[&str] = &[
+    "anon_inode:bpf-prog",
+    "anon_inode:bpf-map",
+    "anon_inode:bpf_link",
+    "anon_inode:[perf_event]",
+];
+
+/// Forks the child that keeps this process's kernel objects until it has
+/// exited. The child closes every other descriptor first (the caller's
+/// pipes see their end when this process exits, not when the child does).
+pub fn detach_after_exit() -> Result<()> {
+    let (woken, wake) = pipe().context("creating the teardown pipe")?;
+    let (mut keep, highest) = descriptors()?;
+    keep.push(woken.as_raw_fd());
+    keep.sort_unstable();
+    // SAFETY: the child of a multi-threaded process only makes
+    // async-signal-safe calls (close, read, _exit) on memory prepared
+    // before the fork, and never returns.
+    match unsafe { fork() }.context("forking the teardown child")? {
+        ForkResult::Child => unsafe {
+            for fd in 0..=highest {
+                if keep.binary_search(&fd).is_err() {
+                    libc::close(fd);
+                }
+            }
+            let mut byte = 0u8;
+            // End of file once this process's end of the pipe is closed,
+            // by its exit.
+            libc::read(woken.as_raw_fd(), (&raw mut byte).cast(), 1);
+            libc::_exit(0)
+        },
+        ForkResult::Parent { .. } => {
+            drop(woken);
+            // Open until this process exits: the child's signal.
+            std::mem::forget(wake);
+            Ok(())
+        }
+    }
+}
+
+/// This process's descriptors of programs, maps, links and perf events,
+/// and its highest descriptor.
+fn descriptors() -> Result<(Vec<i32>, i32)> {
+    let dir = Path::new("/proc/self/fd");
+    let (mut kept, mut highest) = (Vec::new(), 0);
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        highest = highest.max(fd);
+        if let Ok(target) = std::fs::read_link(entry.path())
+            && KERNEL_OBJECTS
+                .iter()
+                .any(|kind| target.as_os_str() == *kind)
+        {
+            kept.push(fd);
+        }
+    }
+    Ok((kept, highest))
+}
