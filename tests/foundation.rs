@@ -368,7 +368,7 @@ fn its_own_failures_exit_125_and_a_command_that_cannot_run_126_or_127() {
 #[test]
 fn a_nameserver_that_never_answers_does_not_hold_the_command_back_and_run_says_so() {
     // One lookup here takes 5 x 30 s (glibc's largest timeout and attempts);
-    // run waits at most 1 s for the catalog's hosts and says so. The bound
+    // run waits at most 300 ms for the catalog's hosts and says so. The bound
     // below is half of one lookup, so it only fails if run waits on the
     // resolver, never because a machine (or a test VM) is slow: speed is
     // `cargo xtask bench`'s job.

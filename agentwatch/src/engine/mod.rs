@@ -53,8 +53,10 @@ use crate::{
 };
 use agentwatch_common::hash::executable_hash;
 
-/// How long a start waits for the catalog's hosts to resolve.
-const START_RESOLUTION_WAIT: Duration = Duration::from_secs(1);
+/// How long a start waits for the catalog's hosts to resolve: a resolver
+/// that answers at all answers well within it, and a start is not held
+/// longer than its programs take to load by one that does not.
+const START_RESOLUTION_WAIT: Duration = Duration::from_millis(300);
 
 /// Class a content finding of no known provider is given.
 const FOUND_CLASS: &str = "found";
@@ -235,10 +237,13 @@ impl Engine {
         // one that fails every lookup at once (no route to it, say).
         match tokio::time::timeout_at(resolution_deadline, resolutions.next()).await {
             Ok(resolved) if !resolved.is_empty() => core.learn_resolved(resolved)?,
-            _ => journal::info(format!(
-                "agentwatch: the system resolver gave no address for the catalog's hosts in {} ms; \
+            unanswered => journal::info(format!(
+                "agentwatch: the system resolver gave no address for the catalog's hosts ({}); \
                  their addresses count once it does, and as sessions' own DNS answers give them",
-                START_RESOLUTION_WAIT.as_millis()
+                match unanswered {
+                    Ok(_) => "every lookup failed".to_string(),
+                    Err(_) => format!("none answered in {} ms", START_RESOLUTION_WAIT.as_millis()),
+                }
             )),
         }
         Ok(Self {
