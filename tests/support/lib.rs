@@ -1094,30 +1094,42 @@ impl Lab {
     }
 }
 
+/// Names a prebuilt [`go_graphql_client`] (the VM lane's guest, whose
+/// target directory is read-only, gets the host's).
+pub const GO_CLIENT_ENV: &str = "AGENTWATCH_GO_CLIENT";
+
 /// `support/go_graphql`, a GraphQL client in Go (net/http over
-/// crypto/tls), built once per test binary with the set-up's Go, offline.
+/// crypto/tls), built once per test binary with the set-up's Go, offline,
+/// unless [`GO_CLIENT_ENV`] names one built already.
 pub fn go_graphql_client() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/go_graphql");
-            let target = target_dir().join("go");
-            let binary = target.join("go_graphql");
-            run_ok(
-                Command::new("go")
-                    .args(["build", "-o"])
-                    .arg(&binary)
-                    .arg(".")
-                    .current_dir(&source)
-                    .env("GOCACHE", target.join("cache"))
-                    .env("GOPATH", target.join("path"))
-                    .env("GOPROXY", "off")
-                    .env("GOFLAGS", "-mod=mod")
-                    .env("CGO_ENABLED", "0"),
-            );
-            binary
+        .get_or_init(|| match std::env::var_os(GO_CLIENT_ENV) {
+            Some(prebuilt) => PathBuf::from(prebuilt),
+            None => build_go_graphql_client(&target_dir()),
         })
         .clone()
+}
+
+/// Builds the Go GraphQL client into `target/go` (a cargo profile's
+/// directory, such as `target/debug`) and returns its path.
+pub fn build_go_graphql_client(target: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/go_graphql");
+    let target = target.join("go");
+    let binary = target.join("go_graphql");
+    run_ok(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&binary)
+            .arg(".")
+            .current_dir(&source)
+            .env("GOCACHE", target.join("cache"))
+            .env("GOPATH", target.join("path"))
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("CGO_ENABLED", "0"),
+    );
+    binary
 }
 
 /// The GraphQL client's command line, for a script run in the lab's home.

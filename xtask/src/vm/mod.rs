@@ -274,6 +274,14 @@ fn guest_script(root: &Path, suites: &[&Suite]) -> String {
     // per-process uprobe while the suites run: under qemu's TCG a stale
     // int3 from that patching has oopsed the guest (`aw-probe` says more).
     let probe = quote(&crate::binary(root, false).with_file_name("aw-probe"));
+    // Built here: the guest cannot write the host's target directory.
+    let go_client = quote(&agentwatch_tests::build_go_graphql_client(
+        &crate::binary(root, false)
+            .parent()
+            .expect("the binary's directory")
+            .to_path_buf(),
+    ));
+    let go_env = agentwatch_tests::GO_CLIENT_ENV;
     let r = initramfs::RESULTS_IN_GUEST;
     let uname = report::UNAME_RESULT;
     // The guest's HOME is a tmpfs over the host's: the agents' npm
@@ -293,6 +301,7 @@ fn guest_script(root: &Path, suites: &[&Suite]) -> String {
          export HOME=/root TERM=xterm AGENTWATCH_BIN={agentwatch}\n\
          mkdir -p {HOST_ROOT_AGAIN} && mount -t 9p -o {HOST_ROOT_MOUNT} hostroot {HOST_ROOT_AGAIN} \
          && export AGENTWATCH_AGENTS_DIR={agents}\n\
+         export {go_env}={go_client}\n\
          ip link set lo up\n\
          {probe} hold-perf-sched-events &\n\
          uname -r > {r}/{uname}\n\
