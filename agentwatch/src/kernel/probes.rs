@@ -1,6 +1,6 @@
 //! Loading the kernel programs and attaching them to their hooks.
 
-use std::{fs::File, path::Path};
+use std::{collections::HashMap, fs::File, path::Path, sync::Mutex};
 
 use agentwatch_common::{
     features,
@@ -16,7 +16,8 @@ use aya::{
     maps::{MapData, SockHash, sock::SockMapFd},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
-        CgroupSockAddr, ProgramError, SkMsg, SockOps, TracePoint, trace_point::TracePointLinkId,
+        CgroupSockAddr, Program, ProgramError, SkMsg, SockOps, TracePoint,
+        trace_point::TracePointLinkId,
     },
 };
 use tracing::debug;
@@ -266,13 +267,17 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
         .try_into()?;
     let sockets = sockets.fd().try_clone()?;
     let hooks = Targets {
-        btf: &btf,
         offsets: &offsets,
         cgroup: &cgroup,
         sockets: &sockets,
     };
+    let mut load_errors = load_all(&mut ebpf, &btf);
     for spec in PROGRAMS {
-        match attach(&mut ebpf, spec, &hooks) {
+        let attached_or_not = match load_errors.remove(spec.name) {
+            Some(error) => Err(describe(error)),
+            None => attach(&mut ebpf, spec, &hooks),
+        };
+        match attached_or_not {
             Ok(Some(link)) => attached.syscall_links.push((spec.name, link)),
             Ok(None) => {}
             Err(error) => attached.failures.push(AttachFailure {
@@ -394,7 +399,6 @@ impl Probes {
 
 /// What programs attach to besides tracepoints.
 struct Targets<'a> {
-    btf: &'a Btf,
     offsets: &'a KernelOffsets,
     cgroup: &'a File,
     sockets: &'a SockMapFd,
@@ -443,6 +447,59 @@ fn io_uring_tracepoint(program: &str, offsets: &KernelOffsets) -> Result<&'stati
 }
 
 /// Attaches one program; a syscall tracepoint's link is returned.
+/// Loads (verifies) the programs `PROGRAMS` names, on as many threads as
+/// there are CPUs: the verifier runs in the loading thread, and the exec
+/// program alone takes most of a start's loading time. Returns each
+/// program's load error by name.
+fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> HashMap<&'static str, ProgramError> {
+    let mut work: Vec<(&'static str, &mut Program)> = ebpf
+        .programs_mut()
+        .filter_map(|(name, program)| {
+            PROGRAMS
+                .iter()
+                .find(|spec| spec.name == name)
+                .map(|spec| (spec.name, program))
+        })
+        .collect();
+    // Taken from the end: the exec program, the longest to verify, first.
+    work.sort_by_key(|(name, _)| *name == HEAVIEST_TO_VERIFY);
+    let work = Mutex::new(work);
+    let failed = Mutex::new(HashMap::new());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while let Some((name, program)) = work.lock().ok().and_then(|mut work| work.pop()) {
+                    if let Err(error) = load(name, program, btf) {
+                        failed.lock().expect("load errors").insert(name, error);
+                    }
+                }
+            });
+        }
+    });
+    failed.into_inner().expect("load errors")
+}
+
+/// The program whose verification takes longest (the environment and
+/// argv walks, discovery), started first.
+const HEAVIEST_TO_VERIFY: &str = "sched_process_exec";
+
+fn load(name: &str, program: &mut Program, btf: &Btf) -> Result<(), ProgramError> {
+    match program {
+        Program::TracePoint(program) => program.load(),
+        Program::BtfTracePoint(program) => program.load(name, btf),
+        Program::CgroupSockAddr(program) => program.load(),
+        Program::CgroupSock(program) => program.load(),
+        Program::CgroupSkb(program) => program.load(),
+        Program::SockOps(program) => program.load(),
+        Program::SkMsg(program) => program.load(),
+        // No other kind is in `PROGRAMS`.
+        _ => Err(ProgramError::UnexpectedProgramType),
+    }
+}
+
+/// Attaches a loaded program to its hook; a syscall tracepoint's link is
+/// returned, to be detached while no session needs it.
 fn attach(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
@@ -454,40 +511,30 @@ fn attach(
     let result = match spec.hook {
         Hook::Syscall => {
             let program: &mut TracePoint = program.try_into()?;
-            program
-                .load()
-                .and_then(|()| program.attach("syscalls", spec.name).map(Some))
+            program.attach("syscalls", spec.name).map(Some)
         }
         Hook::IoUring => {
             let tracepoint = io_uring_tracepoint(spec.name, hooks.offsets)?;
             let program: &mut TracePoint = program.try_into()?;
-            program
-                .load()
-                .and_then(|()| program.attach("io_uring", tracepoint).map(|_| None))
+            program.attach("io_uring", tracepoint).map(|_| None)
         }
         Hook::Sched => {
             let program: &mut BtfTracePoint = program.try_into()?;
-            program
-                .load(spec.name, hooks.btf)
-                .and_then(|()| program.attach().map(|_| None))
+            program.attach().map(|_| None)
         }
         // A BPF link on a cgroup always coexists with other programs (another
         // agentwatch, systemd's); `Single` only means no flags.
         Hook::CgroupSockAddr => {
             let program: &mut CgroupSockAddr = program.try_into()?;
-            program.load().and_then(|()| {
-                program
-                    .attach(hooks.cgroup, CgroupAttachMode::Single)
-                    .map(|_| None)
-            })
+            program
+                .attach(hooks.cgroup, CgroupAttachMode::Single)
+                .map(|_| None)
         }
         Hook::CgroupSockCreate => {
             let program: &mut CgroupSock = program.try_into()?;
-            program.load().and_then(|()| {
-                program
-                    .attach(hooks.cgroup, CgroupAttachMode::Single)
-                    .map(|_| None)
-            })
+            program
+                .attach(hooks.cgroup, CgroupAttachMode::Single)
+                .map(|_| None)
         }
         Hook::CgroupSkbIngress | Hook::CgroupSkbEgress => {
             let direction = if spec.hook == Hook::CgroupSkbIngress {
@@ -496,25 +543,19 @@ fn attach(
                 CgroupSkbAttachType::Egress
             };
             let program: &mut CgroupSkb = program.try_into()?;
-            program.load().and_then(|()| {
-                program
-                    .attach(hooks.cgroup, direction, CgroupAttachMode::Single)
-                    .map(|_| None)
-            })
+            program
+                .attach(hooks.cgroup, direction, CgroupAttachMode::Single)
+                .map(|_| None)
         }
         Hook::SockOps => {
             let program: &mut SockOps = program.try_into()?;
-            program.load().and_then(|()| {
-                program
-                    .attach(hooks.cgroup, CgroupAttachMode::Single)
-                    .map(|_| None)
-            })
+            program
+                .attach(hooks.cgroup, CgroupAttachMode::Single)
+                .map(|_| None)
         }
         Hook::SkMsg => {
             let program: &mut SkMsg = program.try_into()?;
-            program
-                .load()
-                .and_then(|()| program.attach(hooks.sockets).map(|_| None))
+            program.attach(hooks.sockets).map(|_| None)
         }
     };
     result.map_err(describe)
