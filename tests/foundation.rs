@@ -266,12 +266,13 @@ fn long_paths_and_argv_are_truncated_and_marked() {
 #[test]
 fn a_full_ring_buffer_is_counted_and_reported() {
     let probe = probe();
+    let files = tempfile::tempdir().expect("tempdir");
     let watched = watch_options(
         &["--ring-buffer-size", "4096"],
         &[
             probe.to_str().unwrap(),
             "open-many",
-            "/etc/hostname",
+            files.path().to_str().unwrap(),
             "20000",
         ],
     );

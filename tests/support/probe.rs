@@ -152,14 +152,18 @@ fn openat_in(dir: &str, name: &str) -> i64 {
     }
 }
 
-fn open_many(path: &str, count: u64) -> i64 {
-    let path = cstring(path);
-    for _ in 0..count {
-        // SAFETY: valid NUL-terminated string.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
-            if fd >= 0 {
-                libc::close(fd);
+/// Creates `count` files in `dir` and opens each: a thread's repeat of an
+/// open is counted, not reported, so every open here is of a file of its own.
+fn open_many(dir: &str, count: u64) -> i64 {
+    for i in 0..count {
+        let path = cstring(&format!("{dir}/{i}"));
+        for flags in [libc::O_WRONLY | libc::O_CREAT, libc::O_RDONLY] {
+            // SAFETY: valid NUL-terminated string.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), flags, 0o600);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
             }
         }
     }
@@ -369,7 +373,7 @@ fn main() -> ExitCode {
         ["uring-open", path] => uring_open(path, false),
         ["hold-perf-sched-events"] => hold_perf_sched_events(),
         ["uring-open-direct", path] => uring_open(path, true),
-        ["open-many", path, count] => open_many(path, count.parse().expect("count")),
+        ["open-many", dir, count] => open_many(dir, count.parse().expect("count")),
         ["connect", addr] => connect(addr),
         ["connect-host", target] => connect_host(target),
         ["read-connect", path, addr] => read_then_connect(path, addr),
@@ -387,7 +391,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: aw-probe openat2 PATH | openat-in DIR NAME | open-by-handle PATH \
                  | uring-open PATH | uring-open-direct PATH \
-                 | open-many PATH N | connect ADDR:PORT \
+                 | open-many DIR N | connect ADDR:PORT \
                  | tls ADDR:PORT SNI | http ADDR:PORT HOST | proxy-connect ADDR:PORT HOST:PORT \
                  | keep-alive ADDR:PORT HOST PATH | udp ADDR:PORT | mptcp \
                  | second-socket ADDR:PORT HOST | fast-open ADDR:PORT HOST"

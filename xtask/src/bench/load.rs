@@ -51,7 +51,7 @@ enum Kind {
         #[arg(long, default_value_t = 100)]
         settle_ms: u64,
     },
-    /// open+close at RATE per second for MILLIS milliseconds.
+    /// open(2) of a missing path at RATE per second for MILLIS milliseconds.
     OpenRate {
         #[arg(long)]
         rate: u64,
@@ -406,8 +406,23 @@ fn sliced(args: LoopArgs, op: impl Fn() -> bool) -> Result<Value> {
     }))
 }
 
+/// open(2) at `rate` for `millis` of a path that does not exist: every
+/// failed open is reported, where a thread's repeat of a successful one
+/// is counted and not sent, so each call is one event to ingest.
 fn open_rate(rate: u64, millis: u64) -> Result<Value> {
-    let file = TempFile::new()?;
+    let missing = cstring(
+        &std::env::temp_dir().join(format!("aw-bench-load-{}-absent", std::process::id())),
+    )?;
+    let open_missing = || {
+        // SAFETY: a valid NUL-terminated path; a descriptor it gave would be closed.
+        unsafe {
+            let fd = libc::open(missing.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            fd < 0
+        }
+    };
     let limit = millis * 1_000_000;
     let start = monotonic_ns();
     let mut done = 0u64;
@@ -423,7 +438,7 @@ fn open_rate(rate: u64, millis: u64) -> Result<Value> {
             continue;
         }
         for _ in 0..(due - done).min(64) {
-            failures += u64::from(!file.open_close());
+            failures += u64::from(!open_missing());
             done += 1;
         }
     }

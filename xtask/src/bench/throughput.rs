@@ -105,7 +105,9 @@ pub fn run(ctx: &Ctx) -> Result<Value> {
     Ok(json!({
         "method": format!(
             "N parallel `agentwatch run --events FILE -- xtask bench-load open-rate` sessions (FILE in /dev/shm), \
-             each offered 1/N of the rate for {millis} ms; events seen = open events of the load's file in FILE; \
+             each offered 1/N of the rate for {millis} ms, opening a path that does not exist (a failed open is \
+             reported every time; a repeated successful one is counted, not sent); events seen = open \
+             events of that path in FILE; \
              lost = agentwatch's exit report (ring buffer full); offered 0 = as fast as the loads go"
         ),
         "millis": millis,
