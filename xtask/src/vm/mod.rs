@@ -276,10 +276,9 @@ fn guest_script(root: &Path, suites: &[&Suite]) -> String {
     let probe = quote(&crate::binary(root, false).with_file_name("aw-probe"));
     // Built here: the guest cannot write the host's target directory.
     let go_client = quote(&agentwatch_tests::build_go_graphql_client(
-        &crate::binary(root, false)
+        crate::binary(root, false)
             .parent()
-            .expect("the binary's directory")
-            .to_path_buf(),
+            .expect("the binary's directory"),
     ));
     let go_env = agentwatch_tests::GO_CLIENT_ENV;
     let r = initramfs::RESULTS_IN_GUEST;
