@@ -25,7 +25,7 @@ use tracing::debug;
 use super::{
     btf::{KernelBtf, VMLINUX_BTF},
     features::Support,
-    mounts,
+    mounts, teardown,
     tls::{self, TlsProbes},
 };
 
@@ -272,6 +272,7 @@ pub fn load_and_attach(options: &LoadOptions) -> Result<(Ebpf, Attached)> {
         sockets: &sockets,
     };
     let mut load_errors = load_all(&mut ebpf, &btf);
+    teardown::wait_for_earlier_detaching();
     for spec in PROGRAMS {
         let attached_or_not = match load_errors.remove(spec.name) {
             Some(error) => Err(describe(error)),

@@ -5,11 +5,52 @@
 //! programs' descriptors to a child that closes everything else, waits for
 //! `run` to have exited, and exits in turn: the detaching happens in the
 //! child's exit, after the caller (a shell, a test) has its status.
+//!
+//! The child holds a shared lock on [`DETACHING`] until its last link is
+//! released, and a start takes it exclusively before attaching: a start
+//! right after a `run` waits for that run's detaching instead of patching
+//! the kernel's tracepoints while they are being unpatched (the kernel
+//! serialises both, but qemu's emulation has locked up on the overlap).
 
-use std::{os::fd::AsRawFd as _, path::Path};
+use std::{
+    fs::{File, OpenOptions},
+    os::fd::AsRawFd as _,
+    path::Path,
+};
 
 use anyhow::{Context as _, Result};
-use nix::unistd::{ForkResult, fork, pipe};
+use nix::{
+    fcntl::{Flock, FlockArg},
+    unistd::{ForkResult, fork, pipe},
+};
+use tracing::debug;
+
+/// Held shared by every child still detaching a run's programs.
+const DETACHING: &str = "/run/agentwatch-detaching.lock";
+
+fn lock_file() -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(DETACHING)
+        .with_context(|| format!("opening {DETACHING}"))
+}
+
+/// Waits until no earlier run's programs are still being detached. Where
+/// the lock cannot be had (a read-only `/run`, as the daemon's unit makes
+/// it) there is no run detaching to wait for that could have made it.
+pub fn wait_for_earlier_detaching() {
+    let waited = lock_file().and_then(|file| {
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| errno)
+            .with_context(|| format!("locking {DETACHING}"))
+    });
+    // Released as it is dropped: only the wait matters.
+    if let Err(error) = waited {
+        debug!("not waiting for earlier runs' detaching: {error:#}");
+    }
+}
 
 /// What `/proc/self/fd/N` links to for the kernel objects a link's release
 /// needs: programs, maps, links and perf events.
@@ -25,8 +66,13 @@ const KERNEL_OBJECTS: &[&str] = &[
 /// pipes see their end when this process exits, not when the child does).
 pub fn detach_after_exit() -> Result<()> {
     let (woken, wake) = pipe().context("creating the teardown pipe")?;
-    let (mut keep, highest) = descriptors()?;
-    keep.push(woken.as_raw_fd());
+    // Shared by the fork: the child's until it exits.
+    let lock = Flock::lock(lock_file()?, FlockArg::LockShared)
+        .map_err(|(_, errno)| errno)
+        .with_context(|| format!("locking {DETACHING}"))?;
+    let (objects, highest) = descriptors()?;
+    let mut keep = objects.clone();
+    keep.extend([woken.as_raw_fd(), lock.as_raw_fd()]);
     keep.sort_unstable();
     // SAFETY: the child of a multi-threaded process only makes
     // async-signal-safe calls (close, read, _exit) on memory prepared
@@ -42,12 +88,20 @@ pub fn detach_after_exit() -> Result<()> {
             // End of file once this process's end of the pipe is closed,
             // by its exit.
             libc::read(woken.as_raw_fd(), (&raw mut byte).cast(), 1);
+            // Each close releases its object before it returns; the lock
+            // goes with the exit, after them.
+            for fd in &objects {
+                libc::close(*fd);
+            }
             libc::_exit(0)
         },
         ForkResult::Parent { .. } => {
             drop(woken);
             // Open until this process exits: the child's signal.
             std::mem::forget(wake);
+            // This process's copy must not unlock the child's: the lock
+            // is the open file's, released when its last copy is closed.
+            std::mem::forget(lock);
             Ok(())
         }
     }
