@@ -274,6 +274,10 @@ named_codes! {
     }
 }
 
+/// Held shared by each `run`'s teardown child until it has released its
+/// last kernel object; a start takes it exclusively before attaching.
+pub const DETACHING_LOCK: &str = "/run/agentwatch-detaching.lock";
+
 /// Names of the maps in the kernel object, for `#[map]` statics (whose
 /// identifiers are these names) and for user space's lookups. A test in
 /// agentwatch checks that every one is in the built object.

@@ -25,8 +25,7 @@ use nix::{
 };
 use tracing::debug;
 
-/// Held shared by every child still detaching a run's programs.
-const DETACHING: &str = "/run/agentwatch-detaching.lock";
+use agentwatch_common::names::DETACHING_LOCK as DETACHING;
 
 fn lock_file() -> Result<File> {
     OpenOptions::new()

@@ -737,9 +737,11 @@ pub fn table(r: &Value) -> String {
             let (standalone, through) = (ms(&st["standalone_ms"]), ms(&st["through_daemon_ms"]));
             (
                 format!(
-                    "`run -- true`, medians of {}: standalone {}, through a running daemon {} (`true` alone {})",
+                    "`run -- true`, medians of {}: standalone {} ({} started right after another, \
+                     waiting for its detaching), through a running daemon {} (`true` alone {})",
                     st["rounds"],
                     shown(standalone),
+                    shown(ms(&st["standalone_back_to_back_ms"])),
                     shown(through),
                     shown(ms(&st["true_ms"])),
                 ),
