@@ -114,23 +114,41 @@ fn complete(ring: &mut io_uring::IoUring, entry: &io_uring::squeue::Entry) -> i6
     i64::from(cqe.result())
 }
 
-/// Holds a task-bound perf event open until killed, so that the kernel's
-/// `perf_sched_events` static key stays enabled and its code is not
-/// patched again while the tests run (the VM lane: qemu's TCG has been
-/// seen to run a stale `int3` after such patching, an oops in `__schedule`;
-/// agentwatch's per-process uprobes are task-bound perf events).
-fn hold_perf_sched_events() -> i64 {
+/// Holds perf events open until killed, so that the static keys they
+/// enable stay enabled and their code is not patched again while the tests
+/// run (the VM lane: qemu's TCG has been seen to run a stale `int3` after
+/// such patching, an oops in `__schedule`, and to spin in patched code in
+/// `syscall_trace_enter`): a task-bound dummy event keeps
+/// `perf_sched_events` (agentwatch's per-process uprobes are task-bound
+/// perf events), and a syscall entry and exit tracepoint event keep the
+/// `sys_enter`/`sys_exit` tracepoints registered while agentwatch's syscall
+/// programs come and go.
+fn hold_static_keys() -> i64 {
     const PERF_TYPE_SOFTWARE: u32 = 1;
+    const PERF_TYPE_TRACEPOINT: u32 = 2;
     const PERF_COUNT_SW_DUMMY: u64 = 9;
     // `struct perf_event_attr` as of PERF_ATTR_SIZE_VER8: type, size,
     // config, and the rest zero.
-    let mut attr = [0u64; 17];
-    attr[0] = u64::from(PERF_TYPE_SOFTWARE) | ((size_of_val(&attr) as u64) << 32);
-    attr[1] = PERF_COUNT_SW_DUMMY;
-    // SAFETY: a valid attr buffer of the size it declares; this process, any CPU.
-    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) };
+    let open = |kind: u32, config: u64, pid: i32, cpu: i32| {
+        let mut attr = [0u64; 17];
+        attr[0] = u64::from(kind) | ((size_of_val(&attr) as u64) << 32);
+        attr[1] = config;
+        // SAFETY: a valid attr buffer of the size it declares.
+        unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), pid, cpu, -1, 0) }
+    };
+    let fd = open(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_DUMMY, 0, -1);
     if fd < 0 {
         return fd;
+    }
+    for event in ["sys_enter_getppid", "sys_exit_getppid"] {
+        let id = std::fs::read_to_string(format!("/sys/kernel/tracing/events/syscalls/{event}/id"))
+            .ok()
+            .and_then(|id| id.trim().parse::<u64>().ok());
+        // Any CPU's event registers the tracepoint for every CPU.
+        match id {
+            Some(id) if open(PERF_TYPE_TRACEPOINT, id, -1, 0) >= 0 => {}
+            _ => eprintln!("aw-probe: cannot hold {event}"),
+        }
     }
     loop {
         // SAFETY: pause(2) has no arguments.
@@ -371,7 +389,7 @@ fn main() -> ExitCode {
         ["openat-in", dir, name] => openat_in(dir, name),
         ["open-by-handle", path] => open_by_handle(path),
         ["uring-open", path] => uring_open(path, false),
-        ["hold-perf-sched-events"] => hold_perf_sched_events(),
+        ["hold-static-keys"] => hold_static_keys(),
         ["uring-open-direct", path] => uring_open(path, true),
         ["open-many", dir, count] => open_many(dir, count.parse().expect("count")),
         ["connect", addr] => connect(addr),

@@ -270,9 +270,10 @@ const HOST_ROOT_MOUNT: &str = "trans=virtio,version=9p2000.L,msize=262144,ro";
 /// and exit status go to the results share, then the VM powers off.
 fn guest_script(root: &Path, suites: &[&Suite]) -> String {
     let agentwatch = quote(&crate::binary(root, false));
-    // Keeps the kernel's perf sched-in/out code from being patched at each
-    // per-process uprobe while the suites run: under qemu's TCG a stale
-    // int3 from that patching has oopsed the guest (`aw-probe` says more).
+    // Keeps the kernel's perf sched-in/out code and its syscall tracepoint
+    // sites from being patched each time agentwatch attaches or detaches
+    // while the suites run: under qemu's TCG, that patching has oopsed the
+    // guest and locked it up (`aw-probe` says more).
     let probe = quote(&crate::binary(root, false).with_file_name("aw-probe"));
     // Built here: the guest cannot write the host's target directory.
     let go_client = quote(&agentwatch_tests::build_go_graphql_client(
@@ -302,7 +303,7 @@ fn guest_script(root: &Path, suites: &[&Suite]) -> String {
          && export AGENTWATCH_AGENTS_DIR={agents}\n\
          export {go_env}={go_client}\n\
          ip link set lo up\n\
-         {probe} hold-perf-sched-events &\n\
+         {probe} hold-static-keys &\n\
          uname -r > {r}/{uname}\n\
          step() {{ name=$1; shift; \"$@\" > {r}/$name.out 2>&1; echo $? > {r}/$name.rc; }}\n\
          step check {agentwatch} check\n\
