@@ -260,11 +260,10 @@ fn lane_dir(root: &Path, lane: Lane) -> PathBuf {
     root.join("target/vm").join(lane.name())
 }
 
-/// Where the guest mounts the host root a second time, below its tmpfs
-/// `/run`, to reach what its tmpfs `/root` hides.
+/// Where the guest binds the host root (the 9p mount at `/`) a second time,
+/// without the mounts on it, to reach what its tmpfs `/root` hides (a 9p
+/// share cannot be mounted twice: "no channels available").
 const HOST_ROOT_AGAIN: &str = "/run/host";
-/// Options of that mount: read-only, as the first.
-const HOST_ROOT_MOUNT: &str = "trans=virtio,version=9p2000.L,msize=262144,ro";
 
 /// The script the guest runs as PID 1 in the host's root: each step's output
 /// and exit status go to the results share, then the VM powers off.
@@ -285,8 +284,8 @@ fn guest_script(root: &Path, suites: &[&Suite]) -> String {
     let r = initramfs::RESULTS_IN_GUEST;
     let uname = report::UNAME_RESULT;
     // The guest's HOME is a tmpfs over the host's: the agents' npm
-    // packages the daemon tests start are reached through a second mount
-    // of the host root.
+    // packages the daemon tests start are reached through a bind of the
+    // host root without its submounts.
     let agents = quote(
         &Path::new(HOST_ROOT_AGAIN).join(
             agentwatch_tests::agent_packages_dir()
@@ -299,7 +298,7 @@ fn guest_script(root: &Path, suites: &[&Suite]) -> String {
          # Written by `cargo xtask test` for one VM boot.\n\
          export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
          export HOME=/root TERM=xterm AGENTWATCH_BIN={agentwatch}\n\
-         mkdir -p {HOST_ROOT_AGAIN} && mount -t 9p -o {HOST_ROOT_MOUNT} hostroot {HOST_ROOT_AGAIN} \
+         mkdir -p {HOST_ROOT_AGAIN} && mount --bind / {HOST_ROOT_AGAIN} \
          && export AGENTWATCH_AGENTS_DIR={agents}\n\
          export {go_env}={go_client}\n\
          ip link set lo up\n\
