@@ -14,7 +14,7 @@ use anyhow::Result;
 
 use crate::{
     engine::Engine,
-    policy::{AgentMatcher, DirectoryPair, EnvMarker},
+    policy::{AgentMatcher, EnvMarker},
     sys::proc::{self, ProcError},
 };
 
@@ -73,7 +73,13 @@ impl Agents {
             for marker in &matcher.env {
                 engine.add_agent_marker(marker_hash(marker), id)?;
             }
-            for hash in matcher.directories.iter().filter_map(directories_hash) {
+            // None only for a name longer than the kernel reads, which the
+            // policy refuses.
+            let hashes = matcher
+                .directories
+                .iter()
+                .filter_map(|dirs| directory_pair_hash(&dirs.grandparent, &dirs.parent));
+            for hash in hashes {
                 engine.add_agent_directory(hash, id)?;
             }
             holds |= !matcher.argv.is_empty();
@@ -155,12 +161,6 @@ fn marker_hash(marker: &EnvMarker) -> u64 {
         EnvMarker::Present(name) => fnv1a(name.as_bytes()),
         EnvMarker::Equals(name, value) => fnv1a(format!("{name}={value}").as_bytes()),
     }
-}
-
-/// The hash the exec program computes for an executable's directories;
-/// None for a name longer than it reads (which the policy refuses).
-fn directories_hash(dirs: &DirectoryPair) -> Option<u64> {
-    directory_pair_hash(&dirs.grandparent, &dirs.parent)
 }
 
 /// A running process as the matchers see it.
