@@ -1125,7 +1125,7 @@ fn metrics_pass_promtool_with_every_series_from_the_start_and_healthz_says_ok() 
         "agentwatch_requests_resolved_total{verdict=\"approve\"} 0",
         "agentwatch_kernel_drops_total{reason=\"process_map_full\"} 0",
         "agentwatch_events_lost_total{kind=\"exec\"} 0",
-        "agentwatch_probe_attach_failures{program=\"sys_enter_openat\"} 0",
+        "agentwatch_probe_attach_failures{program=\"sys_exit_openat\"} 0",
         "agentwatch_config_last_reload_successful 1",
         "agentwatch_config_last_reload_success_timestamp_seconds ",
         &format!(

@@ -200,27 +200,6 @@ pub struct OpenedKey {
 /// Entries of `REPORTED_OPENS` (least recently used ones make room).
 pub const REPORTED_OPENS_ENTRIES: u32 = 16384;
 
-/// Arguments of an open call in flight, saved at syscall entry for the exit.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct OpenArgs {
-    pub path: u64,
-    pub session: u32,
-    pub dirfd: i32,
-    pub flags: u32,
-    pub syscall: u8,
-    pub _pad: [u8; 3],
-}
-
-/// Arguments of a connect call in flight.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ConnectArgs {
-    pub addr: u64,
-    pub session: u32,
-    pub addr_len: u32,
-}
-
 /// An execve in flight; reported from its exit only when it fails (a
 /// successful exec is reported by `sched_process_exec`).
 #[repr(C)]

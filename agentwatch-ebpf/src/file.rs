@@ -1,10 +1,11 @@
-//! File sensor: open, openat, openat2, creat and open_by_handle_at. Entry saves the arguments of
-//! a tracked process; exit reports the path, the base directory of a relative
+//! File sensor: open, openat, openat2, creat and open_by_handle_at, at their
+//! exit only: for a session's process it reads the call's arguments from the
+//! task's registers and reports the path, the base directory of a relative
 //! path, and the identity (device, inode) of the file actually opened.
 
 use agentwatch_common::{
     event::{AT_FDCWD, OpenEvent, PATH_CAP, owes_scan, truncated},
-    maps::{CredKey, OpenArgs, OpenedKey, counter},
+    maps::{CredKey, OpenedKey, counter},
     names::{Kind, OpenSyscall},
 };
 use aya_ebpf::{
@@ -19,128 +20,105 @@ use aya_ebpf::{
 use crate::{
     emit::{Urgency, fill_header, send_with},
     kernel::{current_task, fd_file, file_identity, off, read, read_ptr},
-    maps::{CREDS, ENV_CLASSES, PENDING_OPENS, REPORTED_OPENS, count, owe_scan},
+    maps::{CREDS, ENV_CLASSES, REPORTED_OPENS, count, owe_scan},
     path::{KPath, cwd_and_root, write_dir_path},
     process::string_len,
     scratch::{OPEN_SCRATCH, OpenScratch},
     session::member,
-    syscall::{arg, ret},
+    syscall::{entry_args, ret},
 };
 
 const O_WRONLY: u32 = 0o1;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 
-#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    save_open(
-        arg(&ctx, 1),
-        arg(&ctx, 0) as i32,
-        OpenSyscall::Openat,
-        || arg(&ctx, 2) as u32,
-    )
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
-pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
-    save_open(
-        arg(&ctx, 1),
-        arg(&ctx, 0) as i32,
-        OpenSyscall::Openat2,
-        || {
-            // `struct open_how` starts with the u64 flags.
-            let mut flags: u64 = 0;
-            unsafe {
-                bpf_probe_read_user((&mut flags as *mut u64).cast(), 8, arg(&ctx, 2) as *const _);
-            }
-            flags as u32
-        },
-    )
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_open")]
-pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    save_open(arg(&ctx, 0), AT_FDCWD, OpenSyscall::Open, || {
-        arg(&ctx, 1) as u32
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    report_open(&ctx, OpenSyscall::Openat, |[dirfd, path, flags]| OpenCall {
+        path,
+        dirfd: dirfd as i32,
+        flags: flags as u32,
     })
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
-pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    save_open(arg(&ctx, 0), AT_FDCWD, OpenSyscall::Creat, || {
-        O_CREAT | O_WRONLY | O_TRUNC
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
+    report_open(&ctx, OpenSyscall::Openat2, |[dirfd, path, how]| {
+        // `struct open_how` starts with the u64 flags.
+        let mut flags: u64 = 0;
+        // SAFETY: reads 8 bytes of the caller's memory into a local.
+        unsafe {
+            bpf_probe_read_user((&mut flags as *mut u64).cast(), 8, how as *const _);
+        }
+        OpenCall {
+            path,
+            dirfd: dirfd as i32,
+            flags: flags as u32,
+        }
+    })
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    report_open(&ctx, OpenSyscall::Open, |[path, flags, _]| OpenCall {
+        path,
+        dirfd: AT_FDCWD,
+        flags: flags as u32,
+    })
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
+pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
+    report_open(&ctx, OpenSyscall::Creat, |[path, _, _]| OpenCall {
+        path,
+        dirfd: AT_FDCWD,
+        flags: O_CREAT | O_WRONLY | O_TRUNC,
     })
 }
 
 /// `open_by_handle_at(mount_fd, handle, flags)` names no path: the file
 /// is known by the identity of what it opened, as every open is.
-#[tracepoint(category = "syscalls", name = "sys_enter_open_by_handle_at")]
-pub fn sys_enter_open_by_handle_at(ctx: TracePointContext) -> u32 {
-    save_open(0, AT_FDCWD, OpenSyscall::OpenByHandleAt, || {
-        arg(&ctx, 2) as u32
+#[tracepoint(category = "syscalls", name = "sys_exit_open_by_handle_at")]
+pub fn sys_exit_open_by_handle_at(ctx: TracePointContext) -> u32 {
+    report_open(&ctx, OpenSyscall::OpenByHandleAt, |[_, _, flags]| {
+        OpenCall {
+            path: 0,
+            dirfd: AT_FDCWD,
+            flags: flags as u32,
+        }
     })
 }
 
+/// What an open call asked for, from its arguments.
+struct OpenCall {
+    /// User pointer to the path (0: none).
+    path: u64,
+    dirfd: i32,
+    flags: u32,
+}
+
+/// Judges and reports an open of a session's process at its exit, with
+/// the call's arguments read there (`call` maps the syscall's first three).
 #[inline(always)]
-fn save_open(path: u64, dirfd: i32, syscall: OpenSyscall, flags: impl FnOnce() -> u32) -> u32 {
+fn report_open(
+    ctx: &TracePointContext,
+    syscall: OpenSyscall,
+    call: impl FnOnce([u64; 3]) -> OpenCall,
+) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(member) = member((pid_tgid >> 32) as u32) else {
         return 0;
     };
-    let args = OpenArgs {
-        path,
-        session: member.session,
-        dirfd,
-        flags: flags(),
-        syscall: syscall.code(),
-        _pad: [0; 3],
-    };
-    if PENDING_OPENS.insert(pid_tgid, args, 0).is_err() {
-        count(counter::PENDING_FULL);
-    }
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
-pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
-    report_open(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
-pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
-    report_open(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_open")]
-pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    report_open(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
-pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
-    report_open(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_open_by_handle_at")]
-pub fn sys_exit_open_by_handle_at(ctx: TracePointContext) -> u32 {
-    report_open(&ctx)
-}
-
-#[inline(always)]
-fn report_open(ctx: &TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { PENDING_OPENS.get(pid_tgid) }).copied() else {
-        return 0;
-    };
-    let _ = PENDING_OPENS.remove(pid_tgid);
+    let call = call(entry_args());
     let Some(scratch) = OPEN_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
+    // SAFETY: this CPU's scratch value, used by this program run only.
     let scratch: &mut OpenScratch = unsafe { &mut *scratch };
     let event = &mut scratch.event;
     let result = ret(ctx);
     event.ret = result;
-    event.flags = args.flags;
+    event.flags = call.flags;
     judge_opened(event, result, pid_tgid);
     let opened = opened_key(event, pid_tgid);
     if let Some(key) = &opened
@@ -148,25 +126,25 @@ fn report_open(ctx: &TracePointContext) -> u32 {
     {
         return 0;
     }
-    fill_header(&mut event.header, Kind::Open, args.session);
-    event.dirfd = args.dirfd;
-    event.syscall = args.syscall;
+    fill_header(&mut event.header, Kind::Open, member.session);
+    event.dirfd = call.dirfd;
+    event.syscall = syscall.code();
     event.truncated = 0;
     let len = unsafe {
         bpf_probe_read_user_str(
             event.path.as_mut_ptr().cast(),
             PATH_CAP as u32,
-            args.path as *const _,
+            call.path as *const _,
         )
     };
     event.path_len = string_len(len, PATH_CAP, &mut event.truncated, truncated::PATH);
     event.base_len = 0;
     if event.path_len > 0 && event.path[0] != b'/' {
         let (cwd, root) = cwd_and_root();
-        let dir = if args.dirfd == AT_FDCWD {
+        let dir = if call.dirfd == AT_FDCWD {
             cwd
         } else {
-            KPath::read(fd_file(args.dirfd as u32 as u64) + off!(file_f_path))
+            KPath::read(fd_file(call.dirfd as u32 as u64) + off!(file_f_path))
         };
         let (len, complete) = write_dir_path(dir, root);
         event.base_len = len as u16;
@@ -205,12 +183,10 @@ fn opened_key(event: &OpenEvent, pid_tgid: u64) -> Option<OpenedKey> {
 /// Its judgment (a credential's taint) was made all the same.
 #[inline(always)]
 fn repeated(key: &OpenedKey) -> bool {
-    let Some(repeats) = REPORTED_OPENS.get_ptr_mut(key) else {
+    // SAFETY: only the key's presence is read.
+    if unsafe { REPORTED_OPENS.get(key) }.is_none() {
         return false;
-    };
-    // SAFETY: a live map value of this task's key; only this task
-    // repeats this open, so a plain add does not race.
-    unsafe { *repeats += 1 };
+    }
     count(counter::OPENS_REPEATED);
     true
 }

@@ -3,8 +3,8 @@
 //! looks up through `agentwatch_common::names::map_name` (tested to match).
 
 use agentwatch_common::maps::{
-    AllowKey, Config, ConnectArgs, CredKey, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS,
-    DEFAULT_RING_BUFFER_BYTES, EnvName, ExecArgs, HostClass, OpenArgs, OpenedKey, ProcInfo,
+    AllowKey, Config, CredKey, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SOCKETS,
+    DEFAULT_RING_BUFFER_BYTES, EnvName, ExecArgs, HostClass, OpenedKey, ProcInfo,
     REPORTED_OPENS_ENTRIES, SessionState, SocketKey, SocketMark, SocketState, counter,
 };
 use aya_ebpf::{
@@ -147,12 +147,12 @@ fn atomic_add(value: *mut u64, delta: u64) {
 /// Counts a reported read of `session` that user space may scan.
 #[inline(always)]
 pub fn owe_scan(session: u32) {
+    if SCANS_OWED.get_ptr_mut(session).is_none() {
+        // The session's first: created at zero, unless another CPU just
+        // did; either way the add below counts it.
+        let _ = SCANS_OWED.insert(session, 0, BPF_NOEXIST as u64);
+    }
     if let Some(owed) = SCANS_OWED.get_ptr_mut(session) {
-        atomic_add(owed, 1);
-    } else if SCANS_OWED.insert(session, 1, BPF_NOEXIST as u64).is_err()
-        && let Some(owed) = SCANS_OWED.get_ptr_mut(session)
-    {
-        // Another CPU created it meanwhile: add to its count.
         atomic_add(owed, 1);
     }
 }
@@ -182,16 +182,10 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 pub static IOURING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(8192, 0);
 
-/// Syscall arguments saved at entry, keyed by pid_tgid, removed at exit.
+/// Opens a task has reported (a set: the value means nothing).
 #[map]
-pub static PENDING_OPENS: HashMap<u64, OpenArgs> = HashMap::with_max_entries(8192, 0);
-
-/// Opens a task has reported → how many times it repeated them since.
-#[map]
-pub static REPORTED_OPENS: LruHashMap<OpenedKey, u64> =
+pub static REPORTED_OPENS: LruHashMap<OpenedKey, u8> =
     LruHashMap::with_max_entries(REPORTED_OPENS_ENTRIES, 0);
-#[map]
-pub static PENDING_CONNECTS: HashMap<u64, ConnectArgs> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static PENDING_EXECS: HashMap<u64, ExecArgs> = HashMap::with_max_entries(4096, 0);
 

@@ -1,4 +1,4 @@
-//! Network sensor: connect as the syscall sees it (entry + exit, for the
+//! Network sensor: connect as the syscall sees it (at its exit, for the
 //! event) and as the cgroup hooks see it. A TCP connect to an address only
 //! infrastructure names resolved to is refused there, before the connection
 //! exists (io_uring included); every other TCP connection of a session is
@@ -9,7 +9,7 @@
 
 use agentwatch_common::{
     event::{ConnectEvent, SOCKADDR_CAP},
-    maps::{ConnectArgs, SocketMark, counter, socket_flags},
+    maps::{SocketMark, counter, socket_flags},
     names::Kind,
 };
 use aya_ebpf::{
@@ -25,13 +25,11 @@ use crate::{
     catalog::{AF_INET, AF_INET6, address_host},
     emit::{fill_header, fill_session_header, send},
     judge::{Decision, Destination, held_credentials, judge},
-    maps::{
-        PENDING_CONNECTS, SOCKET_MARKS, UNINSPECTED, config, count, flag_uninspected, sockets_full,
-    },
+    maps::{SOCKET_MARKS, UNINSPECTED, config, count, flag_uninspected, sockets_full},
     operation::{granted, tls_inspected},
     scratch::CONNECT_SCRATCH,
     session::{Member, member, packet_member, session_of, sock_addr_member},
-    syscall::{arg, ret},
+    syscall::{entry_args, ret},
 };
 
 /// Return values of cgroup sock_addr and skb programs.
@@ -58,48 +56,25 @@ pub fn socket_create(ctx: SockContext) -> i32 {
     DENY
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
-pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(member) = member((pid_tgid >> 32) as u32) else {
-        return 0;
-    };
-    let args = ConnectArgs {
-        addr: arg(&ctx, 1),
-        session: member.session,
-        addr_len: arg(&ctx, 2) as u32,
-    };
-    if PENDING_CONNECTS.insert(pid_tgid, args, 0).is_err() {
-        count(counter::PENDING_FULL);
-    }
-    0
-}
-
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { PENDING_CONNECTS.get(pid_tgid) }).copied() else {
+    // The hook may have just killed the session: die before returning.
+    let Some(member) = member((bpf_get_current_pid_tgid() >> 32) as u32) else {
         return 0;
     };
-    let _ = PENDING_CONNECTS.remove(pid_tgid);
-    // The hook may have just killed the session: die before returning.
-    let _ = member((pid_tgid >> 32) as u32);
+    let [_, addr, addr_len] = entry_args();
     let Some(event) = CONNECT_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     let event: &mut ConnectEvent = unsafe { &mut *event };
-    fill_header(&mut event.header, Kind::Connect, args.session);
+    fill_header(&mut event.header, Kind::Connect, member.session);
     event.ret = ret(&ctx);
-    let mut len = args.addr_len as usize;
+    let mut len = addr_len as u32 as usize;
     if len > SOCKADDR_CAP {
         len = SOCKADDR_CAP;
     }
     let read = unsafe {
-        bpf_probe_read_user(
-            event.addr.as_mut_ptr().cast(),
-            len as u32,
-            args.addr as *const _,
-        )
+        bpf_probe_read_user(event.addr.as_mut_ptr().cast(), len as u32, addr as *const _)
     };
     if read != 0 {
         count(counter::READ_FAILED);

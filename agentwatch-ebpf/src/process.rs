@@ -21,9 +21,7 @@ use crate::{
     emit::{Urgency, fill_header, send, send_value, send_with},
     env::scan_environment,
     kernel::{current_task, off, read, read_ptr},
-    maps::{
-        ENV_CLASSES, PENDING_CONNECTS, PENDING_EXECS, PENDING_OPENS, PROCS, SPAWNERS, config, count,
-    },
+    maps::{ENV_CLASSES, PENDING_EXECS, PROCS, SPAWNERS, config, count},
     operation::{exec_judgment, forget_process, hold_command, kill_unjudged_command},
     scratch::EXEC_SCRATCH,
     session::member,
@@ -172,8 +170,6 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     // A thread killed in the middle of a syscall leaves its saved arguments.
-    let _ = PENDING_OPENS.remove(pid_tgid);
-    let _ = PENDING_CONNECTS.remove(pid_tgid);
     let _ = PENDING_EXECS.remove(pid_tgid);
     let task = current_task();
     let signal = read_ptr(task, off!(task_signal));

@@ -166,18 +166,12 @@ pub enum BpftraceMode {
 /// Its cgroup hooks (connect4/6, sendmsg4/6, sock_create, skb egress and
 /// ingress, sock_ops) and its sk_msg program cannot be attached by
 /// bpftrace, so the floor lacks them.
-pub const FLOOR_TRACEPOINTS: [&str; 21] = [
-    "syscalls:sys_enter_openat",
+pub const FLOOR_TRACEPOINTS: [&str; 15] = [
     "syscalls:sys_exit_openat",
-    "syscalls:sys_enter_openat2",
     "syscalls:sys_exit_openat2",
-    "syscalls:sys_enter_open",
     "syscalls:sys_exit_open",
-    "syscalls:sys_enter_creat",
     "syscalls:sys_exit_creat",
-    "syscalls:sys_enter_open_by_handle_at",
     "syscalls:sys_exit_open_by_handle_at",
-    "syscalls:sys_enter_connect",
     "syscalls:sys_exit_connect",
     "syscalls:sys_enter_execve",
     "syscalls:sys_exit_execve",
