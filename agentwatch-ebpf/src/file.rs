@@ -19,7 +19,7 @@ use aya_ebpf::{
 
 use crate::{
     emit::{Urgency, fill_header, send_with},
-    kernel::{current_task, fd_file, file_identity, off, read, read_ptr},
+    kernel::{FileIdentity, current_task, fd_file, file_identity, off, read, read_ptr},
     maps::{CREDS, ENV_CLASSES, REPORTED_OPENS, count, owe_scan},
     path::{KPath, cwd_and_root, write_dir_path},
     process::string_len,
@@ -202,8 +202,9 @@ fn judge_opened(event: &mut OpenEvent, result: i64, pid_tgid: u64) {
     } else {
         0
     };
-    (event.dev, event.ino) = file_identity(file);
-    event.cred_classes = credential_classes(file, event.dev, event.ino, pid_tgid);
+    let identity = file_identity(file);
+    (event.dev, event.ino) = (identity.dev, identity.ino);
+    event.cred_classes = credential_classes(file, &identity, pid_tgid);
     if event.cred_classes != 0
         && let Some(member) = member((pid_tgid >> 32) as u32)
     {
@@ -257,26 +258,28 @@ const ENVIRON: u64 = u64::from_le_bytes(*b"environ\0");
 /// Credential classes an opened file gives: a catalog credential file by
 /// identity, or another process's `/proc/PID/environ` holding credentials.
 #[inline(always)]
-fn credential_classes(file: u64, dev: u32, ino: u64, pid_tgid: u64) -> u64 {
+fn credential_classes(file: u64, identity: &FileIdentity, pid_tgid: u64) -> u64 {
     if file == 0 {
         return 0;
     }
-    let key = CredKey { dev, _pad: 0, ino };
+    let key = CredKey {
+        dev: identity.dev,
+        _pad: 0,
+        ino: identity.ino,
+    };
     if let Some(class) = unsafe { CREDS.get(key) } {
         return 1u64 << (*class & 63);
     }
-    let target = environ_owner(file);
+    let target = environ_owner(file, identity.sb);
     if target == 0 || target == (pid_tgid >> 32) as u32 {
         return 0;
     }
     unsafe { ENV_CLASSES.get(target) }.copied().unwrap_or(0)
 }
 
-/// The pid whose `environ` procfs file this is, or 0.
+/// The pid whose `environ` procfs file this is (on filesystem `sb`), or 0.
 #[inline(always)]
-fn environ_owner(file: u64) -> u32 {
-    let inode = read_ptr(file, off!(file_f_inode));
-    let sb = read_ptr(inode, off!(inode_i_sb));
+fn environ_owner(file: u64, sb: u64) -> u32 {
     if sb == 0 || read::<u64>(sb, off!(super_block_s_magic)) != PROC_SUPER_MAGIC {
         return 0;
     }

@@ -113,12 +113,23 @@ pub fn fd_file(fd: u64) -> u64 {
     read_ptr(table, fd * 8)
 }
 
-/// (kernel `dev_t`, inode number) of an open file.
+/// Who an open file is: (kernel `dev_t`, inode number), and the
+/// `struct super_block *` of its filesystem (0 when unknown).
+pub struct FileIdentity {
+    pub dev: u32,
+    pub ino: u64,
+    pub sb: u64,
+}
+
 #[inline(always)]
-pub fn file_identity(file: u64) -> (u32, u64) {
+pub fn file_identity(file: u64) -> FileIdentity {
     let inode = read_ptr(file, off!(file_f_inode));
     if inode == 0 {
-        return (0, 0);
+        return FileIdentity {
+            dev: 0,
+            ino: 0,
+            sb: 0,
+        };
     }
     let ino = read::<u64>(inode, off!(inode_i_ino));
     let sb = read_ptr(inode, off!(inode_i_sb));
@@ -127,5 +138,5 @@ pub fn file_identity(file: u64) -> (u32, u64) {
     } else {
         read::<u32>(sb, off!(super_block_s_dev))
     };
-    (dev, ino)
+    FileIdentity { dev, ino, sb }
 }
