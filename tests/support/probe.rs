@@ -118,11 +118,12 @@ fn complete(ring: &mut io_uring::IoUring, entry: &io_uring::squeue::Entry) -> i6
 /// enable stay enabled and their code is not patched again while the tests
 /// run (the VM lane: qemu's TCG has been seen to run a stale `int3` after
 /// such patching, an oops in `__schedule`, and to spin in patched code in
-/// `syscall_trace_enter`): a task-bound dummy event keeps
+/// `syscall_trace_enter` and `do_exit`): a task-bound dummy event keeps
 /// `perf_sched_events` (agentwatch's per-process uprobes are task-bound
-/// perf events), and a syscall entry and exit tracepoint event keep the
-/// `sys_enter`/`sys_exit` tracepoints registered while agentwatch's syscall
-/// programs come and go.
+/// perf events), and a tracepoint event on each tracepoint agentwatch
+/// attaches to keeps it registered while agentwatch's programs come and go
+/// (a syscall's entry and exit stand for every syscall's: they are the
+/// `sys_enter`/`sys_exit` tracepoints).
 fn hold_static_keys() -> i64 {
     const PERF_TYPE_SOFTWARE: u32 = 1;
     const PERF_TYPE_TRACEPOINT: u32 = 2;
@@ -140,8 +141,16 @@ fn hold_static_keys() -> i64 {
     if fd < 0 {
         return fd;
     }
-    for event in ["sys_enter_getppid", "sys_exit_getppid"] {
-        let id = std::fs::read_to_string(format!("/sys/kernel/tracing/events/syscalls/{event}/id"))
+    for event in [
+        "syscalls/sys_enter_getppid",
+        "syscalls/sys_exit_getppid",
+        "sched/sched_process_fork",
+        "sched/sched_process_exec",
+        "sched/sched_process_exit",
+        "io_uring/io_uring_submit_req",
+        "io_uring/io_uring_complete",
+    ] {
+        let id = std::fs::read_to_string(format!("/sys/kernel/tracing/events/{event}/id"))
             .ok()
             .and_then(|id| id.trim().parse::<u64>().ok());
         // Any CPU's event registers the tracepoint for every CPU.
