@@ -232,7 +232,7 @@ impl TlsProbes {
 
 impl Target {
     fn read(path: PathBuf) -> Result<Self> {
-        let identity = identity(&path)?;
+        let identity = identity(&path).with_context(|| format!("{}", path.display()))?;
         let write_offsets = file_offsets(&path, WRITE_FUNCTIONS)?;
         Ok(Self {
             path,
@@ -243,7 +243,9 @@ impl Target {
 
     /// Reads the offsets again if the file at the path was replaced.
     fn current(&mut self) -> Result<()> {
-        if identity(&self.path)? != self.identity {
+        if identity(&self.path).with_context(|| format!("{}", self.path.display()))?
+            != self.identity
+        {
             *self = Self::read(self.path.clone())?;
         }
         Ok(())
@@ -255,8 +257,11 @@ fn identity_of_pid(pid: u32) -> Option<(u64, u64)> {
     identity(Path::new(&format!("/proc/{pid}/exe"))).ok()
 }
 
-fn identity(path: &Path) -> Result<(u64, u64)> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+/// A plain I/O error: most callers only learn that a process has exited,
+/// once per short-lived process, and an `anyhow` error would capture a
+/// backtrace each time (under `RUST_BACKTRACE`).
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    let meta = std::fs::metadata(path)?;
     Ok((meta.dev(), meta.ino()))
 }
 
