@@ -48,6 +48,9 @@ pub struct SessionState {
     /// [`crate::names::Action`] code.
     pub action: u32,
     pub flags: u32,
+    /// When the session was opened (`CLOCK_BOOTTIME` ns): with its id
+    /// (a pid, which may come again), names this session and no later one.
+    pub opened_ns: u64,
 }
 
 /// Key of `CREDS`: a credential file's identity.
@@ -182,16 +185,15 @@ pub struct Config {
     pub max_sockets: u32,
 }
 
-/// Key of `REPORTED_OPENS`: an open a task reported, by the file it opened
-/// and how. The task is named by its thread id, start time and exec count,
-/// so a reused id or a new program reports its opens afresh.
+/// Key of `REPORTED_OPENS`: an open a session reported, by the file it
+/// opened and how. The session is named by its id and when it was opened,
+/// so a later session with a reused id reports its opens afresh.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenedKey {
-    pub start_ns: u64,
-    pub exec_id: u64,
+    pub session_opened_ns: u64,
     pub ino: u64,
-    pub tid: u32,
+    pub session: u32,
     pub dev: u32,
     pub flags: u32,
     pub _pad: u32,

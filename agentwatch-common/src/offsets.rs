@@ -17,8 +17,6 @@ pub struct KernelOffsets {
     pub task_fs: u32,
     pub task_exit_code: u32,
     pub task_signal: u32,
-    pub task_start_time: u32,
-    pub task_self_exec_id: u32,
     pub signal_live: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,

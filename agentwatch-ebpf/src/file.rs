@@ -19,12 +19,12 @@ use aya_ebpf::{
 
 use crate::{
     emit::{Urgency, fill_header, send_with},
-    kernel::{FileIdentity, current_task, fd_file, file_identity, off, read, read_ptr},
+    kernel::{FileIdentity, fd_file, file_identity, off, read, read_ptr},
     maps::{CREDS, ENV_CLASSES, REPORTED_OPENS, count, owe_scan},
     path::{KPath, cwd_and_root, write_dir_path},
     process::string_len,
     scratch::{OPEN_SCRATCH, OpenScratch},
-    session::member,
+    session::{Member, member},
     syscall::{entry_args, ret},
 };
 
@@ -120,7 +120,7 @@ fn report_open(
     event.ret = result;
     event.flags = call.flags;
     judge_opened(event, result, pid_tgid);
-    let opened = opened_key(event, pid_tgid);
+    let opened = opened_key(event, &member);
     if let Some(key) = &opened
         && repeated(key)
     {
@@ -160,27 +160,29 @@ fn report_open(
     0
 }
 
-/// What names an open for coalescing: the task, the file and the flags;
-/// None for a failed open and for a credential's (always reported).
+/// What names an open for coalescing: the session, the file and the
+/// flags; None for a failed open, for a credential's (always reported) and
+/// for a session user space has forgotten.
 #[inline(always)]
-fn opened_key(event: &OpenEvent, pid_tgid: u64) -> Option<OpenedKey> {
-    if event.ret < 0 || event.cred_classes != 0 {
+fn opened_key(event: &OpenEvent, member: &Member) -> Option<OpenedKey> {
+    if event.ret < 0 || event.cred_classes != 0 || member.state.is_null() {
         return None;
     }
-    let task = current_task();
     Some(OpenedKey {
-        start_ns: read::<u64>(task, off!(task_start_time)),
-        exec_id: read::<u64>(task, off!(task_self_exec_id)),
+        // SAFETY: a live map value (checked non-null above).
+        session_opened_ns: unsafe { (*member.state).opened_ns },
         ino: event.ino,
-        tid: pid_tgid as u32,
+        session: member.session,
         dev: event.dev,
         flags: event.flags,
         _pad: 0,
     })
 }
 
-/// Whether the task reported this open already: counted, not sent again.
-/// Its judgment (a credential's taint) was made all the same.
+/// Whether the session reported this open already (any of its processes,
+/// the same file and flags): counted, not sent again. Its judgment (a
+/// credential's taint) was made all the same, and the content of what it
+/// reads was scanned at the first report.
 #[inline(always)]
 fn repeated(key: &OpenedKey) -> bool {
     // SAFETY: only the key's presence is read.

@@ -14,8 +14,6 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_fs: 0,
     task_exit_code: 0,
     task_signal: 0,
-    task_start_time: 0,
-    task_self_exec_id: 0,
     signal_live: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,

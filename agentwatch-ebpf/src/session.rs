@@ -173,6 +173,8 @@ impl Member {
 pub fn open_session(tgid: u32, action: u32) {
     let state = SessionState {
         action,
+        // SAFETY: the helper takes no arguments.
+        opened_ns: unsafe { bpf_ktime_get_boot_ns() },
         ..SessionState::default()
     };
     if SESSIONS.insert(tgid, state, BPF_NOEXIST as u64).is_ok()

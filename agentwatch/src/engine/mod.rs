@@ -426,6 +426,7 @@ impl Engine {
             session,
             SessionState {
                 action: action.code(),
+                opened_ns: clock_ns(libc::CLOCK_BOOTTIME),
                 ..SessionState::default()
             },
         )

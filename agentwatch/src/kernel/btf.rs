@@ -75,8 +75,6 @@ impl KernelBtf {
             task_fs: o("task_struct", "fs")?,
             task_exit_code: o("task_struct", "exit_code")?,
             task_signal: o("task_struct", "signal")?,
-            task_start_time: o("task_struct", "start_time")?,
-            task_self_exec_id: o("task_struct", "self_exec_id")?,
             signal_live: o("signal_struct", "live")?,
             mm_arg_start: o("mm_struct", "arg_start")?,
             mm_arg_end: o("mm_struct", "arg_end")?,
