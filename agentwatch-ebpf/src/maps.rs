@@ -147,14 +147,19 @@ fn atomic_add(value: *mut u64, delta: u64) {
 /// Counts a reported read of `session` that user space may scan.
 #[inline(always)]
 pub fn owe_scan(session: u32) {
-    if SCANS_OWED.get_ptr_mut(session).is_none() {
-        // The session's first: created at zero, unless another CPU just
-        // did; either way the add below counts it.
-        let _ = SCANS_OWED.insert(session, 0, BPF_NOEXIST as u64);
-    }
-    if let Some(owed) = SCANS_OWED.get_ptr_mut(session) {
-        atomic_add(owed, 1);
-    }
+    let owed = match SCANS_OWED.get_ptr_mut(session) {
+        Some(owed) => owed,
+        None => {
+            // The session's first: created at zero, unless another CPU
+            // just did; either way the add below counts it.
+            let _ = SCANS_OWED.insert(session, 0, BPF_NOEXIST as u64);
+            let Some(owed) = SCANS_OWED.get_ptr_mut(session) else {
+                return;
+            };
+            owed
+        }
+    };
+    atomic_add(owed, 1);
 }
 
 /// Whether `session` read something user space has not scanned yet.
@@ -182,7 +187,7 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 pub static IOURING_OPENS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(8192, 0);
 
-/// Opens a task has reported (a set: the value means nothing).
+/// Opens a session has reported (a set: the value means nothing).
 #[map]
 pub static REPORTED_OPENS: LruHashMap<OpenedKey, u8> =
     LruHashMap::with_max_entries(REPORTED_OPENS_ENTRIES, 0);
