@@ -27,26 +27,25 @@ use tracing::debug;
 
 use agentwatch_common::names::DETACHING_LOCK as DETACHING;
 
-fn lock_file() -> Result<File> {
-    OpenOptions::new()
+/// Takes the lock on [`DETACHING`], waiting for it.
+fn take_lock(how: FlockArg) -> Result<Flock<File>> {
+    let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(DETACHING)
-        .with_context(|| format!("opening {DETACHING}"))
+        .with_context(|| format!("opening {DETACHING}"))?;
+    Flock::lock(file, how)
+        .map_err(|(_, errno)| errno)
+        .with_context(|| format!("locking {DETACHING}"))
 }
 
 /// Waits until no earlier run's programs are still being detached. Where
 /// the lock cannot be had (a read-only `/run`, as the daemon's unit makes
 /// it) there is no run detaching to wait for that could have made it.
 pub fn wait_for_earlier_detaching() {
-    let waited = lock_file().and_then(|file| {
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| errno)
-            .with_context(|| format!("locking {DETACHING}"))
-    });
     // Released as it is dropped: only the wait matters.
-    if let Err(error) = waited {
+    if let Err(error) = take_lock(FlockArg::LockExclusive) {
         debug!("not waiting for earlier runs' detaching: {error:#}");
     }
 }
@@ -66,9 +65,7 @@ const KERNEL_OBJECTS: &[&str] = &[
 pub fn detach_after_exit() -> Result<()> {
     let (woken, wake) = pipe().context("creating the teardown pipe")?;
     // Shared by the fork: the child's until it exits.
-    let lock = Flock::lock(lock_file()?, FlockArg::LockShared)
-        .map_err(|(_, errno)| errno)
-        .with_context(|| format!("locking {DETACHING}"))?;
+    let lock = take_lock(FlockArg::LockShared)?;
     let (objects, highest) = descriptors()?;
     let mut keep = objects.clone();
     keep.extend([woken.as_raw_fd(), lock.as_raw_fd()]);
